@@ -1,0 +1,58 @@
+"""Packaging for videosvc.
+
+`sql/` stays at the top of the repository (plain files anyone can read); a
+build copies it into the package as `videosvc/sql/`, and an editable install
+reads it where it is (see `videosvc.db.migrations_dir`).
+"""
+
+import shutil
+from pathlib import Path
+
+from setuptools import setup
+from setuptools.command.build_py import build_py
+
+
+class BuildPyWithMigrations(build_py):
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "videosvc" / "sql"
+        target.mkdir(parents=True, exist_ok=True)
+        for script in sorted(Path("sql").glob("*.sql")):
+            shutil.copy2(script, target / script.name)
+
+
+setup(
+    name="videosvc",
+    version="0.1.0",
+    description="Self-hosted HTTP service that stores MP4 videos and resizes them with ffmpeg",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.11",
+    packages=["videosvc"],
+    package_data={"videosvc": ["py.typed"]},
+    cmdclass={"build_py": BuildPyWithMigrations},
+    install_requires=[
+        "aiohttp>=3.10,<4",
+        "aiohttp-apigami>=0.9,<1",
+        "aiosqlite>=0.20",
+        "ffmpeg-python>=0.2,<0.3",
+        "marshmallow>=3.20,<4",
+    ],
+    extras_require={
+        # A static ffmpeg build from PyPI, for machines without a system ffmpeg.
+        "ffmpeg": ["imageio-ffmpeg>=0.5"],
+        "test": [
+            "pytest>=8",
+            "pytest-aiohttp>=1.1",
+            "imageio-ffmpeg>=0.5",
+        ],
+        "dev": ["ruff", "mypy"],
+    },
+    entry_points={"console_scripts": ["videosvc=videosvc.__main__:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Framework :: AsyncIO",
+        "Framework :: aiohttp",
+        "Topic :: Multimedia :: Video :: Conversion",
+    ],
+)

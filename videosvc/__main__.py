@@ -1,0 +1,105 @@
+"""Command line: `python -m videosvc run` starts the service, `check` tests ffmpeg."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from aiohttp import web
+
+from . import __version__
+from .config import ConfigError, Settings, load_settings
+from .logs import AccessLogger, setup_logging
+from .toolchain import ToolchainError, inspect_toolchain
+from .worker import Outcome, ResizeJob, run_resize
+
+DEFAULT_CONFIG = Path("config.toml")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="videosvc", description="Store MP4 videos and resize them with ffmpeg.")
+    parser.add_argument("--version", action="version", version=f"videosvc {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="start the HTTP service")
+    check = commands.add_parser("check", help="report the ffmpeg found and try a tiny resize")
+    for command in (run, check):
+        command.add_argument(
+            "--config", type=Path, help=f"TOML settings file (default: ./{DEFAULT_CONFIG} if it exists)"
+        )
+    run.add_argument("--host", help="listen address (overrides the host setting)")
+    run.add_argument("--port", type=int, help="listen port (overrides the port setting)")
+    args = parser.parse_args(argv)
+
+    try:
+        config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)
+        overrides = {"host": getattr(args, "host", None), "port": getattr(args, "port", None)}
+        settings = load_settings(config_path, overrides=overrides)
+        if args.command == "check":
+            return check(settings)
+        return serve(settings)
+    except (ConfigError, ToolchainError) as e:
+        print(f"videosvc: {e}", file=sys.stderr)
+        return 2
+
+
+def serve(settings: Settings) -> int:
+    from .app import create_app  # the web stack is not needed by `check`
+
+    setup_logging(settings.log)
+    try:
+        web.run_app(
+            create_app(settings),
+            host=settings.http.host,
+            port=settings.http.port,
+            access_log_class=AccessLogger,
+            access_log=logging.getLogger("videosvc.access"),
+            shutdown_timeout=settings.http.shutdown_grace_s,
+            print=lambda line: logging.getLogger("videosvc").info(line.strip()),
+        )
+    except OSError as e:
+        print(f"videosvc: cannot listen on {settings.http.host}:{settings.http.port}: {e.strerror}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def check(settings: Settings) -> int:
+    report = inspect_toolchain(settings.ffmpeg)
+    print(f"ffmpeg:   {report.tools.ffmpeg} (from {report.ffmpeg_source})")
+    print(f"          {report.ffmpeg_version}")
+    print(f"ffprobe:  {report.tools.ffprobe or 'not found; probing reads ffmpeg -i instead'}")
+    if report.ffprobe_version:
+        print(f"          {report.ffprobe_version}")
+    print(f"encoders: libx264 {'yes' if report.has_libx264 else 'NO'}, aac {'yes' if report.has_aac else 'NO'}")
+    with tempfile.TemporaryDirectory() as folder:
+        sample = Path(folder) / "sample.mp4"
+        subprocess.run(
+            [report.tools.ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi",
+             "-i", "testsrc2=size=96x64:duration=0.2", "-f", "lavfi", "-i", "sine=duration=0.2",
+             "-c:v", "libx264", "-c:a", "aac", "-shortest", str(sample)],
+            check=True, timeout=60,
+        )  # fmt: skip
+        result = run_resize(
+            ResizeJob(
+                source=str(sample),
+                directory=str(Path(folder) / "job"),
+                width=48,
+                height=32,
+                tools=report.tools,
+                x264_preset=settings.ffmpeg.x264_preset,
+                x264_crf=settings.ffmpeg.x264_crf,
+                timeout_s=60,
+            )
+        )
+    if result.outcome is not Outcome.SUCCEEDED:
+        print(f"resize:   FAILED: {result.error}")
+        return 1
+    print(f"resize:   ok (96x64 -> 48x32 in {result.elapsed_s:.2f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

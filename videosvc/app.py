@@ -1,0 +1,99 @@
+"""The application factory: the one place where everything is wired together."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+from aiohttp_apigami import AiohttpApiSpec, validation_middleware
+from aiohttp_apigami.constants import APISPEC_PARSER
+
+from . import __version__
+from .config import Settings
+from .db import Database
+from .jobs import JobRunner
+from .keys import DATABASE, JOB_RUNNER, SERVICE, SETTINGS, STORAGE, TOOLCHAIN
+from .middlewares import auth_middleware, error_middleware
+from .routes import add_routes, add_slashless_aliases
+from .service import VideoService
+from .storage import Storage
+from .toolchain import inspect_toolchain
+from .validation import JsonBodyParser
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings) -> web.Application:
+    app = web.Application(
+        # Caps JSON bodies only: uploads are streamed from request.content, not read whole.
+        client_max_size=settings.http.max_json_bytes,
+        middlewares=[error_middleware, auth_middleware(settings.http.api_keys), validation_middleware],
+    )
+    app[SETTINGS] = settings
+    # Resources, in dependency order; torn down in reverse.
+    app.cleanup_ctx.extend([toolchain_ctx, storage_ctx, database_ctx, job_runner_ctx, service_ctx])
+    add_routes(app)
+    setup_docs(app, settings)
+    add_slashless_aliases(app)
+    return app
+
+
+def setup_docs(app: web.Application, settings: Settings) -> None:
+    """OpenAPI 3 at /swagger.json and Swagger UI at /swagger, from the handlers' schemas."""
+    options = {"security": [{"bearerAuth": []}]} if settings.http.api_keys else {}
+    docs = AiohttpApiSpec(
+        url="/swagger.json",
+        swagger_path="/swagger",
+        static_path="/swagger/static",
+        openapi_version="3.0.3",
+        title="videosvc",
+        version=__version__,
+        info={"description": "Store MP4 videos and resize them with ffmpeg, in the background."},
+        **options,
+    )
+    if settings.http.api_keys:
+        docs.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
+    docs.register(app, in_place=True)
+    # Our parser reads any body as JSON and raises errors in the service's one shape.
+    app[APISPEC_PARSER] = JsonBodyParser()
+
+
+async def toolchain_ctx(app: web.Application) -> AsyncIterator[None]:
+    report = await asyncio.to_thread(inspect_toolchain, app[SETTINGS].ffmpeg)
+    log.info("using %s (%s), ffprobe: %s", report.tools.ffmpeg, report.ffmpeg_version, report.tools.ffprobe or "none")
+    app[TOOLCHAIN] = report.tools
+    yield
+
+
+async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS].storage
+    storage = Storage(settings.data_dir.resolve(), settings.min_free_bytes)
+    await asyncio.to_thread(storage.prepare)
+    app[STORAGE] = storage
+    yield
+
+
+async def database_ctx(app: web.Application) -> AsyncIterator[None]:
+    db = await Database.open(app[STORAGE].database_path)
+    app[DATABASE] = db
+    yield
+    await db.close()
+
+
+async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
+    runner = JobRunner(app[SETTINGS], app[DATABASE], app[STORAGE], app[TOOLCHAIN])
+    app[JOB_RUNNER] = runner
+    await runner.start_pool()
+    yield
+    await runner.close()
+
+
+async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+    service = VideoService(app[SETTINGS], app[DATABASE], app[STORAGE], app[JOB_RUNNER], app[TOOLCHAIN])
+    # Rows and files must agree before interrupted jobs are run again.
+    await service.reconcile()
+    await app[JOB_RUNNER].resume_interrupted()
+    app[SERVICE] = service
+    yield

@@ -1,0 +1,200 @@
+"""Running resize jobs in a process pool, and recording how they end.
+
+Each accepted job gets one tracked asyncio task. The task hands the job to the
+pool, awaits its future on the event loop (never in the executor's callback
+thread), and writes the outcome to the database under `asyncio.shield`, so a
+cancellation cannot lose it. The pool can be any `concurrent.futures`
+executor: jobs are plain data, and cancellation goes through a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures.process import BrokenProcessPool
+
+from .config import Settings
+from .db import Database, JobRecord
+from .errors import JobQueueUnavailable
+from .media import Toolchain
+from .storage import Storage, remove
+from .worker import JobFiles, Outcome, ResizeJob, ResizeResult, init_worker, run_resize, warm_up
+
+log = logging.getLogger(__name__)
+
+
+class JobRunner:
+    def __init__(self, settings: Settings, db: Database, storage: Storage, tools: Toolchain) -> None:
+        self._settings = settings
+        self._db = db
+        self._storage = storage
+        self._tools = tools
+        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._tasks: dict[int, asyncio.Task[None]] = {}
+        self._futures: dict[int, concurrent.futures.Future[ResizeResult]] = {}
+        self._deleted: set[int] = set()
+        self._closing = False
+
+    @property
+    def active_job_ids(self) -> set[int]:
+        return set(self._tasks)
+
+    async def start_pool(self) -> None:
+        self._pool = self._new_pool()
+        # Start every worker now, so the first PATCH does not pay for it.
+        warmups = [asyncio.wrap_future(self._pool.submit(warm_up)) for _ in range(self._settings.worker_count)]
+        await asyncio.gather(*warmups)
+
+    async def close(self) -> None:
+        """Stop ffmpeg everywhere and the pool; cut-off jobs are requeued for the next start."""
+        self._closing = True
+        for job_id in list(self._tasks):
+            self._signal_stop(job_id)
+        if self._tasks:
+            done, pending = await asyncio.wait(
+                list(self._tasks.values()), timeout=self._settings.http.shutdown_grace_s
+            )
+            for task in pending:
+                task.cancel()
+        if self._pool is not None:
+            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
+            self._pool = None
+
+    def submit(self, job: JobRecord) -> None:
+        """Queue a job; returns at once. Raises JobQueueUnavailable when closing."""
+        if self._closing or self._pool is None:
+            raise JobQueueUnavailable("the service is shutting down and takes no new jobs")
+        self._storage.job_dir(job.id).mkdir(parents=True, exist_ok=True)
+        task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
+        self._tasks[job.id] = task
+        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+        log.info(
+            "job queued", extra={"job_id": job.id, "video_id": job.video_id, "size": f"{job.width}x{job.height}"}
+        )
+
+    async def cancel_for_delete(self, job_id: int) -> None:
+        """Stop a job whose video is being deleted; returns once its files are gone."""
+        task = self._tasks.get(job_id)
+        if task is None:
+            return
+        self._deleted.add(job_id)
+        self._signal_stop(job_id)
+        await asyncio.wait([task])
+        self._deleted.discard(job_id)
+
+    def progress_file(self, job_id: int) -> JobFiles:
+        return JobFiles(self._storage.job_dir(job_id))
+
+    def _signal_stop(self, job_id: int) -> None:
+        future = self._futures.get(job_id)
+        if future is not None and future.cancel():
+            return  # it never reached a worker
+        files = JobFiles(self._storage.job_dir(job_id))
+        try:
+            files.cancel.touch()
+        except FileNotFoundError:
+            pass  # the job is finishing and already removed its directory
+
+    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
+        # forkserver: workers do not inherit the server's threads and sockets.
+        return concurrent.futures.ProcessPoolExecutor(
+            max_workers=self._settings.worker_count,
+            mp_context=multiprocessing.get_context("forkserver"),
+            initializer=init_worker,
+        )
+
+    def _replace_broken_pool(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
+        if self._pool is broken and not self._closing:
+            log.error("a worker process died; starting a new pool")
+            self._pool = self._new_pool()
+            broken.shutdown(wait=False, cancel_futures=True)
+
+    async def resume_interrupted(self) -> None:
+        """Jobs the last run accepted but did not finish: run again, or give up."""
+        limit = self._settings.jobs.job_max_attempts
+        for job in await self._db.active_jobs():
+            if job.attempts >= limit:
+                error = f"interrupted {job.attempts} time(s) by a crash or restart; gave up (job_max_attempts={limit})"
+                await self._db.fail_job(job.id, error)
+                log.warning("job failed", extra={"job_id": job.id, "video_id": job.video_id, "error": error})
+            else:
+                log.info("resuming interrupted job", extra={"job_id": job.id, "video_id": job.video_id})
+                self.submit(job)
+
+    async def _run(self, job: JobRecord) -> None:
+        files = JobFiles(self._storage.job_dir(job.id))
+        started = time.monotonic()
+        try:
+            result = await self._attempt_until_done(job, files)
+            await asyncio.shield(self._finish(job, files, result))
+        finally:
+            self._futures.pop(job.id, None)
+        log.debug("job task ended after %.2f s", time.monotonic() - started, extra={"job_id": job.id})
+
+    async def _attempt_until_done(self, job: JobRecord, files: JobFiles) -> ResizeResult:
+        limit = self._settings.jobs.job_max_attempts
+        while True:
+            pool = self._pool
+            if pool is None or self._closing:
+                return ResizeResult(Outcome.CANCELLED)
+            attempt = await self._db.mark_running(job.id)
+            spec = ResizeJob(
+                source=str(self._storage.video_path(job.video_id)),
+                directory=str(files.directory),
+                width=job.width,
+                height=job.height,
+                tools=self._tools,
+                x264_preset=self._settings.ffmpeg.x264_preset,
+                x264_crf=self._settings.ffmpeg.x264_crf,
+                timeout_s=self._settings.jobs.job_timeout_s,
+            )
+            log.info("job started", extra={"job_id": job.id, "video_id": job.video_id, "attempt": attempt})
+            try:
+                future = pool.submit(run_resize, spec)
+                self._futures[job.id] = future
+                return await asyncio.wrap_future(future)
+            except BrokenProcessPool:
+                self._replace_broken_pool(pool)
+                if attempt < limit and not self._closing:
+                    log.warning("job lost its worker; retrying", extra={"job_id": job.id, "attempt": attempt})
+                    continue
+                return ResizeResult(Outcome.FAILED, error=f"the worker process died ({attempt} attempt(s))")
+            except RuntimeError:  # submit after shutdown
+                return ResizeResult(Outcome.CANCELLED)
+            except asyncio.CancelledError:
+                future = self._futures.get(job.id)
+                current = asyncio.current_task()
+                if future is not None and future.cancelled() and current is not None and not current.cancelling():
+                    return ResizeResult(Outcome.CANCELLED)  # dropped from the queue by _signal_stop
+                raise
+
+    async def _finish(self, job: JobRecord, files: JobFiles, result: ResizeResult) -> None:
+        fields = {"job_id": job.id, "video_id": job.video_id, "elapsed_s": round(result.elapsed_s, 3)}
+        try:
+            if job.id in self._deleted:
+                log.info("job dropped: its video was deleted", extra=fields)
+            elif result.outcome is Outcome.CANCELLED:
+                if self._closing:
+                    await self._db.requeue(job.id)
+                    log.info("job interrupted by shutdown; it will resume at next start", extra=fields)
+                else:
+                    await self._db.fail_job(job.id, "the job was cancelled")
+            elif result.outcome is Outcome.SUCCEEDED and result.output and result.info:
+                # Rename first, then record: a crash in between re-runs the job,
+                # which yields the same file; the reverse order could lie.
+                target = self._storage.video_path(job.video_id)
+                os.replace(result.output, target)
+                await self._db.succeed_job(
+                    job, target.stat().st_size, result.info.width, result.info.height, result.info.duration_s
+                )
+                log.info("job finished", extra=fields)
+            else:
+                error = result.error or "the job failed"
+                await self._db.fail_job(job.id, error)
+                log.warning("job failed", extra={**fields, "error": error})
+        finally:
+            remove(files.directory)

@@ -1,0 +1,19 @@
+"""Typed application keys: everything the app holds, declared in one place."""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+from .config import Settings
+from .db import Database
+from .jobs import JobRunner
+from .media import Toolchain
+from .service import VideoService
+from .storage import Storage
+
+SETTINGS = web.AppKey("settings", Settings)
+TOOLCHAIN = web.AppKey("toolchain", Toolchain)
+STORAGE = web.AppKey("storage", Storage)
+DATABASE = web.AppKey("database", Database)
+JOB_RUNNER = web.AppKey("job_runner", JobRunner)
+SERVICE = web.AppKey("service", VideoService)

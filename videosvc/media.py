@@ -1,0 +1,182 @@
+"""Reading what a media file is, with ffprobe or, without it, `ffmpeg -i`.
+
+Plain synchronous functions over plain data: they run in worker processes and
+in the server's thread pool, never on the event loop, and import neither
+aiohttp nor the database.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from dataclasses import dataclass
+
+#: Longest a probe may take; a file that ffprobe cannot read by then is not one we want.
+PROBE_TIMEOUT_S = 60.0
+
+#: ISO-BMFF brands that ffmpeg's demuxer names "mov,mp4,m4a,3gp,3g2,mj2".
+MP4_FAMILY = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2"})
+
+
+@dataclass(frozen=True)
+class Toolchain:
+    """Where the ffmpeg binaries are; ffprobe is optional."""
+
+    ffmpeg: str
+    ffprobe: str | None = None
+
+
+@dataclass(frozen=True)
+class MediaInfo:
+    format_names: tuple[str, ...]
+    #: Display size: what a player shows, rotation applied.
+    width: int
+    height: int
+    duration_s: float | None
+    video_codec: str
+    audio_codecs: tuple[str, ...]
+    #: Degrees of the display matrix, 0 when none.
+    rotation: int = 0
+
+    @property
+    def is_mp4_family(self) -> bool:
+        return bool(MP4_FAMILY.intersection(self.format_names))
+
+
+class ProbeError(Exception):
+    """The file is not media that ffmpeg can read, or has no video stream."""
+
+
+def has_ftyp_header(head: bytes) -> bool:
+    """ISO-BMFF files (MP4, MOV, 3GP) open with a `ftyp` box."""
+    return len(head) >= 8 and head[4:8] == b"ftyp"
+
+
+def probe(path: str, tools: Toolchain) -> MediaInfo:
+    if tools.ffprobe:
+        return _probe_with_ffprobe(path, tools.ffprobe)
+    return _probe_with_ffmpeg(path, tools.ffmpeg)
+
+
+def _probe_with_ffprobe(path: str, ffprobe_cmd: str) -> MediaInfo:
+    args = ["-show_format", "-show_streams", "-of", "json", "-v", "error", path]
+    try:
+        # ffmpeg.probe has no timeout; the same call, bounded.
+        completed = subprocess.run(
+            [ffprobe_cmd, *args], capture_output=True, timeout=PROBE_TIMEOUT_S, check=False
+        )
+    except subprocess.TimeoutExpired:
+        raise ProbeError("probing the file timed out") from None
+    if completed.returncode != 0:
+        raise ProbeError(_last_line(completed.stderr) or "ffprobe could not read the file")
+    data = json.loads(completed.stdout)
+    streams = data.get("streams", [])
+    video = next(
+        (
+            s
+            for s in streams
+            if s.get("codec_type") == "video"
+            and not s.get("disposition", {}).get("attached_pic")
+            and s.get("width")
+        ),
+        None,
+    )
+    if video is None:
+        raise ProbeError("the file has no video stream")
+    rotation = _ffprobe_rotation(video)
+    duration = data.get("format", {}).get("duration") or video.get("duration")
+    return _info(
+        formats=data.get("format", {}).get("format_name", ""),
+        width=int(video["width"]),
+        height=int(video["height"]),
+        rotation=rotation,
+        duration_s=float(duration) if duration else None,
+        video_codec=video.get("codec_name", ""),
+        audio_codecs=[s.get("codec_name", "") for s in streams if s.get("codec_type") == "audio"],
+    )
+
+
+def _ffprobe_rotation(stream: dict[str, object]) -> int:
+    for side in stream.get("side_data_list", []) or []:  # type: ignore[attr-defined]
+        if isinstance(side, dict) and "rotation" in side:
+            return int(float(side["rotation"]))
+    tags = stream.get("tags") or {}
+    if isinstance(tags, dict) and "rotate" in tags:
+        return int(float(tags["rotate"]))
+    return 0
+
+
+_INPUT_RE = re.compile(r"^Input #0, ([\w,]+), from ", re.M)
+_DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
+_STREAM_RE = re.compile(r"^\s*Stream #0:\d+.*?: (Video|Audio): (\w+)(.*)$", re.M)
+_SIZE_RE = re.compile(r", (\d{2,5})x(\d{2,5})[, \[]")
+_ROTATION_RE = re.compile(r"displaymatrix: rotation of (-?[\d.]+) degrees")
+
+
+def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str) -> MediaInfo:
+    """Read `ffmpeg -i` output, for machines that have ffmpeg but no ffprobe."""
+    try:
+        completed = subprocess.run(
+            [ffmpeg_cmd, "-hide_banner", "-nostdin", "-i", path],
+            capture_output=True,
+            timeout=PROBE_TIMEOUT_S,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        raise ProbeError("probing the file timed out") from None
+    text = completed.stderr.decode("utf-8", "replace")
+    header = _INPUT_RE.search(text)
+    if header is None:
+        raise ProbeError(_last_line(completed.stderr) or "ffmpeg could not read the file")
+    video_codec, width, height, rotation = "", 0, 0, 0
+    audio_codecs: list[str] = []
+    streams = list(_STREAM_RE.finditer(text))
+    for index, match in enumerate(streams):
+        kind, codec, rest = match.groups()
+        if kind == "Audio":
+            audio_codecs.append(codec)
+        elif not video_codec and "attached pic" not in rest:
+            size = _SIZE_RE.search(rest + ",")
+            if size is None:
+                continue
+            video_codec, width, height = codec, int(size[1]), int(size[2])
+            # Side data (the display matrix) sits between this stream and the next.
+            end = streams[index + 1].start() if index + 1 < len(streams) else len(text)
+            turn = _ROTATION_RE.search(text, match.end(), end)
+            rotation = int(float(turn[1])) if turn else 0
+    if not video_codec:
+        raise ProbeError("the file has no video stream")
+    duration = _DURATION_RE.search(text)
+    seconds = (
+        int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
+    )
+    return _info(header[1], width, height, rotation, seconds, video_codec, audio_codecs)
+
+
+def _info(
+    formats: str,
+    width: int,
+    height: int,
+    rotation: int,
+    duration_s: float | None,
+    video_codec: str,
+    audio_codecs: list[str],
+) -> MediaInfo:
+    if rotation % 180:
+        width, height = height, width
+    return MediaInfo(
+        format_names=tuple(name for name in formats.split(",") if name),
+        width=width,
+        height=height,
+        duration_s=duration_s,
+        video_codec=video_codec,
+        audio_codecs=tuple(audio_codecs),
+        rotation=rotation,
+    )
+
+
+def _last_line(stderr: bytes) -> str:
+    lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+    return lines[-1] if lines else ""
+

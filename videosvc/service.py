@@ -1,0 +1,205 @@
+"""The domain layer: store, describe, resize and delete videos.
+
+It knows nothing of HTTP: it takes plain values and an async stream of bytes,
+and raises the errors of `errors.py`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import unicodedata
+import uuid
+import weakref
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Settings
+from .db import Database, VideoRecord, VideoStatus, utc_now
+from .errors import EmptyUpload, InvalidRequest, NotAnMp4, UploadTooLarge, VideoNotFound
+from .jobs import JobRunner
+from .media import ProbeError, Toolchain, has_ftyp_header, probe
+from .storage import Storage, remove
+from .worker import read_progress
+
+log = logging.getLogger(__name__)
+
+#: Check free disk again after this many bytes of an upload.
+DISK_CHECK_EVERY_BYTES = 64 * 1024**2
+#: Uploads are written in blocks of this size, each in a thread, off the event loop.
+WRITE_BLOCK_BYTES = 1024**2
+MAX_FILENAME_CHARS = 255
+
+
+@dataclass(frozen=True)
+class IncomingUpload:
+    chunks: AsyncIterator[bytes]
+    filename: str | None
+    #: From Content-Length, when the client sent one.
+    declared_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class VideoView:
+    """What GET shows of a video."""
+
+    status: VideoStatus
+    #: 0-100 while a job runs and ffmpeg has reported, else None.
+    progress: int | None
+
+
+class VideoService:
+    def __init__(
+        self, settings: Settings, db: Database, storage: Storage, runner: JobRunner, tools: Toolchain
+    ) -> None:
+        self._settings = settings
+        self._db = db
+        self._storage = storage
+        self._runner = runner
+        self._tools = tools
+        # One lock per video for PATCH and DELETE, so neither sees the other half-done.
+        self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+    def _lock(self, video_id: str) -> asyncio.Lock:
+        lock = self._locks.get(video_id)
+        if lock is None:
+            lock = self._locks[video_id] = asyncio.Lock()
+        return lock
+
+    async def reconcile(self) -> None:
+        """Make rows and files agree after a crash: each without the other is dropped."""
+        rows = await self._db.video_ids()
+        files = await asyncio.to_thread(self._storage.stored_video_ids)
+        for orphan in sorted(files - rows):
+            log.warning("removing stored file with no database row", extra={"video_id": orphan})
+            await asyncio.to_thread(remove, self._storage.video_path(orphan))
+        missing = sorted(rows - files)
+        if missing:
+            for video_id in missing:
+                log.warning("removing database row whose file is gone", extra={"video_id": video_id})
+            await self._db.delete_videos(missing)
+
+    async def store(self, upload: IncomingUpload) -> VideoRecord:
+        limit = self._settings.http.max_upload_bytes
+        if upload.declared_bytes is not None:
+            if upload.declared_bytes > limit:
+                raise UploadTooLarge(limit)
+            await asyncio.to_thread(self._storage.ensure_free, upload.declared_bytes)
+        video_id = str(uuid.uuid4())
+        temp = self._storage.new_temp_path()
+        try:
+            size = await self._receive(upload.chunks, temp, limit)
+            try:
+                info = await asyncio.to_thread(probe, str(temp), self._tools)
+            except ProbeError as e:
+                raise NotAnMp4(str(e)) from None
+            if not info.is_mp4_family:
+                raise NotAnMp4(f"the container is {','.join(info.format_names)}, not MP4")
+            await asyncio.to_thread(self._storage.commit, temp, video_id)
+        finally:
+            await asyncio.to_thread(remove, temp)
+        now = utc_now()
+        record = VideoRecord(
+            id=video_id,
+            filename=clean_filename(upload.filename) or f"{video_id}.mp4",
+            size_bytes=size,
+            width=info.width,
+            height=info.height,
+            duration_s=info.duration_s,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            await self._db.insert_video(record)
+        except BaseException:
+            await asyncio.to_thread(remove, self._storage.video_path(video_id))
+            raise
+        log.info("video stored", extra={"video_id": video_id, "size_bytes": size})
+        return record
+
+    async def _receive(self, chunks: AsyncIterator[bytes], temp: Path, limit: int) -> int:
+        """Stream to `temp`; check the header, the size limit and free space on the way."""
+        size = 0
+        checked_header = False
+        next_disk_check = DISK_CHECK_EVERY_BYTES
+        pending: list[bytes] = []
+        pending_bytes = 0
+        with open(temp, "wb") as out:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise UploadTooLarge(limit)
+                pending.append(chunk)
+                pending_bytes += len(chunk)
+                if not checked_header and pending_bytes >= 8:
+                    head = b"".join(pending)[:8]
+                    if not has_ftyp_header(head):
+                        raise NotAnMp4("the file does not start with an ISO-BMFF 'ftyp' box")
+                    checked_header = True
+                if pending_bytes >= WRITE_BLOCK_BYTES:
+                    await asyncio.to_thread(out.write, b"".join(pending))
+                    pending, pending_bytes = [], 0
+                if size >= next_disk_check:
+                    await asyncio.to_thread(self._storage.ensure_free, DISK_CHECK_EVERY_BYTES)
+                    next_disk_check += DISK_CHECK_EVERY_BYTES
+            if pending:
+                await asyncio.to_thread(out.write, b"".join(pending))
+        if size == 0:
+            raise EmptyUpload("the upload is empty: send an MP4 file")
+        if not checked_header:
+            raise NotAnMp4("the file is too short to be an MP4")
+        return size
+
+    async def describe(self, video_id: str) -> VideoView:
+        status = await self._db.get_status(video_id)
+        progress = None
+        if status.active_job is not None and status.video.duration_s:
+            files = self._runner.progress_file(status.active_job.id)
+            progress = read_progress(files, status.video.duration_s)
+        return VideoView(status, progress)
+
+    async def start_resize(self, video_id: str, width: int, height: int) -> None:
+        limit = self._settings.jobs.max_dimension
+        for name, value in (("width", width), ("height", height)):
+            if value > limit:
+                raise InvalidRequest(f"{name}: must be at most {limit} (max_dimension), got {value}")
+        async with self._lock(video_id):
+            job = await self._db.create_job(video_id, width, height)
+            try:
+                self._runner.submit(job)
+            except BaseException as e:
+                await self._db.fail_job(job.id, f"could not be queued: {e}")
+                raise
+
+    async def delete(self, video_id: str) -> None:
+        async with self._lock(video_id):
+            status = await self._db.get_status(video_id)
+            if status.active_job is not None:
+                await self._runner.cancel_for_delete(status.active_job.id)
+            await asyncio.to_thread(remove, self._storage.video_path(video_id))
+            try:
+                await self._db.delete_video(video_id)
+            except VideoNotFound:
+                pass  # deleted meanwhile by a request that did not wait for the lock
+        log.info("video deleted", extra={"video_id": video_id})
+
+
+_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\"\\/]")
+
+
+def clean_filename(name: str | None) -> str:
+    """A display name: no path, no control characters or quotes, bounded length."""
+    if not name:
+        return ""
+    name = unicodedata.normalize("NFC", name)
+    name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    name = _UNSAFE_CHARS.sub("_", name).strip(" .")
+    # Surrogates from undecodable bytes would break JSON encoders downstream.
+    name = name.encode("utf-8", "replace").decode("utf-8")
+    if len(name) > MAX_FILENAME_CHARS:
+        stem, dot, ext = name.rpartition(".")
+        keep = ext if dot and len(ext) <= 10 else ""
+        name = name[: MAX_FILENAME_CHARS - len(keep) - 1] + "." + keep if keep else name[:MAX_FILENAME_CHARS]
+    return name

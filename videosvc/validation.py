@@ -1,0 +1,59 @@
+"""Request-body parsing for apigami's validation middleware.
+
+webargs' stock aiohttp parser ignores a body whose Content-Type is not JSON
+(so `curl -d '{...}'` would read as empty) and answers errors in its own
+shape. This parser reads any body as JSON and raises `InvalidRequest` with a
+message that names the field and the rule, so errors keep the one JSON shape.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, NoReturn
+
+from aiohttp import web
+from marshmallow import Schema, ValidationError
+from webargs.aiohttpparser import AIOHTTPParser
+
+from .errors import InvalidRequest
+
+
+class JsonBodyParser(AIOHTTPParser):
+    async def load_json(self, req: web.Request, schema: Schema) -> Any:
+        body = await req.read()
+        if not body.strip():
+            raise InvalidRequest("the request body is empty: send a JSON object")
+        try:
+            return json.loads(body)
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
+
+    def handle_error(
+        self,
+        error: ValidationError,
+        req: web.Request,
+        schema: Schema,
+        *,
+        error_status_code: int | None,
+        error_headers: Any,
+    ) -> NoReturn:
+        raise InvalidRequest(describe_validation_error(error.messages, sorted(schema.fields)))
+
+
+def describe_validation_error(messages: Any, allowed: list[str]) -> str:
+    """{'json': {'width': ['must be even, got 15']}} -> 'width: must be even, got 15'."""
+    if isinstance(messages, dict) and set(messages) == {"json"}:
+        messages = messages["json"]
+    if isinstance(messages, dict):
+        parts = []
+        for field, problems in sorted(messages.items()):
+            text = "; ".join(map(str, problems)) if isinstance(problems, list) else str(problems)
+            if field == "_schema":
+                parts.append("the request body must be a JSON object")
+            elif text == "Unknown field.":
+                parts.append(f"{field}: unknown field (allowed: {', '.join(allowed)})")
+            else:
+                parts.append(f"{field}: {text}")
+        return "; ".join(parts)
+    return str(messages)
+

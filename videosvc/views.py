@@ -1,0 +1,153 @@
+"""HTTP handlers: parse, call the service, shape the response. Nothing more."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from aiohttp import web
+from aiohttp_apigami import docs, json_schema, response_schema
+
+from .errors import VideoNotFound
+from .keys import SERVICE, SETTINGS
+from .schemas import ErrorSchema, FileInfoSchema, ResizeRequestSchema, SuccessSchema, UploadResponseSchema
+from .service import VideoView
+from .uploads import read_upload
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+ID_PARAMETER = {
+    "in": "path",
+    "name": "id",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": "The video's id, as returned by POST /file/",
+}
+
+
+def _errors(*statuses: int) -> dict[int, dict[str, Any]]:
+    descriptions = {
+        400: "Bad request: the body or a field is invalid",
+        401: "Missing or wrong API key (only when api_keys is set)",
+        404: "No video with this id (or a malformed id)",
+        408: "The upload stalled for longer than upload_idle_timeout_s",
+        409: "A resize of this video is already queued or running",
+        413: "The upload is larger than max_upload_bytes, or the JSON body too large",
+        415: "Not an MP4 with a video stream",
+        500: "Internal error (details in the server log)",
+        503: "The job queue cannot take the job now (shutting down)",
+        507: "Not enough free disk space",
+    }
+    return {s: {"schema": ErrorSchema, "description": descriptions[s]} for s in (*statuses, 401, 500)}
+
+
+def video_id_from(request: web.Request) -> str:
+    raw = request.match_info["id"]
+    if not _UUID.fullmatch(raw):
+        raise VideoNotFound(raw)
+    return raw.lower()
+
+
+@docs(
+    tags=["files"],
+    summary="Upload an MP4 video",
+    description=(
+        "Send the video as multipart/form-data (a file part, named `file`) or as the raw body "
+        "(`Content-Type: video/mp4`), with the name in `Content-Disposition: attachment; filename=...` "
+        "or `?filename=`. The body is streamed to disk and checked (ISO-BMFF `ftyp` header, then a probe: "
+        "the mp4/mov family with a video stream) before it is stored."
+    ),
+    parameters=[
+        {
+            "in": "query",
+            "name": "filename",
+            "required": False,
+            "schema": {"type": "string"},
+            "description": "The file's name, for raw uploads without Content-Disposition",
+        }
+    ],
+    requestBody={
+        "required": True,
+        "content": {
+            "multipart/form-data": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"file": {"type": "string", "format": "binary"}},
+                    "required": ["file"],
+                }
+            },
+            "video/mp4": {"schema": {"type": "string", "format": "binary"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    },
+    responses=_errors(400, 408, 413, 415, 507),
+)
+@response_schema(UploadResponseSchema, 200, description="Stored")
+async def upload_file(request: web.Request) -> web.Response:
+    settings = request.app[SETTINGS]
+    upload = await read_upload(request, settings.http.upload_idle_timeout_s)
+    video = await request.app[SERVICE].store(upload)
+    return web.json_response({"id": video.id})
+
+
+@docs(
+    tags=["files"],
+    summary="Start resizing a video",
+    description=(
+        "Queues a resize to exactly width x height (H.264, audio kept, `+faststart`) and answers at once. "
+        "GET shows `processing: true` until the job ends, then `processingSuccess`. "
+        "Each dimension must be a JSON integer, even, greater than 20 and at most max_dimension."
+    ),
+    parameters=[ID_PARAMETER],
+    responses=_errors(400, 404, 409, 413, 503),
+)
+@json_schema(ResizeRequestSchema)
+@response_schema(SuccessSchema, 200, description="The job was accepted")
+async def resize_file(request: web.Request) -> web.Response:
+    video_id = video_id_from(request)
+    body = request["json"]
+    await request.app[SERVICE].start_resize(video_id, body["width"], body["height"])
+    return web.json_response({"success": True})
+
+
+@docs(
+    tags=["files"],
+    summary="Describe a video and its processing status",
+    parameters=[ID_PARAMETER],
+    responses=_errors(404),
+)
+@response_schema(FileInfoSchema, 200, description="The video")
+async def get_file(request: web.Request) -> web.Response:
+    view = await request.app[SERVICE].describe(video_id_from(request))
+    return web.json_response(file_info(view))
+
+
+@docs(
+    tags=["files"],
+    summary="Delete a video",
+    description="Drops a queued resize, stops a running one, and removes every stored byte before answering.",
+    parameters=[ID_PARAMETER],
+    responses=_errors(404),
+)
+@response_schema(SuccessSchema, 200, description="Deleted")
+async def delete_file(request: web.Request) -> web.Response:
+    await request.app[SERVICE].delete(video_id_from(request))
+    return web.json_response({"success": True})
+
+
+def file_info(view: VideoView) -> dict[str, Any]:
+    video, last = view.status.video, view.status.last_job
+    return {
+        "id": video.id,
+        "filename": video.filename,
+        "processing": view.status.active_job is not None,
+        "processingSuccess": None if last is None else last.error is None and last.state.value == "succeeded",
+        "processingError": last.error if last is not None else None,
+        "progress": view.progress,
+        "size": video.size_bytes,
+        "width": video.width,
+        "height": video.height,
+        "duration": video.duration_s,
+        "createdAt": video.created_at,
+        "updatedAt": video.updated_at,
+    }

@@ -1,0 +1,258 @@
+"""The resize job: what runs inside a worker process.
+
+Plain data in (`ResizeJob`), plain data out (`ResizeResult`), no aiohttp and no
+database, so any `concurrent.futures.Executor` can run it. The job talks to
+the server only through files in its own directory (`JobFiles`): the server
+asks it to stop by creating `cancel`, and ffmpeg reports its progress in
+`progress`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import enum
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import ffmpeg
+
+from .media import MediaInfo, ProbeError, Toolchain, probe
+
+#: How often a running job looks at its cancel file and its deadline.
+POLL_INTERVAL_S = 0.1
+#: How many of ffmpeg's last stderr lines a failure keeps.
+STDERR_TAIL_LINES = 5
+
+#: Audio codecs the MP4 muxer takes as they are; anything else is re-encoded.
+MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
+
+
+class Outcome(str, enum.Enum):
+    SUCCEEDED = "succeeded"  #: output written, probed and complete
+    FAILED = "failed"  #: ffmpeg failed, timed out, or the output was wrong
+    CANCELLED = "cancelled"  #: the cancel file appeared; nothing was kept
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """The files one job shares with the server, all in one directory."""
+
+    directory: Path
+
+    @property
+    def output(self) -> Path:
+        return self.directory / "output.mp4"
+
+    @property
+    def cancel(self) -> Path:
+        return self.directory / "cancel"
+
+    @property
+    def progress(self) -> Path:
+        return self.directory / "progress"
+
+    @property
+    def ffmpeg_log(self) -> Path:
+        return self.directory / "ffmpeg.log"
+
+
+@dataclass(frozen=True)
+class ResizeJob:
+    source: str
+    directory: str
+    width: int
+    height: int
+    tools: Toolchain
+    x264_preset: str
+    x264_crf: int
+    timeout_s: float
+
+
+@dataclass(frozen=True)
+class ResizeResult:
+    outcome: Outcome
+    #: The finished video (inside the job directory) when it succeeded.
+    output: str | None = None
+    info: MediaInfo | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+
+
+def init_worker() -> None:
+    """Worker start-up: yield the CPU to the server, which must stay responsive."""
+    with contextlib.suppress(OSError):
+        os.nice(10)
+    # The server handles Ctrl-C; a worker should not die of the same signal mid-job.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def warm_up() -> int:
+    """A no-op job: makes the pool start its processes before the first real job."""
+    return os.getpid()
+
+
+def run_resize(job: ResizeJob) -> ResizeResult:
+    started = time.monotonic()
+    files = JobFiles(Path(job.directory))
+    files.directory.mkdir(parents=True, exist_ok=True)
+    try:
+        source = probe(job.source, job.tools)
+    except ProbeError as e:
+        return ResizeResult(Outcome.FAILED, error=f"cannot read the stored video: {e}")
+
+    # Copy the audio when the MP4 muxer takes it; if copying still fails, re-encode.
+    audio_choices: list[str | None] = [None]
+    if source.audio_codecs:
+        copyable = all(codec in MP4_AUDIO_CODECS for codec in source.audio_codecs)
+        audio_choices = ["copy", "aac"] if copyable else ["aac"]
+
+    result = ResizeResult(Outcome.FAILED, error="not run")
+    for audio_codec in audio_choices:
+        result = _encode(job, files, audio_codec, started)
+        if result.outcome is not Outcome.FAILED or audio_codec != "copy":
+            break
+    if result.outcome is not Outcome.SUCCEEDED:
+        files.output.unlink(missing_ok=True)
+        return result
+    return _verify(job, files, source, started)
+
+
+def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: float) -> ResizeResult:
+    files.output.unlink(missing_ok=True)
+    if files.cancel.exists():
+        return ResizeResult(Outcome.CANCELLED, elapsed_s=time.monotonic() - started)
+    args = build_resize_args(job, files, audio_codec)
+    with open(files.ffmpeg_log, "wb") as log:
+        process = subprocess.Popen(
+            args,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+            preexec_fn=_die_with_parent,
+        )
+    deadline = started + job.timeout_s
+    while True:
+        try:
+            returncode = process.wait(timeout=POLL_INTERVAL_S)
+            break
+        except subprocess.TimeoutExpired:
+            pass
+        if files.cancel.exists():
+            _stop(process)
+            return ResizeResult(Outcome.CANCELLED, elapsed_s=time.monotonic() - started)
+        if time.monotonic() > deadline:
+            _stop(process)
+            return ResizeResult(
+                Outcome.FAILED,
+                error=f"timed out after {job.timeout_s:g} s (job_timeout_s); ffmpeg was stopped",
+                elapsed_s=time.monotonic() - started,
+            )
+    if returncode != 0:
+        tail = _stderr_tail(files.ffmpeg_log)
+        return ResizeResult(
+            Outcome.FAILED,
+            error=f"ffmpeg exited with code {returncode}: {tail}" if tail else f"ffmpeg exited with code {returncode}",
+            elapsed_s=time.monotonic() - started,
+        )
+    return ResizeResult(Outcome.SUCCEEDED, output=str(files.output), elapsed_s=time.monotonic() - started)
+
+
+def build_resize_args(job: ResizeJob, files: JobFiles, audio_codec: str | None) -> list[str]:
+    """The ffmpeg command line, built by ffmpeg-python: a list, never a shell string."""
+    source = ffmpeg.input(job.source)
+    # ffmpeg applies the source's rotation first (autorotate), so W:H is what players show.
+    video = source.video.filter("scale", job.width, job.height).filter("setsar", 1)
+    streams = [video]
+    options: dict[str, object] = {
+        "vcodec": "libx264",
+        "preset": job.x264_preset,
+        "crf": job.x264_crf,
+        "pix_fmt": "yuv420p",
+        "movflags": "+faststart",
+        "f": "mp4",
+    }
+    if audio_codec is not None:
+        streams.append(source.audio)
+        options["acodec"] = audio_codec
+    output = ffmpeg.output(*streams, str(files.output), **options)
+    output = output.global_args(
+        "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", str(files.progress), "-nostats"
+    )
+    return list(ffmpeg.compile(output, cmd=job.tools.ffmpeg, overwrite_output=True))
+
+
+def _verify(job: ResizeJob, files: JobFiles, source: MediaInfo, started: float) -> ResizeResult:
+    """A zero exit code is not enough: the file must hold what was asked for."""
+    try:
+        info = probe(str(files.output), job.tools)
+    except ProbeError as e:
+        problem = f"the output cannot be read: {e}"
+    else:
+        problem = ""
+        if (info.width, info.height) != (job.width, job.height):
+            problem = f"the output is {info.width}x{info.height}, not {job.width}x{job.height}"
+        elif len(info.audio_codecs) < len(source.audio_codecs):
+            problem = "the output lost the audio track"
+    if problem:
+        files.output.unlink(missing_ok=True)
+        return ResizeResult(Outcome.FAILED, error=problem, elapsed_s=time.monotonic() - started)
+    # Durable before the server renames it over the original.
+    with open(files.output, "rb") as f:
+        os.fsync(f.fileno())
+    return ResizeResult(
+        Outcome.SUCCEEDED, output=str(files.output), info=info, elapsed_s=time.monotonic() - started
+    )
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    process.kill()
+    process.wait()
+
+
+def _stderr_tail(path: Path) -> str:
+    try:
+        with open(path, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return " | ".join(lines[-STDERR_TAIL_LINES:])
+
+
+def _die_with_parent() -> None:
+    """Runs in the ffmpeg child before exec: if its worker dies, so does ffmpeg.
+
+    Without this a killed worker (or a pool torn down at shutdown) would leave
+    ffmpeg running and writing into a directory nobody owns.
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass  # not Linux: best effort only
+
+
+def read_progress(files: JobFiles, duration_s: float) -> int | None:
+    """Percent done, from the last `out_time_us` ffmpeg wrote to the progress file.
+
+    Capped at 99: 100 is reported as `processing: false`, once the output is in place.
+    """
+    try:
+        with open(files.progress, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 2048))
+            text = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    for line in reversed(text.splitlines()):
+        key, _, value = line.partition("=")
+        if key == "out_time_us" and value.strip().isdigit():
+            return max(0, min(99, int(int(value) / 1e6 / duration_s * 100)))
+    return None
