@@ -44,6 +44,7 @@ setup(
         "test": [
             "pytest>=8",
             "pytest-aiohttp>=1.1",
+            "pytest-timeout>=2",
             "imageio-ffmpeg>=0.5",
         ],
         "dev": ["ruff", "mypy"],

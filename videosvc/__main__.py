@@ -24,14 +24,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="videosvc", description="Store MP4 videos and resize them with ffmpeg.")
     parser.add_argument("--version", action="version", version=f"videosvc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="start the HTTP service")
-    check = commands.add_parser("check", help="report the ffmpeg found and try a tiny resize")
-    for command in (run, check):
+    run_parser = commands.add_parser("run", help="start the HTTP service")
+    check_parser = commands.add_parser("check", help="report the ffmpeg found and try a tiny resize")
+    for command in (run_parser, check_parser):
         command.add_argument(
             "--config", type=Path, help=f"TOML settings file (default: ./{DEFAULT_CONFIG} if it exists)"
         )
-    run.add_argument("--host", help="listen address (overrides the host setting)")
-    run.add_argument("--port", type=int, help="listen port (overrides the port setting)")
+    run_parser.add_argument("--host", help="listen address (overrides the host setting)")
+    run_parser.add_argument("--port", type=int, help="listen port (overrides the port setting)")
     args = parser.parse_args(argv)
 
     try:

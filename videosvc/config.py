@@ -183,7 +183,7 @@ def _coerce(value: Any, kind: Any, source: str) -> Any:
 
 def validate(settings: Settings) -> None:
     checks: list[tuple[bool, str]] = [
-        (0 < settings.http.port < 65536, "port must be between 1 and 65535"),
+        (0 <= settings.http.port < 65536, "port must be between 0 and 65535"),
         (settings.http.max_upload_bytes > 0, "max_upload_bytes must be positive"),
         (settings.http.max_json_bytes >= 64, "max_json_bytes must be at least 64"),
         (settings.http.upload_idle_timeout_s > 0, "upload_idle_timeout_s must be positive"),

@@ -14,7 +14,6 @@ import concurrent.futures
 import logging
 import multiprocessing
 import os
-import time
 from concurrent.futures.process import BrokenProcessPool
 
 from .config import Settings
@@ -37,6 +36,7 @@ class JobRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._futures: dict[int, concurrent.futures.Future[ResizeResult]] = {}
         self._deleted: set[int] = set()
+        self._slots = asyncio.Semaphore(settings.worker_count)
         self._closing = False
 
     @property
@@ -53,11 +53,9 @@ class JobRunner:
         """Stop ffmpeg everywhere and the pool; cut-off jobs are requeued for the next start."""
         self._closing = True
         for job_id in list(self._tasks):
-            self._signal_stop(job_id)
+            self._stop(job_id)
         if self._tasks:
-            done, pending = await asyncio.wait(
-                list(self._tasks.values()), timeout=self._settings.http.shutdown_grace_s
-            )
+            _, pending = await asyncio.wait(list(self._tasks.values()), timeout=self._settings.http.shutdown_grace_s)
             for task in pending:
                 task.cancel()
         if self._pool is not None:
@@ -82,20 +80,22 @@ class JobRunner:
         if task is None:
             return
         self._deleted.add(job_id)
-        self._signal_stop(job_id)
+        self._stop(job_id)
         await asyncio.wait([task])
         self._deleted.discard(job_id)
 
     def progress_file(self, job_id: int) -> JobFiles:
         return JobFiles(self._storage.job_dir(job_id))
 
-    def _signal_stop(self, job_id: int) -> None:
-        future = self._futures.get(job_id)
-        if future is not None and future.cancel():
-            return  # it never reached a worker
-        files = JobFiles(self._storage.job_dir(job_id))
+    def _stop(self, job_id: int) -> None:
+        """A queued job is cancelled where it waits; a running one is told through its cancel file."""
+        if job_id not in self._futures:
+            task = self._tasks.get(job_id)
+            if task is not None:
+                task.cancel()
+            return
         try:
-            files.cancel.touch()
+            JobFiles(self._storage.job_dir(job_id)).cancel.touch()
         except FileNotFoundError:
             pass  # the job is finishing and already removed its directory
 
@@ -127,13 +127,18 @@ class JobRunner:
 
     async def _run(self, job: JobRecord) -> None:
         files = JobFiles(self._storage.job_dir(job.id))
-        started = time.monotonic()
         try:
-            result = await self._attempt_until_done(job, files)
-            await asyncio.shield(self._finish(job, files, result))
+            # Our own queue: a job waits here, where dropping it is instant, not in the pool's.
+            async with self._slots:
+                result = await self._attempt_until_done(job, files)
+        except asyncio.CancelledError:
+            if job.id not in self._deleted and not self._closing:
+                raise
+            asyncio.current_task().uncancel()  # type: ignore[union-attr]
+            result = ResizeResult(Outcome.CANCELLED)
         finally:
             self._futures.pop(job.id, None)
-        log.debug("job task ended after %.2f s", time.monotonic() - started, extra={"job_id": job.id})
+        await asyncio.shield(self._finish(job, files, result))
 
     async def _attempt_until_done(self, job: JobRecord, files: JobFiles) -> ResizeResult:
         limit = self._settings.jobs.job_max_attempts
@@ -165,12 +170,6 @@ class JobRunner:
                 return ResizeResult(Outcome.FAILED, error=f"the worker process died ({attempt} attempt(s))")
             except RuntimeError:  # submit after shutdown
                 return ResizeResult(Outcome.CANCELLED)
-            except asyncio.CancelledError:
-                future = self._futures.get(job.id)
-                current = asyncio.current_task()
-                if future is not None and future.cancelled() and current is not None and not current.cancelling():
-                    return ResizeResult(Outcome.CANCELLED)  # dropped from the queue by _signal_stop
-                raise
 
     async def _finish(self, job: JobRecord, files: JobFiles, result: ResizeResult) -> None:
         fields = {"job_id": job.id, "video_id": job.video_id, "elapsed_s": round(result.elapsed_s, 3)}

@@ -83,10 +83,9 @@ class VideoService:
 
     async def store(self, upload: IncomingUpload) -> VideoRecord:
         limit = self._settings.http.max_upload_bytes
-        if upload.declared_bytes is not None:
-            if upload.declared_bytes > limit:
-                raise UploadTooLarge(limit)
-            await asyncio.to_thread(self._storage.ensure_free, upload.declared_bytes)
+        if upload.declared_bytes is not None and upload.declared_bytes > limit:
+            raise UploadTooLarge(limit)
+        await asyncio.to_thread(self._storage.ensure_free, upload.declared_bytes or 0)
         video_id = str(uuid.uuid4())
         temp = self._storage.new_temp_path()
         try:

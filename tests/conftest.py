@@ -1,0 +1,63 @@
+"""Fixtures: the real app over real HTTP, a real SQLite file, real ffmpeg.
+
+Test videos are made here with ffmpeg's lavfi sources, once per session.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from videosvc.app import create_app
+from videosvc.config import Settings, load_settings
+from videosvc.media import Toolchain
+from videosvc.toolchain import inspect_toolchain
+
+from .helpers import Client, Samples
+
+@pytest.fixture(scope="session")
+def tools() -> Toolchain:
+    return inspect_toolchain(Settings().ffmpeg).tools
+
+
+@pytest.fixture(scope="session")
+def samples(tmp_path_factory: pytest.TempPathFactory, tools: Toolchain) -> Samples:
+    return Samples(tmp_path_factory.mktemp("samples"), tools)
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def make_settings(data_dir: Path) -> Callable[..., Settings]:
+    """Settings for a test: a temp data dir, 2 workers, and any overrides by name."""
+
+    def make(**overrides: Any) -> Settings:
+        env = {"VIDEOSVC_DATA_DIR": str(data_dir), "VIDEOSVC_WORKERS": "2", "VIDEOSVC_MIN_FREE_BYTES": "0"}
+        for name, value in overrides.items():
+            env["VIDEOSVC_" + name.upper()] = ",".join(value) if isinstance(value, tuple | list) else str(value)
+        return load_settings(None, env=env)
+
+    return make
+
+
+@pytest.fixture
+def make_client(
+    aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings]
+) -> Callable[..., Awaitable[Client]]:
+    async def make(**overrides: Any) -> Client:
+        return await aiohttp_client(create_app(make_settings(**overrides)))
+
+    return make
+
+
+@pytest.fixture
+async def client(make_client: Callable[..., Awaitable[Client]]) -> Client:
+    return await make_client()
+
+

@@ -1,0 +1,149 @@
+"""Helpers shared by the tests: sample videos, polling, looking at the data dir."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp import FormData
+from aiohttp.test_utils import TestClient
+
+from videosvc.media import MediaInfo, Toolchain, probe
+
+JOB_WAIT_S = 60.0
+
+Client = TestClient  # type: ignore[type-arg]
+
+
+class Samples:
+    """Small videos made on demand with lavfi, cached for the session."""
+
+    def __init__(self, folder: Path, tools: Toolchain) -> None:
+        self.folder = folder
+        self.tools = tools
+
+    def _make(self, name: str, args: list[str]) -> Path:
+        path = self.folder / name
+        if not path.exists():
+            subprocess.run(
+                [self.tools.ffmpeg, "-hide_banner", "-loglevel", "error", "-y", *args, str(path)],
+                check=True,
+                timeout=120,
+            )
+        return path
+
+    def video(
+        self,
+        width: int = 320,
+        height: int = 240,
+        duration_s: float = 1.0,
+        audio: bool = True,
+        pix_fmt: str = "yuv420p",
+        preset: str = "ultrafast",
+    ) -> Path:
+        name = f"v_{width}x{height}_{duration_s}_{'a' if audio else 'n'}_{pix_fmt}_{preset}.mp4"
+        args = ["-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate=25:duration={duration_s}"]
+        if audio:
+            args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={duration_s}", "-c:a", "aac"]
+        args += ["-c:v", "libx264", "-preset", preset, "-pix_fmt", pix_fmt, "-shortest"]
+        return self._make(name, args)
+
+    def rotated(self, degrees: int = 90) -> Path:
+        """320x240 frames that display as 240x320 (a display matrix, as phones write)."""
+        base = self.video(320, 240, 1.0)
+        path = self.folder / f"rotated_{degrees}.mp4"
+        if not path.exists():
+            # ffmpeg >= 6 has -display_rotation; 5.x takes the old `rotate` tag on a copy.
+            newer = [self.tools.ffmpeg, "-v", "error", "-y", "-display_rotation", str(degrees), "-i", str(base)]
+            older = [self.tools.ffmpeg, "-v", "error", "-y", "-i", str(base), "-metadata:s:v:0", f"rotate={degrees}"]
+            for cmd in (newer, older):
+                if subprocess.run([*cmd, "-c", "copy", str(path)], capture_output=True).returncode == 0:
+                    break
+        if probe(str(path), self.tools).rotation == 0:
+            pytest.skip("this ffmpeg cannot write a display matrix")
+        return path
+
+    def audio_only(self) -> Path:
+        return self._make("audio_only.m4a", ["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", "-f", "mp4"])
+
+    def matroska(self) -> Path:
+        return self._make(
+            "video.mkv", ["-f", "lavfi", "-i", "testsrc2=size=160x120:duration=0.5", "-c:v", "libx264"]
+        )
+
+    def truncated(self) -> Path:
+        path = self.folder / "truncated.mp4"
+        if not path.exists():
+            data = self.video().read_bytes()
+            path.write_bytes(data[: len(data) // 2])
+        return path
+
+
+async def upload(client: Client, path: Path, filename: str | None = None) -> str:
+    with path.open("rb") as f:  # streamed: aiohttp refuses large bytes objects in forms
+        form = FormData()
+        form.add_field("file", f, filename=filename or path.name, content_type="video/mp4")
+        response = await client.post("/file/", data=form)
+        body = await response.json()
+    assert response.status == 200, body
+    return str(body["id"])
+
+
+async def wait_for_job(client: Client, video_id: str, timeout_s: float = JOB_WAIT_S) -> dict[str, Any]:
+    """Poll GET until processing is false; return the last body."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        response = await client.get(f"/file/{video_id}/")
+        body: dict[str, Any] = await response.json()
+        if not body["processing"]:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job on {video_id} still processing after {timeout_s} s")
+
+
+async def wait_until_running(data_dir: Path, timeout_s: float = JOB_WAIT_S) -> None:
+    """Until ffmpeg of some job has written its first progress report."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if any((data_dir / "jobs").glob("*/progress")):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("no job started")
+
+
+def probe_stored(data_dir: Path, video_id: str, tools: Toolchain) -> MediaInfo:
+    return probe(str(data_dir / "videos" / f"{video_id}.mp4"), tools)
+
+
+def leftovers(data_dir: Path) -> list[str]:
+    """Anything under tmp/ or jobs/: there should be nothing once requests end."""
+    return sorted(str(p.relative_to(data_dir)) for folder in ("tmp", "jobs") for p in (data_dir / folder).glob("*"))
+
+
+def rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(data_dir / "videosvc.sqlite3") as db:
+        return db.execute(sql).fetchall()
+
+
+def stored_ids(data_dir: Path) -> list[str]:
+    return sorted(p.stem for p in (data_dir / "videos").glob("*.mp4"))
+
+
+def ffmpeg_processes(data_dir: Path) -> list[int]:
+    """Pids of live ffmpeg processes working on files under `data_dir` (Linux /proc)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().split(b"\0")
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z" and args and b"ffmpeg" in Path(args[0].decode(errors="replace")).name.encode():
+            if any(str(data_dir).encode() in arg for arg in args):
+                found.append(int(proc.name))
+    return found

@@ -1,0 +1,80 @@
+"""The OpenAPI document and Swagger UI, and the documentation of every setting."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from videosvc.config import Settings, load_settings, setting_names
+
+from .helpers import Client
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def test_openapi_documents_every_route_with_its_errors(client: Client) -> None:
+    response = await client.get("/swagger.json")
+    assert response.status == 200
+    spec = await response.json()
+    assert spec["openapi"].startswith("3.")
+    operations = {(path, method) for path, item in spec["paths"].items() for method in item}
+    assert operations == {
+        ("/file/", "post"),
+        ("/file/{id}/", "get"),
+        ("/file/{id}/", "patch"),
+        ("/file/{id}/", "delete"),
+    }
+    expected_errors = {
+        ("/file/", "post"): {"400", "413", "415", "507", "500"},
+        ("/file/{id}/", "patch"): {"400", "404", "409", "503", "500"},
+        ("/file/{id}/", "get"): {"404", "500"},
+        ("/file/{id}/", "delete"): {"404", "500"},
+    }
+    for (path, method), errors in expected_errors.items():
+        responses = spec["paths"][path][method]["responses"]
+        assert "200" in responses
+        assert errors <= set(responses), (path, method)
+        for status in errors:
+            schema = responses[status]["content"]["application/json"]["schema"]
+            assert schema == {"$ref": "#/components/schemas/Error"}
+
+    patch = spec["paths"]["/file/{id}/"]["patch"]
+    body = patch["requestBody"]["content"]["application/json"]["schema"]
+    resize = spec["components"]["schemas"]["ResizeRequest"]
+    assert body == {"$ref": "#/components/schemas/ResizeRequest"}
+    assert set(resize["required"]) == {"width", "height"}
+    assert resize["properties"]["width"]["type"] == "integer"
+    upload_body = spec["paths"]["/file/"]["post"]["requestBody"]["content"]
+    assert {"multipart/form-data", "video/mp4"} <= set(upload_body)
+    info = spec["components"]["schemas"]["FileInfo"]
+    assert {"id", "filename", "processing", "processingSuccess"} <= set(info["required"])
+
+
+async def test_swagger_ui_is_served(client: Client) -> None:
+    response = await client.get("/swagger")
+    assert response.status == 200
+    assert "swagger" in (await response.text()).lower()
+
+
+async def test_security_scheme_is_documented_when_keys_are_set(make_client) -> None:
+    client = await make_client(api_keys=("secret",))
+    spec = await (await client.get("/swagger.json")).json()
+    assert spec["components"]["securitySchemes"]["bearerAuth"] == {"type": "http", "scheme": "bearer"}
+    assert spec["security"] == [{"bearerAuth": []}]
+
+
+def test_config_toml_documents_every_setting_with_its_default() -> None:
+    text = (ROOT / "config.toml").read_text()
+    for name in setting_names():
+        match = re.search(rf"^{name} = ", text, re.M)
+        assert match, f"{name} is not in config.toml"
+        preceding = text[: match.start()].rstrip().splitlines()[-1]
+        assert preceding.startswith("#"), f"{name} has no comment above it in config.toml"
+    # The shipped file changes nothing: its values are the defaults.
+    assert load_settings(ROOT / "config.toml", env={}) == Settings()
+
+
+def test_readme_mentions_every_setting() -> None:
+    readme = (ROOT / "README.md").read_text()
+    missing = [name for name in setting_names() if f"`{name}`" not in readme]
+    assert missing == []

@@ -1,0 +1,193 @@
+"""POST /file/: every row of the upload table, and nothing left behind on refusal."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from aiohttp import FormData
+
+from .helpers import Client, Samples, leftovers, probe_stored, rows, stored_ids, upload
+
+
+async def test_multipart_upload_is_stored_and_described(
+    client: Client, samples: Samples, data_dir: Path, tools
+) -> None:
+    source = samples.video(320, 240)
+    video_id = await upload(client, source, filename="cat.mp4")
+
+    response = await client.get(f"/file/{video_id}/")
+    assert response.status == 200
+    body = await response.json()
+    assert body["id"] == video_id
+    assert body["filename"] == "cat.mp4"
+    assert body["processing"] is False
+    assert body["processingSuccess"] is None
+    assert (body["width"], body["height"]) == (320, 240)
+    assert body["size"] == source.stat().st_size
+    # Stored by id, byte for byte.
+    assert (data_dir / "videos" / f"{video_id}.mp4").read_bytes() == source.read_bytes()
+    assert probe_stored(data_dir, video_id, tools).width == 320
+    assert leftovers(data_dir) == []
+
+
+async def test_any_single_file_part_is_accepted(client: Client, samples: Samples) -> None:
+    form = FormData()
+    form.add_field("comment", "not a file")
+    form.add_field("video", samples.video().read_bytes(), filename="clip.mp4", content_type="video/mp4")
+    response = await client.post("/file", data=form)
+    assert response.status == 200, await response.text()
+    video_id = (await response.json())["id"]
+    assert (await (await client.get(f"/file/{video_id}")).json())["filename"] == "clip.mp4"
+
+
+@pytest.mark.parametrize(
+    ("headers", "query", "expected"),
+    [
+        ({"Content-Disposition": 'attachment; filename="dog.mp4"'}, "", "dog.mp4"),
+        ({"Content-Disposition": "attachment; filename*=UTF-8''%D0%BA%D0%BE%D1%82.mp4"}, "", "кот.mp4"),
+        ({}, "?filename=" + quote("holiday video.mp4"), "holiday video.mp4"),
+        ({}, "", None),
+    ],
+)
+async def test_raw_upload_takes_its_filename_from_headers_or_query(
+    client: Client, samples: Samples, headers: dict[str, str], query: str, expected: str | None
+) -> None:
+    response = await client.post(
+        "/file/" + query, data=samples.video().read_bytes(), headers={"Content-Type": "video/mp4", **headers}
+    )
+    assert response.status == 200, await response.text()
+    video_id = (await response.json())["id"]
+    body = await (await client.get(f"/file/{video_id}/")).json()
+    assert body["filename"] == (expected or f"{video_id}.mp4")
+
+
+async def test_raw_upload_streams_a_chunked_body(client: Client, samples: Samples) -> None:
+    data = samples.video().read_bytes()
+
+    async def body():  # no Content-Length: chunked transfer encoding
+        for start in range(0, len(data), 7000):
+            yield data[start : start + 7000]
+
+    response = await client.post("/file/", data=body(), headers={"Content-Type": "application/octet-stream"})
+    assert response.status == 200, await response.text()
+
+
+async def test_quicktime_mov_counts_as_mp4_family(client: Client, samples: Samples) -> None:
+    mov = samples._make(
+        "clip.mov", ["-f", "lavfi", "-i", "testsrc2=size=160x120:duration=0.5", "-c:v", "libx264", "-f", "mov"]
+    )
+    response = await client.post("/file/", data=mov.read_bytes(), headers={"Content-Type": "video/quicktime"})
+    assert response.status == 200, await response.text()
+
+
+async def test_hostile_filename_is_kept_only_as_a_clean_display_name(
+    client: Client, samples: Samples, data_dir: Path
+) -> None:
+    # CR/LF cannot travel raw in a header; RFC 5987 encoding carries them.
+    hostile = quote('../../etc/pa"ss\r\nwd.mp4', safe="")
+    response = await client.post(
+        "/file/",
+        data=samples.video().read_bytes(),
+        headers={"Content-Type": "video/mp4", "Content-Disposition": f"attachment; filename*=UTF-8''{hostile}"},
+    )
+    assert response.status == 200, await response.text()
+    video_id = (await response.json())["id"]
+    body = await (await client.get(f"/file/{video_id}/")).json()
+    assert body["filename"] == "pa_ss__wd.mp4"
+    assert stored_ids(data_dir) == [video_id]
+
+
+def _assert_nothing_stored(data_dir: Path) -> None:
+    assert stored_ids(data_dir) == []
+    assert leftovers(data_dir) == []
+    assert rows(data_dir, "SELECT id FROM videos") == []
+
+
+async def _error(response) -> str:  # type: ignore[no-untyped-def]
+    assert response.content_type == "application/json"
+    body = await response.json()
+    assert list(body) == ["error"]
+    return str(body["error"])
+
+
+async def test_no_body_is_400(client: Client, data_dir: Path) -> None:
+    response = await client.post("/file/")
+    assert response.status == 400
+    assert "no body" in await _error(response)
+    _assert_nothing_stored(data_dir)
+
+
+async def test_empty_file_is_400(client: Client, data_dir: Path) -> None:
+    form = FormData()
+    form.add_field("file", b"", filename="empty.mp4", content_type="video/mp4")
+    response = await client.post("/file/", data=form)
+    assert response.status == 400
+    assert "empty" in await _error(response)
+    _assert_nothing_stored(data_dir)
+
+
+async def test_multipart_without_a_file_part_is_400(client: Client, data_dir: Path) -> None:
+    form = FormData(default_to_multipart=True)
+    form.add_field("comment", "hello")
+    form.add_field("other", "world")
+    response = await client.post("/file/", data=form())
+    assert response.status == 400
+    assert "file" in await _error(response)
+    _assert_nothing_stored(data_dir)
+
+
+async def test_declared_size_over_the_limit_is_413_before_reading(
+    make_client, samples: Samples, data_dir: Path
+) -> None:
+    client = await make_client(max_upload_bytes=1000)
+    data = samples.video().read_bytes()
+    response = await client.post("/file/", data=data, headers={"Content-Type": "video/mp4"})
+    assert response.status == 413
+    assert "1000 bytes" in await _error(response)
+    _assert_nothing_stored(data_dir)
+
+
+async def test_chunked_body_over_the_limit_is_413_while_reading(
+    make_client, samples: Samples, data_dir: Path
+) -> None:
+    limit = 20_000
+    client = await make_client(max_upload_bytes=limit)
+    data = samples.video(duration_s=2).read_bytes()
+    assert len(data) > limit
+
+    async def body():
+        for start in range(0, len(data), 4096):
+            yield data[start : start + 4096]
+
+    response = await client.post("/file/", data=body(), headers={"Content-Type": "video/mp4"})
+    assert response.status == 413
+    assert str(limit) in await _error(response)
+    _assert_nothing_stored(data_dir)
+
+
+@pytest.mark.parametrize("kind", ["random bytes", "audio only", "truncated", "matroska", "text"])
+async def test_not_an_mp4_with_video_is_415(client: Client, samples: Samples, data_dir: Path, kind: str) -> None:
+    data = {
+        "random bytes": lambda: bytes(range(256)) * 64,
+        "audio only": lambda: samples.audio_only().read_bytes(),
+        "truncated": lambda: samples.truncated().read_bytes(),
+        "matroska": lambda: samples.matroska().read_bytes(),
+        "text": lambda: b"just some text",
+    }[kind]()
+    form = FormData()
+    form.add_field("file", data, filename="x.mp4", content_type="video/mp4")
+    response = await client.post("/file/", data=form)
+    assert response.status == 415, await response.text()
+    assert "MP4" in await _error(response)
+    _assert_nothing_stored(data_dir)
+
+
+async def test_not_enough_disk_is_507(make_client, samples: Samples, data_dir: Path) -> None:
+    # Ask for more free space than any disk has: the real check, refusing for real.
+    client = await make_client(min_free_bytes=2**62)
+    response = await client.post("/file/", data=samples.video().read_bytes(), headers={"Content-Type": "video/mp4"})
+    assert response.status == 507
+    assert "disk" in await _error(response)
+    _assert_nothing_stored(data_dir)
