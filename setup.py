@@ -25,7 +25,7 @@ setup(
     name="videosvc",
     version="0.1.0",
     description="Self-hosted HTTP service that stores MP4 videos and resizes them with ffmpeg",
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=["videosvc"],

@@ -18,6 +18,7 @@ from videosvc.toolchain import inspect_toolchain
 
 from .helpers import Client, Samples
 
+
 @pytest.fixture(scope="session")
 def tools() -> Toolchain:
     return inspect_toolchain(Settings().ffmpeg).tools
@@ -40,7 +41,9 @@ def make_settings(data_dir: Path) -> Callable[..., Settings]:
     def make(**overrides: Any) -> Settings:
         env = {"VIDEOSVC_DATA_DIR": str(data_dir), "VIDEOSVC_WORKERS": "2", "VIDEOSVC_MIN_FREE_BYTES": "0"}
         for name, value in overrides.items():
-            env["VIDEOSVC_" + name.upper()] = ",".join(value) if isinstance(value, tuple | list) else str(value)
+            env["VIDEOSVC_" + name.upper()] = (
+                ",".join(value) if isinstance(value, tuple | list) else str(value)
+            )
         return load_settings(None, env=env)
 
     return make
@@ -59,5 +62,3 @@ def make_client(
 @pytest.fixture
 async def client(make_client: Callable[..., Awaitable[Client]]) -> Client:
     return await make_client()
-
-

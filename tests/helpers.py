@@ -59,8 +59,26 @@ class Samples:
         path = self.folder / f"rotated_{degrees}.mp4"
         if not path.exists():
             # ffmpeg >= 6 has -display_rotation; 5.x takes the old `rotate` tag on a copy.
-            newer = [self.tools.ffmpeg, "-v", "error", "-y", "-display_rotation", str(degrees), "-i", str(base)]
-            older = [self.tools.ffmpeg, "-v", "error", "-y", "-i", str(base), "-metadata:s:v:0", f"rotate={degrees}"]
+            newer = [
+                self.tools.ffmpeg,
+                "-v",
+                "error",
+                "-y",
+                "-display_rotation",
+                str(degrees),
+                "-i",
+                str(base),
+            ]
+            older = [
+                self.tools.ffmpeg,
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                str(base),
+                "-metadata:s:v:0",
+                f"rotate={degrees}",
+            ]
             for cmd in (newer, older):
                 if subprocess.run([*cmd, "-c", "copy", str(path)], capture_output=True).returncode == 0:
                     break
@@ -69,7 +87,9 @@ class Samples:
         return path
 
     def audio_only(self) -> Path:
-        return self._make("audio_only.m4a", ["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", "-f", "mp4"])
+        return self._make(
+            "audio_only.m4a", ["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", "-f", "mp4"]
+        )
 
     def matroska(self) -> Path:
         return self._make(
@@ -122,7 +142,9 @@ def probe_stored(data_dir: Path, video_id: str, tools: Toolchain) -> MediaInfo:
 
 def leftovers(data_dir: Path) -> list[str]:
     """Anything under tmp/ or jobs/: there should be nothing once requests end."""
-    return sorted(str(p.relative_to(data_dir)) for folder in ("tmp", "jobs") for p in (data_dir / folder).glob("*"))
+    return sorted(
+        str(p.relative_to(data_dir)) for folder in ("tmp", "jobs") for p in (data_dir / folder).glob("*")
+    )
 
 
 def rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
@@ -143,7 +165,7 @@ def ffmpeg_processes(data_dir: Path) -> list[int]:
             state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != "Z" and args and b"ffmpeg" in Path(args[0].decode(errors="replace")).name.encode():
-            if any(str(data_dir).encode() in arg for arg in args):
-                found.append(int(proc.name))
+        is_ffmpeg = bool(args) and "ffmpeg" in Path(args[0].decode(errors="replace")).name
+        if state != "Z" and is_ffmpeg and any(str(data_dir).encode() in arg for arg in args):
+            found.append(int(proc.name))
     return found

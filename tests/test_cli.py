@@ -31,7 +31,9 @@ def test_check_reports_ffmpeg_and_resizes_a_sample(tmp_path: Path) -> None:
 def test_run_fails_fast_with_one_line_when_ffmpeg_is_missing(tmp_path: Path) -> None:
     result = _run("run", "--port", "0", cwd=tmp_path, env={"VIDEOSVC_FFMPEG_PATH": "/nonexistent/ffmpeg"})
     assert result.returncode == 2
-    assert result.stderr.strip().splitlines() == ["videosvc: ffmpeg_path '/nonexistent/ffmpeg' is not an executable"]
+    assert result.stderr.strip().splitlines() == [
+        "videosvc: ffmpeg_path '/nonexistent/ffmpeg' is not an executable"
+    ]
 
 
 def test_run_rejects_a_bad_config_with_one_line(tmp_path: Path) -> None:

@@ -12,7 +12,9 @@ from videosvc.config import ConfigError, load_settings
 def test_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
     config = tmp_path / "c.toml"
     config.write_text('[http]\nport = 9000\nhost = "0.0.0.0"\n[jobs]\nworkers = 3\n')
-    settings = load_settings(config, env={"VIDEOSVC_PORT": "9100", "VIDEOSVC_API_KEYS": "a, b"}, overrides={"port": 9200})
+    settings = load_settings(
+        config, env={"VIDEOSVC_PORT": "9100", "VIDEOSVC_API_KEYS": "a, b"}, overrides={"port": 9200}
+    )
     assert settings.http.port == 9200
     assert settings.http.host == "0.0.0.0"
     assert settings.http.api_keys == ("a", "b")
@@ -33,7 +35,9 @@ def test_precedence_file_then_env_then_overrides(tmp_path: Path) -> None:
         ("not toml = = =", {}, "not valid TOML"),
     ],
 )
-def test_bad_settings_fail_with_a_message_naming_them(tmp_path: Path, toml: str, env: dict, words: str) -> None:  # type: ignore[type-arg]
+def test_bad_settings_fail_with_a_message_naming_them(
+    tmp_path: Path, toml: str, env: dict, words: str
+) -> None:  # type: ignore[type-arg]
     config = tmp_path / "c.toml"
     config.write_text(toml)
     with pytest.raises(ConfigError) as caught:

@@ -74,10 +74,14 @@ async def test_delete_drops_a_queued_job_at_once(make_client, samples: Samples, 
     assert rows(data_dir, "SELECT video_id FROM jobs") == [(busy,)]
 
 
-async def test_video_can_be_resized_again_after_a_job(client: Client, samples: Samples, data_dir: Path) -> None:
+async def test_video_can_be_resized_again_after_a_job(
+    client: Client, samples: Samples, data_dir: Path
+) -> None:
     video_id = await upload(client, samples.video())
     for width, height in ((160, 120), (80, 60)):
-        assert (await client.patch(f"/file/{video_id}/", json={"width": width, "height": height})).status == 200
+        assert (
+            await client.patch(f"/file/{video_id}/", json={"width": width, "height": height})
+        ).status == 200
         done = await wait_for_job(client, video_id)
         assert (done["processingSuccess"], done["width"], done["height"]) == (True, width, height)
     assert rows(data_dir, "SELECT state FROM jobs ORDER BY id") == [("succeeded",), ("succeeded",)]

@@ -23,6 +23,7 @@ async def test_openapi_documents_every_route_with_its_errors(client: Client) -> 
         ("/file/{id}/", "get"),
         ("/file/{id}/", "patch"),
         ("/file/{id}/", "delete"),
+        ("/health", "get"),
     }
     expected_errors = {
         ("/file/", "post"): {"400", "413", "415", "507", "500"},
@@ -78,3 +79,9 @@ def test_readme_mentions_every_setting() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [name for name in setting_names() if f"`{name}`" not in readme]
     assert missing == []
+
+
+async def test_health_answers_without_a_key(make_client) -> None:
+    client = await make_client(api_keys=("secret",))
+    response = await client.get("/health")
+    assert (response.status, await response.json()) == (200, {"status": "ok", "activeJobs": 0})

@@ -40,7 +40,9 @@ def test_probe_reports_display_size_of_rotated_video(samples: Samples, tools: To
 
 
 @pytest.mark.parametrize("use_ffprobe", [True, False])
-def test_probe_rejects_audio_only_and_garbage(samples: Samples, tools: Toolchain, tmp_path, use_ffprobe) -> None:
+def test_probe_rejects_audio_only_and_garbage(
+    samples: Samples, tools: Toolchain, tmp_path, use_ffprobe
+) -> None:
     chain = tools if use_ffprobe else Toolchain(ffmpeg=tools.ffmpeg)
     with pytest.raises(ProbeError, match="no video stream"):
         probe(str(samples.audio_only()), chain)

@@ -76,7 +76,8 @@ async def test_raw_upload_streams_a_chunked_body(client: Client, samples: Sample
 
 async def test_quicktime_mov_counts_as_mp4_family(client: Client, samples: Samples) -> None:
     mov = samples._make(
-        "clip.mov", ["-f", "lavfi", "-i", "testsrc2=size=160x120:duration=0.5", "-c:v", "libx264", "-f", "mov"]
+        "clip.mov",
+        ["-f", "lavfi", "-i", "testsrc2=size=160x120:duration=0.5", "-c:v", "libx264", "-f", "mov"],
     )
     response = await client.post("/file/", data=mov.read_bytes(), headers={"Content-Type": "video/quicktime"})
     assert response.status == 200, await response.text()
@@ -90,7 +91,10 @@ async def test_hostile_filename_is_kept_only_as_a_clean_display_name(
     response = await client.post(
         "/file/",
         data=samples.video().read_bytes(),
-        headers={"Content-Type": "video/mp4", "Content-Disposition": f"attachment; filename*=UTF-8''{hostile}"},
+        headers={
+            "Content-Type": "video/mp4",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{hostile}",
+        },
     )
     assert response.status == 200, await response.text()
     video_id = (await response.json())["id"]
@@ -168,7 +172,9 @@ async def test_chunked_body_over_the_limit_is_413_while_reading(
 
 
 @pytest.mark.parametrize("kind", ["random bytes", "audio only", "truncated", "matroska", "text"])
-async def test_not_an_mp4_with_video_is_415(client: Client, samples: Samples, data_dir: Path, kind: str) -> None:
+async def test_not_an_mp4_with_video_is_415(
+    client: Client, samples: Samples, data_dir: Path, kind: str
+) -> None:
     data = {
         "random bytes": lambda: bytes(range(256)) * 64,
         "audio only": lambda: samples.audio_only().read_bytes(),
@@ -187,7 +193,9 @@ async def test_not_an_mp4_with_video_is_415(client: Client, samples: Samples, da
 async def test_not_enough_disk_is_507(make_client, samples: Samples, data_dir: Path) -> None:
     # Ask for more free space than any disk has: the real check, refusing for real.
     client = await make_client(min_free_bytes=2**62)
-    response = await client.post("/file/", data=samples.video().read_bytes(), headers={"Content-Type": "video/mp4"})
+    response = await client.post(
+        "/file/", data=samples.video().read_bytes(), headers={"Content-Type": "video/mp4"}
+    )
     assert response.status == 507
     assert "disk" in await _error(response)
     _assert_nothing_stored(data_dir)

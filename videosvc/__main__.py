@@ -21,7 +21,9 @@ DEFAULT_CONFIG = Path("config.toml")
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="videosvc", description="Store MP4 videos and resize them with ffmpeg.")
+    parser = argparse.ArgumentParser(
+        prog="videosvc", description="Store MP4 videos and resize them with ffmpeg."
+    )
     parser.add_argument("--version", action="version", version=f"videosvc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="start the HTTP service")
@@ -61,7 +63,10 @@ def serve(settings: Settings) -> int:
             print=lambda line: logging.getLogger("videosvc").info(line.strip()),
         )
     except OSError as e:
-        print(f"videosvc: cannot listen on {settings.http.host}:{settings.http.port}: {e.strerror}", file=sys.stderr)
+        print(
+            f"videosvc: cannot listen on {settings.http.host}:{settings.http.port}: {e.strerror}",
+            file=sys.stderr,
+        )
         return 2
     return 0
 
@@ -73,7 +78,9 @@ def check(settings: Settings) -> int:
     print(f"ffprobe:  {report.tools.ffprobe or 'not found; probing reads ffmpeg -i instead'}")
     if report.ffprobe_version:
         print(f"          {report.ffprobe_version}")
-    print(f"encoders: libx264 {'yes' if report.has_libx264 else 'NO'}, aac {'yes' if report.has_aac else 'NO'}")
+    print(
+        f"encoders: libx264 {'yes' if report.has_libx264 else 'NO'}, aac {'yes' if report.has_aac else 'NO'}"
+    )
     with tempfile.TemporaryDirectory() as folder:
         sample = Path(folder) / "sample.mp4"
         subprocess.run(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
+from typing import Any
 
 from aiohttp import web
 from aiohttp_apigami import AiohttpApiSpec, validation_middleware
@@ -42,7 +43,7 @@ def create_app(settings: Settings) -> web.Application:
 
 def setup_docs(app: web.Application, settings: Settings) -> None:
     """OpenAPI 3 at /swagger.json and Swagger UI at /swagger, from the handlers' schemas."""
-    options = {"security": [{"bearerAuth": []}]} if settings.http.api_keys else {}
+    options: dict[str, Any] = {"security": [{"bearerAuth": []}]} if settings.http.api_keys else {}
     docs = AiohttpApiSpec(
         url="/swagger.json",
         swagger_path="/swagger",
@@ -62,7 +63,12 @@ def setup_docs(app: web.Application, settings: Settings) -> None:
 
 async def toolchain_ctx(app: web.Application) -> AsyncIterator[None]:
     report = await asyncio.to_thread(inspect_toolchain, app[SETTINGS].ffmpeg)
-    log.info("using %s (%s), ffprobe: %s", report.tools.ffmpeg, report.ffmpeg_version, report.tools.ffprobe or "none")
+    log.info(
+        "using %s (%s), ffprobe: %s",
+        report.tools.ffmpeg,
+        report.ffmpeg_version,
+        report.tools.ffprobe or "none",
+    )
     app[TOOLCHAIN] = report.tools
     yield
 

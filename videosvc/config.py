@@ -116,8 +116,8 @@ def load_settings(
     raw: dict[str, Any] = {}
     if path is not None:
         try:
-            with open(path, "rb") as f:
-                raw = tomllib.load(f)
+            with open(path, "rb") as toml_file:
+                raw = tomllib.load(toml_file)
         except OSError as e:
             raise ConfigError(f"cannot read config file {path}: {e.strerror}") from None
         except tomllib.TOMLDecodeError as e:
@@ -159,7 +159,7 @@ def _coerce(value: Any, kind: Any, source: str) -> Any:
                 return value.strip().lower() in ("1", "true", "yes", "on")
             return bool(value)
         if kind is int:
-            if isinstance(value, bool) or isinstance(value, float):
+            if isinstance(value, bool | float):
                 raise ValueError
             return int(value)
         if kind is float:
@@ -193,7 +193,10 @@ def validate(settings: Settings) -> None:
         (settings.jobs.job_timeout_s > 0, "job_timeout_s must be positive"),
         (settings.jobs.job_max_attempts >= 1, "job_max_attempts must be at least 1"),
         (settings.jobs.max_dimension >= 22, "max_dimension must be at least 22"),
-        (settings.ffmpeg.x264_preset in X264_PRESETS, f"x264_preset must be one of {', '.join(X264_PRESETS)}"),
+        (
+            settings.ffmpeg.x264_preset in X264_PRESETS,
+            f"x264_preset must be one of {', '.join(X264_PRESETS)}",
+        ),
         (0 <= settings.ffmpeg.x264_crf <= 51, "x264_crf must be between 0 and 51"),
         (settings.log.log_format in LOG_FORMATS, "log_format must be 'text' or 'json'"),
         (

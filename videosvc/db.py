@@ -24,7 +24,7 @@ from .errors import JobAlreadyActive, VideoNotFound
 log = logging.getLogger(__name__)
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     QUEUED = "queued"  #: accepted, not yet handed to a worker
     RUNNING = "running"  #: handed to a worker (it may still wait in the pool's queue)
     SUCCEEDED = "succeeded"  #: the stored video is the resized one
@@ -105,7 +105,8 @@ class Database:
         """Apply the `sql/*.sql` files not yet recorded, in name order."""
         async with self._lock:
             await self._conn.execute(
-                "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+                "CREATE TABLE IF NOT EXISTS schema_migrations"
+                " (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
             )
             rows = await self._conn.execute_fetchall("SELECT name FROM schema_migrations")
             done = {row["name"] for row in rows}
@@ -129,7 +130,8 @@ class Database:
     async def insert_video(self, video: VideoRecord) -> None:
         async with self._transaction() as conn:
             await conn.execute(
-                "INSERT INTO videos (id, filename, size_bytes, width, height, duration_s, created_at, updated_at)"
+                "INSERT INTO videos"
+                " (id, filename, size_bytes, width, height, duration_s, created_at, updated_at)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     video.id,
@@ -145,7 +147,7 @@ class Database:
 
     async def get_status(self, video_id: str) -> VideoStatus:
         async with self._lock:
-            rows = await self._conn.execute_fetchall("SELECT * FROM videos WHERE id = ?", (video_id,))
+            rows = list(await self._conn.execute_fetchall("SELECT * FROM videos WHERE id = ?", (video_id,)))
             if not rows:
                 raise VideoNotFound(video_id)
             jobs = await self._conn.execute_fetchall(
@@ -201,7 +203,7 @@ class Database:
             await conn.execute(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?", (job_id,)
             )
-            rows = await conn.execute_fetchall("SELECT attempts FROM jobs WHERE id = ?", (job_id,))
+            rows = list(await conn.execute_fetchall("SELECT attempts FROM jobs WHERE id = ?", (job_id,)))
         return int(rows[0]["attempts"]) if rows else 0
 
     async def requeue(self, job_id: int) -> None:
@@ -213,15 +215,19 @@ class Database:
                 (job_id,),
             )
 
-    async def succeed_job(self, job: JobRecord, size_bytes: int, width: int, height: int, duration_s: float | None) -> None:
+    async def succeed_job(
+        self, job: JobRecord, size_bytes: int, width: int, height: int, duration_s: float | None
+    ) -> None:
         """End a job that replaced its video, and record the video's new shape."""
         now = utc_now()
         async with self._transaction() as conn:
             await conn.execute(
-                "UPDATE jobs SET state = 'succeeded', error = NULL, finished_at = ? WHERE id = ?", (now, job.id)
+                "UPDATE jobs SET state = 'succeeded', error = NULL, finished_at = ? WHERE id = ?",
+                (now, job.id),
             )
             await conn.execute(
-                "UPDATE videos SET size_bytes = ?, width = ?, height = ?, duration_s = ?, updated_at = ? WHERE id = ?",
+                "UPDATE videos SET size_bytes = ?, width = ?, height = ?, duration_s = ?, updated_at = ?"
+                " WHERE id = ?",
                 (size_bytes, width, height, duration_s, now, job.video_id),
             )
 

@@ -18,7 +18,9 @@ class VideoNotFound(VideoServiceError):
 
 class JobAlreadyActive(VideoServiceError):
     def __init__(self, video_id: str) -> None:
-        super().__init__(f"video {video_id} already has a resize queued or running; wait until processing is false")
+        super().__init__(
+            f"video {video_id} already has a resize queued or running; wait until processing is false"
+        )
 
 
 class EmptyUpload(VideoServiceError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -46,7 +47,9 @@ class JobRunner:
     async def start_pool(self) -> None:
         self._pool = self._new_pool()
         # Start every worker now, so the first PATCH does not pay for it.
-        warmups = [asyncio.wrap_future(self._pool.submit(warm_up)) for _ in range(self._settings.worker_count)]
+        warmups = [
+            asyncio.wrap_future(self._pool.submit(warm_up)) for _ in range(self._settings.worker_count)
+        ]
         await asyncio.gather(*warmups)
 
     async def close(self) -> None:
@@ -55,7 +58,9 @@ class JobRunner:
         for job_id in list(self._tasks):
             self._stop(job_id)
         if self._tasks:
-            _, pending = await asyncio.wait(list(self._tasks.values()), timeout=self._settings.http.shutdown_grace_s)
+            _, pending = await asyncio.wait(
+                list(self._tasks.values()), timeout=self._settings.http.shutdown_grace_s
+            )
             for task in pending:
                 task.cancel()
         if self._pool is not None:
@@ -71,7 +76,8 @@ class JobRunner:
         self._tasks[job.id] = task
         task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
         log.info(
-            "job queued", extra={"job_id": job.id, "video_id": job.video_id, "size": f"{job.width}x{job.height}"}
+            "job queued",
+            extra={"job_id": job.id, "video_id": job.video_id, "size": f"{job.width}x{job.height}"},
         )
 
     async def cancel_for_delete(self, job_id: int) -> None:
@@ -94,10 +100,9 @@ class JobRunner:
             if task is not None:
                 task.cancel()
             return
-        try:
+        # FileNotFoundError: the job is finishing and already removed its directory.
+        with contextlib.suppress(FileNotFoundError):
             JobFiles(self._storage.job_dir(job_id)).cancel.touch()
-        except FileNotFoundError:
-            pass  # the job is finishing and already removed its directory
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         # forkserver: workers do not inherit the server's threads and sockets.
@@ -118,7 +123,10 @@ class JobRunner:
         limit = self._settings.jobs.job_max_attempts
         for job in await self._db.active_jobs():
             if job.attempts >= limit:
-                error = f"interrupted {job.attempts} time(s) by a crash or restart; gave up (job_max_attempts={limit})"
+                error = (
+                    f"interrupted {job.attempts} time(s) by a crash or restart;"
+                    f" gave up (job_max_attempts={limit})"
+                )
                 await self._db.fail_job(job.id, error)
                 log.warning("job failed", extra={"job_id": job.id, "video_id": job.video_id, "error": error})
             else:

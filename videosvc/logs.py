@@ -26,7 +26,10 @@ class TextFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
-        fields = " ".join(f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}" for key, value in _extras(record).items())
+        fields = " ".join(
+            f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
+            for key, value in _extras(record).items()
+        )
         return f"{line} {fields}" if fields else line
 
 

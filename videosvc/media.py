@@ -148,9 +148,7 @@ def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str) -> MediaInfo:
     if not video_codec:
         raise ProbeError("the file has no video stream")
     duration = _DURATION_RE.search(text)
-    seconds = (
-        int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
-    )
+    seconds = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
     return _info(header[1], width, height, rotation, seconds, video_codec, audio_codecs)
 
 
@@ -179,4 +177,3 @@ def _info(
 def _last_line(stderr: bytes) -> str:
     lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
     return lines[-1] if lines else ""
-

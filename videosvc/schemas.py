@@ -35,8 +35,12 @@ class ResizeRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    width = Dimension(metadata={"description": "Target width in pixels: even, > 20, <= max_dimension", "example": 640})
-    height = Dimension(metadata={"description": "Target height in pixels: even, > 20, <= max_dimension", "example": 360})
+    width = Dimension(
+        metadata={"description": "Target width in pixels: even, > 20, <= max_dimension", "example": 640}
+    )
+    height = Dimension(
+        metadata={"description": "Target height in pixels: even, > 20, <= max_dimension", "example": 360}
+    )
 
 
 class UploadResponseSchema(Schema):
@@ -49,7 +53,9 @@ class SuccessSchema(Schema):
 
 class FileInfoSchema(Schema):
     id = fields.UUID(required=True)
-    filename = fields.String(required=True, metadata={"description": "The uploaded file's name (display only)"})
+    filename = fields.String(
+        required=True, metadata={"description": "The uploaded file's name (display only)"}
+    )
     processing = fields.Boolean(required=True, metadata={"description": "A resize is queued or running"})
     processingSuccess = fields.Boolean(
         required=True,
@@ -72,3 +78,8 @@ class FileInfoSchema(Schema):
 
 class ErrorSchema(Schema):
     error = fields.String(required=True, metadata={"description": "What was wrong, and what is allowed"})
+
+
+class HealthSchema(Schema):
+    status = fields.String(required=True, metadata={"example": "ok"})
+    activeJobs = fields.Integer(required=True, metadata={"description": "Jobs queued or running"})

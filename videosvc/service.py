@@ -7,6 +7,7 @@ and raises the errors of `errors.py`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import unicodedata
@@ -125,7 +126,9 @@ class VideoService:
         next_disk_check = DISK_CHECK_EVERY_BYTES
         pending: list[bytes] = []
         pending_bytes = 0
-        with open(temp, "wb") as out:
+        # Opening, writing and closing all happen in threads: the disk may be slow, the loop must not be.
+        out = await asyncio.to_thread(temp.open, "wb")
+        try:
             async for chunk in chunks:
                 size += len(chunk)
                 if size > limit:
@@ -145,6 +148,8 @@ class VideoService:
                     next_disk_check += DISK_CHECK_EVERY_BYTES
             if pending:
                 await asyncio.to_thread(out.write, b"".join(pending))
+        finally:
+            await asyncio.to_thread(out.close)
         if size == 0:
             raise EmptyUpload("the upload is empty: send an MP4 file")
         if not checked_header:
@@ -178,10 +183,8 @@ class VideoService:
             if status.active_job is not None:
                 await self._runner.cancel_for_delete(status.active_job.id)
             await asyncio.to_thread(remove, self._storage.video_path(video_id))
-            try:
+            with contextlib.suppress(VideoNotFound):  # gone meanwhile: the outcome is the same
                 await self._db.delete_video(video_id)
-            except VideoNotFound:
-                pass  # deleted meanwhile by a request that did not wait for the lock
         log.info("video deleted", extra={"video_id": video_id})
 
 
@@ -198,7 +201,7 @@ def clean_filename(name: str | None) -> str:
     # Surrogates from undecodable bytes would break JSON encoders downstream.
     name = name.encode("utf-8", "replace").decode("utf-8")
     if len(name) > MAX_FILENAME_CHARS:
-        stem, dot, ext = name.rpartition(".")
+        _, dot, ext = name.rpartition(".")
         keep = ext if dot and len(ext) <= 10 else ""
         name = name[: MAX_FILENAME_CHARS - len(keep) - 1] + "." + keep if keep else name[:MAX_FILENAME_CHARS]
     return name

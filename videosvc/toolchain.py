@@ -63,7 +63,7 @@ def _find_ffmpeg(settings: FfmpegSettings) -> tuple[str, str]:
     if found is not None:
         return found, "PATH"
     try:
-        import imageio_ffmpeg  # type: ignore[import-untyped]
+        import imageio_ffmpeg
 
         return str(imageio_ffmpeg.get_ffmpeg_exe()), "imageio-ffmpeg package"
     except (ImportError, RuntimeError):

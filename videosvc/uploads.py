@@ -43,7 +43,9 @@ async def _read_multipart(request: web.Request, idle_timeout_s: float) -> Incomi
             async with asyncio.timeout(idle_timeout_s):
                 part = await reader.next()
             if part is None:
-                raise EmptyUpload("the multipart body has no file part: send the video in a field named 'file'")
+                raise EmptyUpload(
+                    "the multipart body has no file part: send the video in a field named 'file'"
+                )
             if isinstance(part, BodyPartReader) and (part.name == FILE_FIELD or part.filename):
                 file_part = part
                 break

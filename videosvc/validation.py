@@ -56,4 +56,3 @@ def describe_validation_error(messages: Any, allowed: list[str]) -> str:
                 parts.append(f"{field}: {text}")
         return "; ".join(parts)
     return str(messages)
-

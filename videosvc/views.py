@@ -9,8 +9,15 @@ from aiohttp import web
 from aiohttp_apigami import docs, json_schema, response_schema
 
 from .errors import VideoNotFound
-from .keys import SERVICE, SETTINGS
-from .schemas import ErrorSchema, FileInfoSchema, ResizeRequestSchema, SuccessSchema, UploadResponseSchema
+from .keys import JOB_RUNNER, SERVICE, SETTINGS
+from .schemas import (
+    ErrorSchema,
+    FileInfoSchema,
+    HealthSchema,
+    ResizeRequestSchema,
+    SuccessSchema,
+    UploadResponseSchema,
+)
 from .service import VideoView
 from .uploads import read_upload
 
@@ -133,6 +140,13 @@ async def get_file(request: web.Request) -> web.Response:
 async def delete_file(request: web.Request) -> web.Response:
     await request.app[SERVICE].delete(video_id_from(request))
     return web.json_response({"success": True})
+
+
+@docs(tags=["service"], summary="Liveness: the service is up and its job runner takes jobs")
+@response_schema(HealthSchema, 200, description="Up")
+async def health(request: web.Request) -> web.Response:
+    runner = request.app[JOB_RUNNER]
+    return web.json_response({"status": "ok", "activeJobs": len(runner.active_job_ids)})
 
 
 def file_info(view: VideoView) -> dict[str, Any]:

@@ -31,7 +31,7 @@ STDERR_TAIL_LINES = 5
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
 
 
-class Outcome(str, enum.Enum):
+class Outcome(enum.StrEnum):
     SUCCEEDED = "succeeded"  #: output written, probed and complete
     FAILED = "failed"  #: ffmpeg failed, timed out, or the output was wrong
     CANCELLED = "cancelled"  #: the cancel file appeared; nothing was kept
@@ -155,7 +155,9 @@ def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: f
         tail = _stderr_tail(files.ffmpeg_log)
         return ResizeResult(
             Outcome.FAILED,
-            error=f"ffmpeg exited with code {returncode}: {tail}" if tail else f"ffmpeg exited with code {returncode}",
+            error=f"ffmpeg exited with code {returncode}: {tail}"
+            if tail
+            else f"ffmpeg exited with code {returncode}",
             elapsed_s=time.monotonic() - started,
         )
     return ResizeResult(Outcome.SUCCEEDED, output=str(files.output), elapsed_s=time.monotonic() - started)
