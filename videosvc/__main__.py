@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import asyncio
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from aiohttp import web
-
 from . import __version__
 from .config import ConfigError, Settings, load_settings
-from .logs import AccessLogger, setup_logging
+from .logs import setup_logging
+from .server import ListenError
+from .server import serve as serve_forever
 from .toolchain import ToolchainError, inspect_toolchain
 from .worker import Outcome, ResizeJob, run_resize
 
@@ -43,31 +43,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             return check(settings)
         return serve(settings)
-    except (ConfigError, ToolchainError) as e:
+    except (ConfigError, ToolchainError, ListenError) as e:
         print(f"videosvc: {e}", file=sys.stderr)
         return 2
 
 
 def serve(settings: Settings) -> int:
-    from .app import create_app  # the web stack is not needed by `check`
 
     setup_logging(settings.log)
-    try:
-        web.run_app(
-            create_app(settings),
-            host=settings.http.host,
-            port=settings.http.port,
-            access_log_class=AccessLogger,
-            access_log=logging.getLogger("videosvc.access"),
-            shutdown_timeout=settings.http.shutdown_grace_s,
-            print=lambda line: logging.getLogger("videosvc").info(line.strip()),
-        )
-    except OSError as e:
-        print(
-            f"videosvc: cannot listen on {settings.http.host}:{settings.http.port}: {e.strerror}",
-            file=sys.stderr,
-        )
-        return 2
+    asyncio.run(serve_forever(settings))
     return 0
 
 

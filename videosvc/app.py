@@ -14,9 +14,10 @@ from aiohttp_apigami.constants import APISPEC_PARSER
 from . import __version__
 from .config import Settings
 from .db import Database
+from .inflight import InFlightRequests
 from .jobs import JobRunner
-from .keys import DATABASE, JOB_RUNNER, SERVICE, SETTINGS, STORAGE, TOOLCHAIN
-from .middlewares import auth_middleware, error_middleware
+from .keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, STORAGE, TOOLCHAIN
+from .middlewares import auth_middleware, error_middleware, in_flight_middleware
 from .routes import add_routes, add_slashless_aliases
 from .service import VideoService
 from .storage import Storage
@@ -30,9 +31,15 @@ def create_app(settings: Settings) -> web.Application:
     app = web.Application(
         # Caps JSON bodies only: uploads are streamed from request.content, not read whole.
         client_max_size=settings.http.max_json_bytes,
-        middlewares=[error_middleware, auth_middleware(settings.http.api_keys), validation_middleware],
+        middlewares=[
+            in_flight_middleware,
+            error_middleware,
+            auth_middleware(settings.http.api_keys),
+            validation_middleware,
+        ],
     )
     app[SETTINGS] = settings
+    app[IN_FLIGHT] = InFlightRequests()
     # Resources, in dependency order; torn down in reverse.
     app.cleanup_ctx.extend([toolchain_ctx, storage_ctx, database_ctx, job_runner_ctx, service_ctx])
     add_routes(app)

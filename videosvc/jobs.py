@@ -38,6 +38,9 @@ class JobRunner:
         self._futures: dict[int, concurrent.futures.Future[ResizeResult]] = {}
         self._deleted: set[int] = set()
         self._slots = asyncio.Semaphore(settings.worker_count)
+        # Test-only: widen the window between replacing a video and recording it, so a
+        # crash test can kill the server inside it. Never set in production.
+        self._pause_before_record_s = float(os.environ.get("VIDEOSVC_TEST_PAUSE_BEFORE_RECORD_S", "0"))
         self._closing = False
 
     @property
@@ -103,6 +106,9 @@ class JobRunner:
         # FileNotFoundError: the job is finishing and already removed its directory.
         with contextlib.suppress(FileNotFoundError):
             JobFiles(self._storage.job_dir(job_id)).cancel.touch()
+
+    def _is_closing(self) -> bool:
+        return self._closing
 
     def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
         # forkserver: workers do not inherit the server's threads and sockets.
@@ -172,10 +178,22 @@ class JobRunner:
                 return await asyncio.wrap_future(future)
             except BrokenProcessPool:
                 self._replace_broken_pool(pool)
-                if attempt < limit and not self._closing:
-                    log.warning("job lost its worker; retrying", extra={"job_id": job.id, "attempt": attempt})
-                    continue
-                return ResizeResult(Outcome.FAILED, error=f"the worker process died ({attempt} attempt(s))")
+                if self._is_closing():  # a call, not the attribute: it changed during the await
+                    return ResizeResult(Outcome.CANCELLED)
+                if not files.started.exists() or files.stopped_by_pool.exists():
+                    # Another job's worker died and the pool took this one down with it.
+                    await self._db.requeue(job.id)
+                    log.warning("another job's crash took this worker; retrying", extra={"job_id": job.id})
+                elif attempt < limit:
+                    log.warning("job's worker died; retrying", extra={"job_id": job.id, "attempt": attempt})
+                else:
+                    return ResizeResult(
+                        Outcome.FAILED,
+                        error=f"the worker process died while running this job ({attempt} attempt(s))",
+                    )
+                files.started.unlink(missing_ok=True)
+                files.stopped_by_pool.unlink(missing_ok=True)
+                continue
             except RuntimeError:  # submit after shutdown
                 return ResizeResult(Outcome.CANCELLED)
 
@@ -195,6 +213,8 @@ class JobRunner:
                 # which yields the same file; the reverse order could lie.
                 target = self._storage.video_path(job.video_id)
                 os.replace(result.output, target)
+                if self._pause_before_record_s:
+                    await asyncio.sleep(self._pause_before_record_s)
                 await self._db.succeed_job(
                     job, target.stat().st_size, result.info.width, result.info.height, result.info.duration_s
                 )

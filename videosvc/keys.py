@@ -6,6 +6,7 @@ from aiohttp import web
 
 from .config import Settings
 from .db import Database
+from .inflight import InFlightRequests
 from .jobs import JobRunner
 from .media import Toolchain
 from .service import VideoService
@@ -17,3 +18,4 @@ STORAGE = web.AppKey("storage", Storage)
 DATABASE = web.AppKey("database", Database)
 JOB_RUNNER = web.AppKey("job_runner", JobRunner)
 SERVICE = web.AppKey("service", VideoService)
+IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)

@@ -21,6 +21,7 @@ from .errors import (
     VideoNotFound,
     VideoServiceError,
 )
+from .keys import IN_FLIGHT
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,16 @@ STATUS_FOR_ERROR: Mapping[type[VideoServiceError], int] = {
 
 #: Routes that need a key when keys are configured; the docs stay public.
 PROTECTED_PREFIX = "/file"
+
+
+@web.middleware
+async def in_flight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    counter = request.app[IN_FLIGHT]
+    counter.started()
+    try:
+        return await handler(request)
+    finally:
+        counter.finished()
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:

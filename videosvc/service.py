@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import re
 import unicodedata
@@ -19,7 +20,14 @@ from pathlib import Path
 
 from .config import Settings
 from .db import Database, VideoRecord, VideoStatus, utc_now
-from .errors import EmptyUpload, InvalidRequest, NotAnMp4, UploadTooLarge, VideoNotFound
+from .errors import (
+    EmptyUpload,
+    InsufficientStorage,
+    InvalidRequest,
+    NotAnMp4,
+    UploadTooLarge,
+    VideoNotFound,
+)
 from .jobs import JobRunner
 from .media import ProbeError, Toolchain, has_ftyp_header, probe
 from .storage import Storage, remove
@@ -27,8 +35,8 @@ from .worker import read_progress
 
 log = logging.getLogger(__name__)
 
-#: Check free disk again after this many bytes of an upload.
-DISK_CHECK_EVERY_BYTES = 64 * 1024**2
+#: Check free disk again after this many bytes of an upload (a statvfs call: cheap).
+DISK_CHECK_EVERY_BYTES = 8 * 1024**2
 #: Uploads are written in blocks of this size, each in a thread, off the event loop.
 WRITE_BLOCK_BYTES = 1024**2
 MAX_FILENAME_CHARS = 255
@@ -97,7 +105,12 @@ class VideoService:
                 raise NotAnMp4(str(e)) from None
             if not info.is_mp4_family:
                 raise NotAnMp4(f"the container is {','.join(info.format_names)}, not MP4")
-            await asyncio.to_thread(self._storage.commit, temp, video_id)
+            try:
+                await asyncio.to_thread(self._storage.commit, temp, video_id)
+            except OSError as e:
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise InsufficientStorage("the disk is full: the upload could not be stored") from None
+                raise
         finally:
             await asyncio.to_thread(remove, temp)
         now = utc_now()
@@ -121,6 +134,14 @@ class VideoService:
 
     async def _receive(self, chunks: AsyncIterator[bytes], temp: Path, limit: int) -> int:
         """Stream to `temp`; check the header, the size limit and free space on the way."""
+        try:
+            return await self._write_chunks(chunks, temp, limit)
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise InsufficientStorage("the disk filled up while receiving the upload") from None
+            raise
+
+    async def _write_chunks(self, chunks: AsyncIterator[bytes], temp: Path, limit: int) -> int:
         size = 0
         checked_header = False
         next_disk_check = DISK_CHECK_EVERY_BYTES

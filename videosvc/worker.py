@@ -59,6 +59,16 @@ class JobFiles:
     def ffmpeg_log(self) -> Path:
         return self.directory / "ffmpeg.log"
 
+    @property
+    def started(self) -> Path:
+        """Written by the worker when it takes the job: the job reached a process."""
+        return self.directory / "started"
+
+    @property
+    def stopped_by_pool(self) -> Path:
+        """Written when the pool terminates this worker because *another* worker died."""
+        return self.directory / "stopped-by-pool"
+
 
 @dataclass(frozen=True)
 class ResizeJob:
@@ -82,12 +92,27 @@ class ResizeResult:
     elapsed_s: float = 0.0
 
 
+#: The job this worker process is running, for the SIGTERM handler.
+_current_job: JobFiles | None = None
+
+
 def init_worker() -> None:
     """Worker start-up: yield the CPU to the server, which must stay responsive."""
     with contextlib.suppress(OSError):
         os.nice(10)
     # The server handles Ctrl-C; a worker should not die of the same signal mid-job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    # If the server dies (kill -9), its pool goes with it instead of encoding for nobody.
+    _die_with_parent()
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    """When one worker dies, the pool SIGTERMs the others: say so, so their jobs are not blamed."""
+    if _current_job is not None:
+        with contextlib.suppress(OSError):
+            _current_job.stopped_by_pool.touch()
+    os._exit(128 + signum)  # ffmpeg follows through its parent-death signal
 
 
 def warm_up() -> int:
@@ -96,9 +121,19 @@ def warm_up() -> int:
 
 
 def run_resize(job: ResizeJob) -> ResizeResult:
-    started = time.monotonic()
+    global _current_job
     files = JobFiles(Path(job.directory))
     files.directory.mkdir(parents=True, exist_ok=True)
+    files.started.write_text(str(os.getpid()))
+    _current_job = files
+    try:
+        return _resize(job, files)
+    finally:
+        _current_job = None
+
+
+def _resize(job: ResizeJob, files: JobFiles) -> ResizeResult:
+    started = time.monotonic()
     try:
         source = probe(job.source, job.tools)
     except ProbeError as e:
@@ -227,10 +262,10 @@ def _stderr_tail(path: Path) -> str:
 
 
 def _die_with_parent() -> None:
-    """Runs in the ffmpeg child before exec: if its worker dies, so does ffmpeg.
+    """Ask Linux to SIGKILL this process when its parent dies.
 
-    Without this a killed worker (or a pool torn down at shutdown) would leave
-    ffmpeg running and writing into a directory nobody owns.
+    Used for ffmpeg (run before exec) and for each worker: without it a killed
+    worker or server would leave ffmpeg encoding into a directory nobody owns.
     """
     try:
         import ctypes

@@ -1,0 +1,1 @@
+"""Benchmark harness for videosvc: `python -m bench.run --help`."""

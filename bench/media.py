@@ -1,0 +1,138 @@
+"""ffmpeg for the benchmark: making inputs, running timed commands, measuring SSIM.
+
+The "same arguments" baseline is built by the service's own
+`videosvc.worker.build_resize_args`, so it cannot drift from what a job runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import subprocess
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from videosvc.media import Toolchain, probe
+from videosvc.worker import MP4_AUDIO_CODECS, JobFiles, ResizeJob, build_resize_args
+
+#: Flags for every command we run ourselves: no banner, no stdin, no chatter.
+QUIET = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]
+_SSIM_ALL = re.compile(r"All:([0-9.]+)")
+
+
+class CommandFailed(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class Completed:
+    returncode: int
+    stderr: str
+    elapsed_s: float
+
+
+async def run(args: Sequence[str], timeout_s: float) -> Completed:
+    """Run a command to its end (killed after `timeout_s`), timing it."""
+    started = time.perf_counter()
+    process = await asyncio.create_subprocess_exec(
+        *args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        async with asyncio.timeout(timeout_s):
+            _, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    return Completed(process.returncode or 0, stderr.decode("utf-8", "replace"), time.perf_counter() - started)
+
+
+async def run_checked(args: Sequence[str], timeout_s: float) -> Completed:
+    completed = await run(args, timeout_s)
+    if completed.returncode != 0:
+        tail = " | ".join(completed.stderr.strip().splitlines()[-3:])
+        raise CommandFailed(f"{Path(args[0]).name} exited with {completed.returncode}: {tail}")
+    return completed
+
+
+async def make_clip(ffmpeg: str, path: Path, seconds: float, timeout_s: float) -> None:
+    """A 1280x720 H.264 + AAC test clip: moving test pattern and a tone."""
+    await run_checked(
+        [ffmpeg, *QUIET,
+         "-f", "lavfi", "-i", f"testsrc2=size=1280x720:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate=48000:duration={seconds}",
+         "-c:v", "libx264", "-preset", "fast", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-b:a", "128k", "-shortest", "-movflags", "+faststart", str(path)],
+        timeout_s,
+    )  # fmt: skip
+
+
+async def make_looped(ffmpeg: str, clip: Path, path: Path, target_bytes: int, timeout_s: float) -> None:
+    """A big file cheaply: the clip repeated by stream copy, no encoding."""
+    loops = max(0, math.ceil(target_bytes / clip.stat().st_size) - 1)
+    await run_checked(
+        [ffmpeg, *QUIET, "-stream_loop", str(loops), "-i", str(clip), "-c", "copy", str(path)], timeout_s
+    )
+
+
+async def ssim(ffmpeg: str, output: Path, source: Path, width: int, height: int, timeout_s: float) -> float:
+    """SSIM (All) of `output` against the source scaled to the same size."""
+    completed = await run_checked(
+        [ffmpeg, "-hide_banner", "-nostdin", "-nostats", "-i", str(output), "-i", str(source),
+         "-lavfi", f"[1:v]scale={width}:{height},setsar=1[ref];[0:v][ref]ssim", "-f", "null", "-"],
+        timeout_s,
+    )  # fmt: skip
+    found = _SSIM_ALL.findall(completed.stderr)
+    if not found:
+        raise CommandFailed(f"no SSIM in ffmpeg's output for {output.name}")
+    return float(found[-1])
+
+
+def service_audio_codec(source: Path, tools: Toolchain) -> str | None:
+    """The first audio choice `run_resize` makes: copy what MP4 takes, else AAC."""
+    codecs = probe(str(source), tools).audio_codecs
+    if not codecs:
+        return None
+    return "copy" if all(codec in MP4_AUDIO_CODECS for codec in codecs) else "aac"
+
+
+def service_args(
+    tools: Toolchain,
+    source: Path,
+    job_dir: Path,
+    size: tuple[int, int],
+    preset: str,
+    crf: int,
+    audio_codec: str | None,
+) -> tuple[list[str], Path]:
+    """The exact command a service job runs; returns it and the output it writes."""
+    job_dir.mkdir(parents=True, exist_ok=True)
+    files = JobFiles(job_dir)
+    job = ResizeJob(
+        source=str(source),
+        directory=str(job_dir),
+        width=size[0],
+        height=size[1],
+        tools=tools,
+        x264_preset=preset,
+        x264_crf=crf,
+        timeout_s=0,  # unused by build_resize_args
+    )
+    return build_resize_args(job, files, audio_codec), files.output
+
+
+def defaults_args(ffmpeg: str, source: Path, output: Path, size: tuple[int, int]) -> list[str]:
+    """ffmpeg left to its defaults: libx264 medium, CRF 23, audio re-encoded to AAC."""
+    return [ffmpeg, *QUIET, "-i", str(source), "-vf", _scale(size), str(output)]
+
+
+def floor_args(ffmpeg: str, source: Path, size: tuple[int, int]) -> list[str]:
+    """Decode and scale only: no resize can be faster than this."""
+    return [ffmpeg, *QUIET, "-i", str(source), "-vf", _scale(size), "-f", "null", "-"]
+
+
+def _scale(size: tuple[int, int]) -> str:
+    return f"scale={size[0]}:{size[1]},setsar=1"

@@ -1,0 +1,48 @@
+"""Result rows, small statistics and the Markdown table."""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Row:
+    """One line of the results table; `met` is None for rows without a target."""
+
+    metric: str
+    median: str
+    baseline: str = "—"
+    ratio: str = "—"
+    target: str = "—"
+    met: bool | None = None
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values)
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile, q in (0, 100]: always one of the measured values."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def render_table(rows: Sequence[Row]) -> str:
+    header = ("metric", "median", "baseline", "ratio", "target", "met?")
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row in rows:
+        met = "—" if row.met is None else ("yes" if row.met else "**NO**")
+        cells = (row.metric, row.median, row.baseline, row.ratio, row.target, met)
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    """A plain table, for the sweep."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in rows]
+    return "\n".join(lines)

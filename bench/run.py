@@ -1,0 +1,191 @@
+"""Benchmark videosvc against bare ffmpeg, `cp` and a trivial aiohttp app.
+
+    python -m bench.run            # full run: 10 s clip, 100 MB + 400 MB uploads, 3 runs
+    python -m bench.run --quick    # smoke run: small inputs, 1 run
+    python -m bench.run --sweep    # bare-ffmpeg preset/CRF sweep instead
+
+Inputs are generated with ffmpeg in a temporary directory; the real service
+runs as a subprocess on 127.0.0.1 with a temporary data directory. Results go
+to stdout and to bench/results/ (latest.md, or sweep.md). Every server and
+temporary file is removed on the way out, on error and on SIGTERM too.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime
+from pathlib import Path
+
+if __package__ in (None, ""):
+    # `python bench/run.py`: import `bench` as a package, not its files as top-level modules.
+    sys.path[0] = str(Path(__file__).resolve().parent.parent)
+
+import aiohttp
+
+from bench.api import api_rows, measure_api
+from bench.load import LoadSpec
+from bench.media import make_clip, make_looped
+from bench.report import Row, render_table
+from bench.resize import Encoder, measure_resize, resize_rows, run_sweep, sweep_table
+from bench.servers import CONFIG_PATH, REPO_ROOT, ServiceClient, running_service, running_trivial, service_env
+from bench.upload import measure_uploads, upload_rows
+from videosvc.config import load_settings
+from videosvc.toolchain import find_toolchain
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+WORKERS = 2
+INPUT_TIMEOUT_S = 600.0
+MB = 1_000_000
+
+
+@dataclass(frozen=True)
+class Plan:
+    clip_s: float
+    small_bytes: int
+    large_bytes: int
+    runs: int
+    load: LoadSpec
+    #: The whole benchmark stops after this long, whatever it is doing.
+    deadline_s: float
+
+
+FULL = Plan(clip_s=10, small_bytes=100 * MB, large_bytes=400 * MB, runs=3, load=LoadSpec(duration_s=5), deadline_s=3600)
+QUICK = Plan(clip_s=3, small_bytes=10 * MB, large_bytes=40 * MB, runs=1, load=LoadSpec(duration_s=2), deadline_s=900)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    clip: Path
+    #: Big files for uploads: the second shows whether memory stays flat.
+    small: Path
+    large: Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description="Benchmark videosvc.")
+    parser.add_argument("--quick", action="store_true", help="small inputs and 1 run: a smoke test")
+    parser.add_argument("--runs", type=int, help="runs per measurement (default: 3, or 1 with --quick)")
+    parser.add_argument("--sweep", action="store_true", help="run the x264 preset/CRF sweep instead")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    if args.runs is not None:
+        if args.runs < 1:
+            parser.error("--runs must be at least 1")
+        plan = replace(plan, runs=args.runs)
+    try:
+        return asyncio.run(_main(plan, args.sweep))
+    except TimeoutError:
+        print(f"bench: stopped after the {plan.deadline_s:g} s limit", file=sys.stderr)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("bench: interrupted; servers and temporary files were removed", file=sys.stderr)
+    return 1
+
+
+async def _main(plan: Plan, sweep: bool) -> int:
+    # SIGTERM cancels the run like Ctrl-C does, so every `finally` still runs.
+    main_task = asyncio.current_task()
+    assert main_task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, main_task.cancel)
+    async with asyncio.timeout(plan.deadline_s):
+        with tempfile.TemporaryDirectory(prefix="videosvc-bench-") as tmp_name:
+            tmp = Path(tmp_name)
+            env = service_env(tmp / "data", WORKERS)
+            # The settings the service will run with: the bare baseline must use the same.
+            settings = load_settings(CONFIG_PATH, env=env)
+            tools = find_toolchain(settings.ffmpeg)
+            encoder = Encoder(settings.ffmpeg.x264_preset, settings.ffmpeg.x264_crf)
+            inputs = await make_inputs(tools.ffmpeg, plan, tmp / "inputs", with_big_files=not sweep)
+            context = describe_run(plan, encoder, inputs)
+            if sweep:
+                progress(f"sweep: bare ffmpeg per preset/CRF, {plan.runs} run(s) each")
+                points = await run_sweep(tools, inputs.clip, tmp / "sweep", plan.runs, encoder)
+                publish(context + "\n\n" + sweep_table(points, encoder), "sweep.md")
+            else:
+                rows = await measure_service(plan, env, tmp, tools, encoder, inputs)
+                publish(context + "\n\n" + render_table(rows), "latest.md")
+    return 0
+
+
+async def make_inputs(ffmpeg: str, plan: Plan, folder: Path, with_big_files: bool) -> Inputs:
+    folder.mkdir(parents=True)
+    inputs = Inputs(folder / "clip.mp4", folder / "small.mp4", folder / "large.mp4")
+    progress(f"inputs: {plan.clip_s:g} s 1280x720 clip")
+    await make_clip(ffmpeg, inputs.clip, plan.clip_s, INPUT_TIMEOUT_S)
+    if with_big_files:
+        progress(f"inputs: {plan.small_bytes // MB} MB and {plan.large_bytes // MB} MB files by stream copy")
+        await make_looped(ffmpeg, inputs.clip, inputs.small, plan.small_bytes, INPUT_TIMEOUT_S)
+        await make_looped(ffmpeg, inputs.clip, inputs.large, plan.large_bytes, INPUT_TIMEOUT_S)
+    return inputs
+
+
+async def measure_service(
+    plan: Plan, env: dict[str, str], tmp: Path, tools: object, encoder: Encoder, inputs: Inputs
+) -> list[Row]:
+    async with running_service(env, tmp / "service.log") as server, aiohttp.ClientSession() as session:
+        client = ServiceClient(session, server.base_url)
+        progress(f"resize: service vs bare/defaults/floor, {plan.runs} run(s)")
+        resize = await measure_resize(client, tmp / "data", tools, encoder, inputs.clip, tmp / "resize", plan.runs)
+        progress(f"upload: raw and multipart vs cp, {plan.runs} run(s)")
+        uploads = await measure_uploads(
+            client, server.pid, [inputs.small, inputs.large], inputs.clip, tmp / "upload", plan.runs
+        )
+        progress(f"api: GET under load, idle and with {WORKERS} busy workers, {plan.runs} run(s)")
+        video_id = await client.upload(inputs.clip)
+        async with running_trivial(tmp / "trivial.log") as trivial:
+            api = await measure_api(
+                client, trivial.base_url, video_id, inputs.small, WORKERS, plan.load, plan.runs
+            )
+    return [*resize_rows(resize, encoder), *upload_rows(uploads), *api_rows(api, plan.load)]
+
+
+def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs) -> str:
+    """What the numbers were measured on, since this machine is shared and noisy."""
+    sizes = ", ".join(
+        f"{p.name} {p.stat().st_size / MB:.0f} MB" for p in (inputs.clip, inputs.small, inputs.large) if p.exists()
+    )
+    return "\n".join(
+        [
+            f"# videosvc benchmark, {datetime.now().isoformat(timespec='seconds')}",
+            "",
+            f"- commit {_git_head()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start",
+            f"- service: {WORKERS} workers, x264 {encoder}; medians of {plan.runs} run(s), measured interleaved",
+            f"- inputs: {plan.clip_s:g} s 1280x720 H.264+AAC clip; {sizes}",
+        ]
+    )
+
+
+def publish(text: str, name: str) -> None:
+    print(text)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / name).write_text(text + "\n")
+    progress(f"written to {RESULTS_DIR / name}")
+
+
+def progress(message: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def _git_head() -> str:
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True,
+            timeout=10,
+        ).stdout.strip()  # fmt: skip
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return f"{head}{' (with uncommitted changes)' if dirty else ''}" if head else "unknown"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

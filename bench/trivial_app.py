@@ -1,0 +1,47 @@
+"""The yardstick for GET /file/{id}/: aiohttp and a handler that does no work.
+
+Run as `python -m bench.trivial_app --port P`; it answers a JSON body shaped
+and sized like the service's, so only the service's own work differs.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from aiohttp import web
+
+SAMPLE = {
+    "filename": "clip.mp4",
+    "processing": False,
+    "processingSuccess": True,
+    "processingError": None,
+    "progress": None,
+    "size": 3_000_000,
+    "width": 1280,
+    "height": 720,
+    "duration": 10.0,
+    "createdAt": "2024-01-01T00:00:00.000Z",
+    "updatedAt": "2024-01-01T00:00:00.000Z",
+}
+
+
+async def get_file(request: web.Request) -> web.Response:
+    return web.json_response({"id": request.match_info["id"], **SAMPLE})
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    app = web.Application()
+    app.router.add_get("/file/{id}/", get_file)
+    app.router.add_get("/health", health)
+    web.run_app(app, host="127.0.0.1", port=args.port, access_log=None, print=None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""Upload throughput against `cp` on the same disk, and the server's memory while it receives."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .media import run_checked
+from .report import Row, median
+from .rss import RssSampler
+from .servers import ServiceClient
+
+MODES = ("raw", "multipart")
+CP_TIMEOUT_S = 600.0
+
+MIN_THROUGHPUT_VS_CP = 0.5
+MAX_RSS_GROWTH_MB = 50.0
+
+
+@dataclass
+class UploadResults:
+    """All runs for one file."""
+
+    size_bytes: int
+    cp_s: list[float] = field(default_factory=list)
+    #: cp, then fsync of the copy: the service fsyncs every upload before answering.
+    cp_fsync_s: list[float] = field(default_factory=list)
+    seconds: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
+    rss_growth_mb: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
+
+    def mb_per_s(self, seconds: list[float]) -> float:
+        return self.size_bytes / 1e6 / median(seconds)
+
+
+async def measure_uploads(
+    client: ServiceClient, server_pid: int, files: list[Path], warmup: Path, work: Path, runs: int
+) -> list[UploadResults]:
+    work.mkdir(parents=True, exist_ok=True)
+    # First uploads allocate once-only things (imports, buffers); they are not growth per upload.
+    for mode in MODES:
+        await client.delete(await client.upload(warmup, multipart=mode == "multipart"))
+
+    results = [UploadResults(path.stat().st_size) for path in files]
+    for _ in range(runs):
+        for path, result in zip(files, results, strict=True):
+            cp_s, sync_s = await _timed_cp(path, work / "copy")
+            result.cp_s.append(cp_s)
+            result.cp_fsync_s.append(cp_s + sync_s)
+            for mode in MODES:
+                seconds, growth_mb = await _timed_upload(client, server_pid, path, mode)
+                result.seconds[mode].append(seconds)
+                result.rss_growth_mb[mode].append(growth_mb)
+    return results
+
+
+async def _timed_cp(source: Path, target: Path) -> tuple[float, float]:
+    try:
+        cp = await run_checked(["cp", str(source), str(target)], CP_TIMEOUT_S)
+        sync = await run_checked(["sync", str(target)], CP_TIMEOUT_S)
+    finally:
+        target.unlink(missing_ok=True)
+    return cp.elapsed_s, sync.elapsed_s
+
+
+async def _timed_upload(client: ServiceClient, server_pid: int, path: Path, mode: str) -> tuple[float, float]:
+    """Seconds until the service answered (stored, probed, fsynced), and its peak RSS growth."""
+    with RssSampler(server_pid) as rss:
+        started = time.perf_counter()
+        video_id = await client.upload(path, multipart=mode == "multipart")
+        elapsed = time.perf_counter() - started
+    await client.delete(video_id)
+    return elapsed, rss.growth_mb
+
+
+def upload_rows(results: list[UploadResults]) -> list[Row]:
+    rows = []
+    for r in results:
+        label = f"{r.size_bytes / 1e6:.0f} MB"
+        cp_sync, cp = r.mb_per_s(r.cp_fsync_s), r.mb_per_s(r.cp_s)
+        for mode in MODES:
+            speed = r.mb_per_s(r.seconds[mode])
+            rows.append(
+                Row(
+                    f"Upload {label}, {mode} (MB/s)",
+                    f"{speed:.0f} MB/s",
+                    f"cp+fsync {cp_sync:.0f} MB/s (cp alone {cp:.0f})",
+                    f"{speed / cp_sync:.2f}x ({speed / cp:.2f}x of cp alone)",
+                    f"≥ {MIN_THROUGHPUT_VS_CP}x of cp+fsync",
+                    speed / cp_sync >= MIN_THROUGHPUT_VS_CP,
+                )
+            )
+    smallest = results[0]
+    for r in results:
+        for mode in MODES:
+            growth = max(r.rss_growth_mb[mode])  # the worst run, not the median: a bound
+            baseline = "—" if r is smallest else f"{smallest.size_bytes / 1e6:.0f} MB: {max(smallest.rss_growth_mb[mode]):.1f} MB"
+            rows.append(
+                Row(
+                    f"Server peak RSS growth, {mode} upload of {r.size_bytes / 1e6:.0f} MB (worst run)",
+                    f"{growth:.1f} MB",
+                    baseline,
+                    target=f"< {MAX_RSS_GROWTH_MB:.0f} MB",
+                    met=growth < MAX_RSS_GROWTH_MB,
+                )
+            )
+    return rows

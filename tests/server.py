@@ -1,0 +1,89 @@
+"""The real service as a subprocess, for tests that crash it, signal it or restart it."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+START_TIMEOUT_S = 30.0
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """`python -m videosvc run` on a loopback port, with its log in a file."""
+
+    def __init__(self, data_dir: Path, **settings: str | int | float) -> None:
+        self.data_dir = data_dir
+        self.port = free_port()
+        self.log_path = data_dir.parent / f"server-{self.port}.log"
+        self.env = {
+            **os.environ,
+            "VIDEOSVC_DATA_DIR": str(data_dir),
+            "VIDEOSVC_PORT": str(self.port),
+            "VIDEOSVC_WORKERS": "2",
+            "VIDEOSVC_MIN_FREE_BYTES": "0",
+            **{f"VIDEOSVC_{name.upper()}": str(value) for name, value in settings.items()},
+        }
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        data_dir_parent = self.data_dir.parent
+        data_dir_parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "videosvc", "run"],
+            cwd=data_dir_parent,
+            env=self.env,
+            stdout=log,
+            stderr=log,
+        )
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited at start:\n{self.log()}")
+            try:
+                urllib.request.urlopen(self.url + "/health", timeout=1).read()
+                return self
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                time.sleep(0.05)
+        raise AssertionError(f"server did not start:\n{self.log()}")
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def kill9(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGKILL)
+        self.process.wait(timeout=10)
+
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 30.0) -> int:
+        """Send `sig`; return the exit code."""
+        assert self.process is not None
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+        return self.process.wait(timeout=timeout_s)
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=10)

@@ -1,0 +1,184 @@
+"""Crashes and signals, caused for real on the real server process.
+
+After each, a restart on the same data dir must find: no temp or orphan files,
+every stored video playable, no row stuck in `processing: true`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import socket
+import time
+import uuid
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from videosvc.media import Toolchain, probe
+
+from .helpers import Samples, ffmpeg_processes, leftovers, rows, stored_ids, upload, wait_for_job
+from .server import ServerProcess
+
+
+async def _wait_for(condition, timeout_s: float = 60.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _assert_consistent(data_dir: Path, tools: Toolchain) -> None:
+    """What every restart must leave: no leftovers, rows == files, every video plays."""
+    assert leftovers(data_dir) == []
+    ids = stored_ids(data_dir)
+    assert sorted(r[0] for r in rows(data_dir, "SELECT id FROM videos")) == ids
+    for video_id in ids:
+        probe(str(data_dir / "videos" / f"{video_id}.mp4"), tools)
+
+
+async def test_kill_mid_upload_leaves_nothing_after_restart(data_dir: Path, samples: Samples, tools) -> None:
+    with ServerProcess(data_dir) as server:
+        data = samples.video(duration_s=2).read_bytes()
+        sock = socket.create_connection(("127.0.0.1", server.port))
+        sock.sendall(
+            b"POST /file/ HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
+            + f"Content-Length: {len(data) * 10}\r\n\r\n".encode()
+            + data
+        )
+        await _wait_for(lambda: any((data_dir / "tmp").iterdir()), what="the upload's temp file")
+        server.kill9()
+        sock.close()
+    with ServerProcess(data_dir):
+        _assert_consistent(data_dir, tools)
+        assert stored_ids(data_dir) == []
+
+
+async def test_kill_while_ffmpeg_runs_then_the_job_resumes(data_dir: Path, samples: Samples, tools) -> None:
+    with ServerProcess(data_dir, x264_preset="veryslow") as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            video_id = await upload(client, samples.video(1280, 720, duration_s=5))
+            assert (await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})).status == 200
+            await _wait_for(lambda: ffmpeg_processes(data_dir), what="ffmpeg to start")
+        server.kill9()
+    # The pool and its ffmpeg die with the server: nobody encodes for a dead process.
+    await _wait_for(lambda: not ffmpeg_processes(data_dir), timeout_s=10, what="orphaned ffmpeg to exit")
+
+    with ServerProcess(data_dir, x264_preset="ultrafast") as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            done = await wait_for_job(client, video_id)
+        assert done["processingSuccess"] is True, done
+        assert (done["width"], done["height"]) == (640, 360)
+        assert "resuming interrupted job" in server.log()
+    assert rows(data_dir, "SELECT attempts, state FROM jobs") == [(2, "succeeded")]
+    _assert_consistent(data_dir, tools)
+
+
+async def test_a_job_interrupted_too_often_is_marked_failed_with_a_reason(
+    data_dir: Path, samples: Samples, tools
+) -> None:
+    with ServerProcess(data_dir, x264_preset="veryslow") as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            video_id = await upload(client, samples.video(1280, 720, duration_s=5))
+            await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})
+            await _wait_for(lambda: ffmpeg_processes(data_dir), what="ffmpeg to start")
+        server.kill9()
+
+    with ServerProcess(data_dir, job_max_attempts=1) as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            body = await (await client.get(f"/file/{video_id}/")).json()
+    assert body["processing"] is False
+    assert body["processingSuccess"] is False
+    assert "interrupted 1 time(s)" in body["processingError"]
+    assert (body["width"], body["height"]) == (1280, 720)
+    _assert_consistent(data_dir, tools)
+
+
+async def test_kill_after_the_output_replaced_the_video_but_before_the_row_was_updated(
+    data_dir: Path, samples: Samples, tools
+) -> None:
+    video_path = None
+    with ServerProcess(data_dir, test_pause_before_record_s=60) as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            video_id = await upload(client, samples.video(320, 240))
+            video_path = data_dir / "videos" / f"{video_id}.mp4"
+            await client.patch(f"/file/{video_id}/", json={"width": 160, "height": 120})
+            # Inside the window: the file on disk is the new one, the row still says processing.
+            await _wait_for(lambda: probe(str(video_path), tools).width == 160, what="the file to be replaced")
+            assert (await (await client.get(f"/file/{video_id}/")).json())["processing"] is True
+        server.kill9()
+
+    with ServerProcess(data_dir) as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            done = await wait_for_job(client, video_id)
+    assert done["processingSuccess"] is True
+    assert (done["width"], done["height"]) == (160, 120)
+    assert done["size"] == video_path.stat().st_size
+    _assert_consistent(data_dir, tools)
+
+
+async def test_orphans_are_reconciled_at_start_and_logged(data_dir: Path, samples: Samples, tools) -> None:
+    with ServerProcess(data_dir) as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            kept = await upload(client, samples.video())
+            lost = await upload(client, samples.video())
+    # While it is down: a row loses its file, a file appears without a row, junk in tmp/.
+    (data_dir / "videos" / f"{lost}.mp4").unlink()
+    orphan = str(uuid.uuid4())
+    (data_dir / "videos" / f"{orphan}.mp4").write_bytes(samples.video().read_bytes())
+    (data_dir / "tmp" / "half.part").write_bytes(b"junk")
+
+    with ServerProcess(data_dir) as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            assert (await client.get(f"/file/{lost}/")).status == 404
+            assert (await client.get(f"/file/{kept}/")).status == 200
+        log = server.log()
+    assert "removing stored file with no database row" in log and orphan in log
+    assert "removing database row whose file is gone" in log and lost in log
+    assert stored_ids(data_dir) == [kept]
+    _assert_consistent(data_dir, tools)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_signal_finishes_in_flight_requests_stops_ffmpeg_and_resumes_jobs_later(
+    data_dir: Path, samples: Samples, tools, sig: int
+) -> None:
+    server = ServerProcess(data_dir, x264_preset="veryslow").start()
+    try:
+        async with aiohttp.ClientSession(server.url) as client:
+            busy = await upload(client, samples.video(1280, 720, duration_s=5))
+            await client.patch(f"/file/{busy}/", json={"width": 640, "height": 360})
+            await _wait_for(lambda: ffmpeg_processes(data_dir), what="ffmpeg to start")
+
+            data = samples.video().read_bytes()
+
+            async def slow_body():  # type: ignore[no-untyped-def]
+                for start in range(0, len(data), len(data) // 10 + 1):
+                    yield data[start : start + len(data) // 10 + 1]
+                    await asyncio.sleep(0.1)
+
+            in_flight = asyncio.create_task(
+                client.post("/file/", data=slow_body(), headers={"Content-Type": "video/mp4"})
+            )
+            await _wait_for(lambda: any((data_dir / "tmp").iterdir()), what="the upload to start")
+            started = time.monotonic()
+            server.process.send_signal(sig)  # type: ignore[union-attr]
+            response = await in_flight
+            assert response.status == 200, await response.text()
+            uploaded = (await response.json())["id"]
+        assert server.stop(timeout_s=15) == 0
+        assert time.monotonic() - started < 12  # the long encode was not waited for
+        assert not ffmpeg_processes(data_dir)
+    finally:
+        server.__exit__()
+    assert rows(data_dir, "SELECT state, attempts FROM jobs") == [("queued", 0)]
+
+    with ServerProcess(data_dir, x264_preset="ultrafast") as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            done = await wait_for_job(client, busy)
+            assert done["processingSuccess"] is True
+            assert (await client.get(f"/file/{uploaded}/")).status == 200
+    _assert_consistent(data_dir, tools)

@@ -1,0 +1,63 @@
+"""Running the app on a socket, and stopping it gracefully on SIGTERM/SIGINT.
+
+aiohttp's own `run_app` stops reading from open connections as soon as a signal
+arrives, so an upload in flight would stall and be cut. Here the listening
+socket closes first, in-flight requests get `shutdown_grace_s` to finish, and
+only then does the app (and its job runner) shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from aiohttp import web
+
+from .app import create_app
+from .config import Settings
+from .keys import IN_FLIGHT
+from .logs import AccessLogger
+
+log = logging.getLogger(__name__)
+
+
+class ListenError(Exception):
+    """The address cannot be bound (in use, or not ours)."""
+
+
+async def serve(settings: Settings) -> None:
+    app = create_app(settings)
+    grace_s = settings.http.shutdown_grace_s
+    runner = web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log_class=AccessLogger,
+        access_log=logging.getLogger("videosvc.access"),
+        shutdown_timeout=grace_s,
+    )
+    await runner.setup()  # start-up: ffmpeg check, database, pool; errors propagate
+    try:
+        site = web.TCPSite(runner, settings.http.host, settings.http.port)
+        try:
+            await site.start()
+        except OSError as e:
+            raise ListenError(
+                f"cannot listen on {settings.http.host}:{settings.http.port}: {e.strerror}"
+            ) from None
+        for address in runner.addresses:
+            log.info("listening on http://%s:%s", *address[:2])
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+
+        in_flight = app[IN_FLIGHT]
+        log.info("stopping: no new connections; %d request(s) in flight", in_flight.count)
+        await site.stop()
+        if not await in_flight.wait_idle(grace_s):
+            log.warning("%d request(s) still running after %g s; cutting them off", in_flight.count, grace_s)
+    finally:
+        await runner.cleanup()
+    log.info("stopped")
