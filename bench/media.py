@@ -30,6 +30,7 @@ class CommandFailed(Exception):
 @dataclass(frozen=True)
 class Completed:
     returncode: int
+    stdout: str
     stderr: str
     elapsed_s: float
 
@@ -38,16 +39,21 @@ async def run(args: Sequence[str], timeout_s: float) -> Completed:
     """Run a command to its end (killed after `timeout_s`), timing it."""
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
-        *args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+        *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
     )
     try:
         async with asyncio.timeout(timeout_s):
-            _, stderr = await process.communicate()
+            stdout, stderr = await process.communicate()
     finally:
         if process.returncode is None:
             process.kill()
             await process.wait()
-    return Completed(process.returncode or 0, stderr.decode("utf-8", "replace"), time.perf_counter() - started)
+    return Completed(
+        process.returncode or 0,
+        stdout.decode("utf-8", "replace"),
+        stderr.decode("utf-8", "replace"),
+        time.perf_counter() - started,
+    )
 
 
 async def run_checked(args: Sequence[str], timeout_s: float) -> Completed:
