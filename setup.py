@@ -47,7 +47,8 @@ setup(
             "pytest-timeout>=2",
             "imageio-ffmpeg>=0.5",
         ],
-        "dev": ["ruff", "mypy"],
+        # Lint, types and the schemathesis fuzzer, as .ci/run uses them.
+        "dev": ["ruff", "mypy", "schemathesis>=4"],
     },
     entry_points={"console_scripts": ["videosvc=videosvc.__main__:main"]},
     classifiers=[

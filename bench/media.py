@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import math
 import re
+import resource
 import subprocess
 import time
 from collections.abc import Sequence
@@ -33,10 +34,17 @@ class Completed:
     stdout: str
     stderr: str
     elapsed_s: float
+    #: User + system CPU seconds of the command (and of its children it waited for).
+    cpu_s: float
 
 
 async def run(args: Sequence[str], timeout_s: float) -> Completed:
-    """Run a command to its end (killed after `timeout_s`), timing it."""
+    """Run a command to its end (killed after `timeout_s`), timing it.
+
+    CPU time is the growth of RUSAGE_CHILDREN, which is exact because the
+    benchmark runs one command at a time (servers are not reaped until the end).
+    """
+    cpu_before = _children_cpu_s()
     started = time.perf_counter()
     process = await asyncio.create_subprocess_exec(
         *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
@@ -53,7 +61,13 @@ async def run(args: Sequence[str], timeout_s: float) -> Completed:
         stdout.decode("utf-8", "replace"),
         stderr.decode("utf-8", "replace"),
         time.perf_counter() - started,
+        _children_cpu_s() - cpu_before,
     )
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def run_checked(args: Sequence[str], timeout_s: float) -> Completed:
@@ -78,7 +92,8 @@ async def make_clip(ffmpeg: str, path: Path, seconds: float, timeout_s: float) -
 
 async def make_looped(ffmpeg: str, clip: Path, path: Path, target_bytes: int, timeout_s: float) -> None:
     """A big file cheaply: the clip repeated by stream copy, no encoding."""
-    loops = max(0, math.ceil(target_bytes / clip.stat().st_size) - 1)
+    clip_bytes = (await asyncio.to_thread(clip.stat)).st_size
+    loops = max(0, math.ceil(target_bytes / clip_bytes) - 1)
     await run_checked(
         [ffmpeg, *QUIET, "-stream_loop", str(loops), "-i", str(clip), "-c", "copy", str(path)], timeout_s
     )
@@ -105,13 +120,23 @@ def service_audio_codec(source: Path, tools: Toolchain) -> str | None:
     return "copy" if all(codec in MP4_AUDIO_CODECS for codec in codecs) else "aac"
 
 
+@dataclass(frozen=True)
+class Encoder:
+    """The x264 settings a resize job runs with."""
+
+    preset: str
+    crf: int
+
+    def __str__(self) -> str:
+        return f"{self.preset} crf {self.crf}"
+
+
 def service_args(
     tools: Toolchain,
     source: Path,
     job_dir: Path,
     size: tuple[int, int],
-    preset: str,
-    crf: int,
+    encoder: Encoder,
     audio_codec: str | None,
 ) -> tuple[list[str], Path]:
     """The exact command a service job runs; returns it and the output it writes."""
@@ -123,8 +148,8 @@ def service_args(
         width=size[0],
         height=size[1],
         tools=tools,
-        x264_preset=preset,
-        x264_crf=crf,
+        x264_preset=encoder.preset,
+        x264_crf=encoder.crf,
         timeout_s=0,  # unused by build_resize_args
     )
     return build_resize_args(job, files, audio_codec), files.output

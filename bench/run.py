@@ -32,18 +32,22 @@ import aiohttp
 
 from bench.api import api_rows, measure_api
 from bench.load import LoadSpec
-from bench.media import make_clip, make_looped
+from bench.media import Encoder, make_clip, make_looped
 from bench.report import Row, render_table
-from bench.resize import Encoder, measure_resize, resize_rows, run_sweep, sweep_table
+from bench.resize import measure_resize, resize_rows, run_sweep, sweep_table
 from bench.servers import CONFIG_PATH, REPO_ROOT, ServiceClient, running_service, running_trivial, service_env
 from bench.upload import measure_uploads, upload_rows
 from videosvc.config import load_settings
+from videosvc.media import Toolchain
+from videosvc.storage import Storage
 from videosvc.toolchain import find_toolchain
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORKERS = 2
 INPUT_TIMEOUT_S = 600.0
 MB = 1_000_000
+#: Under the temporary directory; "data" is the service's own.
+WORK_FOLDERS = ("inputs", "resize", "upload", "sweep")
 
 
 @dataclass(frozen=True)
@@ -57,8 +61,17 @@ class Plan:
     deadline_s: float
 
 
-FULL = Plan(clip_s=10, small_bytes=100 * MB, large_bytes=400 * MB, runs=3, load=LoadSpec(duration_s=5), deadline_s=3600)
-QUICK = Plan(clip_s=3, small_bytes=10 * MB, large_bytes=40 * MB, runs=1, load=LoadSpec(duration_s=2), deadline_s=900)
+FULL = Plan(
+    clip_s=10,
+    small_bytes=100 * MB,
+    large_bytes=400 * MB,
+    runs=3,
+    load=LoadSpec(duration_s=5),
+    deadline_s=3600,
+)
+QUICK = Plan(
+    clip_s=3, small_bytes=10 * MB, large_bytes=40 * MB, runs=1, load=LoadSpec(duration_s=2), deadline_s=900
+)
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,8 @@ async def _main(plan: Plan, sweep: bool) -> int:
     async with asyncio.timeout(plan.deadline_s):
         with tempfile.TemporaryDirectory(prefix="videosvc-bench-") as tmp_name:
             tmp = Path(tmp_name)
+            for folder in WORK_FOLDERS:
+                (tmp / folder).mkdir()
             env = service_env(tmp / "data", WORKERS)
             # The settings the service will run with: the bare baseline must use the same.
             settings = load_settings(CONFIG_PATH, env=env)
@@ -115,7 +130,6 @@ async def _main(plan: Plan, sweep: bool) -> int:
 
 
 async def make_inputs(ffmpeg: str, plan: Plan, folder: Path, with_big_files: bool) -> Inputs:
-    folder.mkdir(parents=True)
     inputs = Inputs(folder / "clip.mp4", folder / "small.mp4", folder / "large.mp4")
     progress(f"inputs: {plan.clip_s:g} s 1280x720 clip")
     await make_clip(ffmpeg, inputs.clip, plan.clip_s, INPUT_TIMEOUT_S)
@@ -127,12 +141,14 @@ async def make_inputs(ffmpeg: str, plan: Plan, folder: Path, with_big_files: boo
 
 
 async def measure_service(
-    plan: Plan, env: dict[str, str], tmp: Path, tools: object, encoder: Encoder, inputs: Inputs
+    plan: Plan, env: dict[str, str], tmp: Path, tools: Toolchain, encoder: Encoder, inputs: Inputs
 ) -> list[Row]:
     async with running_service(env, tmp / "service.log") as server, aiohttp.ClientSession() as session:
         client = ServiceClient(session, server.base_url)
         progress(f"resize: service vs bare/defaults/floor, {plan.runs} run(s)")
-        resize = await measure_resize(client, tmp / "data", tools, encoder, inputs.clip, tmp / "resize", plan.runs)
+        # The service's own layout of its data directory: the job output is read from there.
+        storage = Storage(tmp / "data", min_free_bytes=0)
+        resize = await measure_resize(client, storage, tools, encoder, inputs.clip, tmp / "resize", plan.runs)
         progress(f"upload: raw and multipart vs cp, {plan.runs} run(s)")
         uploads = await measure_uploads(
             client, server.pid, [inputs.small, inputs.large], inputs.clip, tmp / "upload", plan.runs
@@ -148,15 +164,14 @@ async def measure_service(
 
 def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs) -> str:
     """What the numbers were measured on, since this machine is shared and noisy."""
-    sizes = ", ".join(
-        f"{p.name} {p.stat().st_size / MB:.0f} MB" for p in (inputs.clip, inputs.small, inputs.large) if p.exists()
-    )
+    files = [p for p in (inputs.clip, inputs.small, inputs.large) if p.exists()]
+    sizes = ", ".join(f"{p.name} {p.stat().st_size / MB:.0f} MB" for p in files)
     return "\n".join(
         [
             f"# videosvc benchmark, {datetime.now().isoformat(timespec='seconds')}",
             "",
-            f"- commit {_git_head()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at the start",
-            f"- service: {WORKERS} workers, x264 {encoder}; medians of {plan.runs} run(s), measured interleaved",
+            f"- commit {_git_head()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+            f"- service: {WORKERS} workers, x264 {encoder}; medians of {plan.runs} run(s), interleaved",
             f"- inputs: {plan.clip_s:g} s 1280x720 H.264+AAC clip; {sizes}",
         ]
     )
@@ -179,8 +194,8 @@ def _git_head() -> str:
             ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT, capture_output=True, text=True,
-            timeout=10,
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
         ).stdout.strip()  # fmt: skip
     except (OSError, subprocess.TimeoutExpired):
         return "unknown"

@@ -1,12 +1,14 @@
 """The processes under test (the real service and a trivial aiohttp app) and a client.
 
-Each server runs in its own session, so stopping it can signal the whole
-process group: the server, its forkserver, its workers and their ffmpeg.
+Each server runs in its own session, as a deployed service would: stopping
+it signals the whole process group (server, forkserver, workers, ffmpeg),
+and the kernel schedules it apart from the load generator (autogroups).
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import socket
@@ -14,12 +16,14 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Mapping
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+
+from .media import run_checked
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 CONFIG_PATH = REPO_ROOT / "config.toml"
@@ -28,7 +32,7 @@ HOST = "127.0.0.1"
 START_TIMEOUT_S = 60.0
 STOP_GRACE_S = 20.0
 API_TIMEOUT = aiohttp.ClientTimeout(total=30)
-UPLOAD_TIMEOUT = aiohttp.ClientTimeout(total=900)
+UPLOAD_TIMEOUT_S = 900.0
 
 
 class ServiceError(Exception):
@@ -37,6 +41,7 @@ class ServiceError(Exception):
 
 @dataclass(frozen=True)
 class Server:
+    name: str
     process: subprocess.Popen[bytes]
     base_url: str
     log_path: Path
@@ -59,8 +64,9 @@ def service_env(data_dir: Path, workers: int) -> dict[str, str]:
 @asynccontextmanager
 async def running_service(env: Mapping[str, str], log_path: Path) -> AsyncIterator[Server]:
     port = free_port()
-    args = [sys.executable, "-m", "videosvc", "run", "--config", str(CONFIG_PATH), "--host", HOST, "--port", str(port)]
-    async with _running(args, env, port, log_path, ready_path="/health") as server:
+    args = [sys.executable, "-m", "videosvc", "run", "--config", str(CONFIG_PATH)]
+    args += ["--host", HOST, "--port", str(port)]
+    async with _running("videosvc", args, env, port, log_path) as server:
         yield server
 
 
@@ -68,7 +74,7 @@ async def running_service(env: Mapping[str, str], log_path: Path) -> AsyncIterat
 async def running_trivial(log_path: Path) -> AsyncIterator[Server]:
     port = free_port()
     args = [sys.executable, "-m", "bench.trivial_app", "--port", str(port)]
-    async with _running(args, os.environ, port, log_path, ready_path="/health") as server:
+    async with _running("trivial app", args, os.environ, port, log_path) as server:
         yield server
 
 
@@ -80,58 +86,58 @@ def free_port() -> int:
 
 @asynccontextmanager
 async def _running(
-    args: list[str], env: Mapping[str, str], port: int, log_path: Path, ready_path: str
+    name: str, args: list[str], env: Mapping[str, str], port: int, log_path: Path
 ) -> AsyncIterator[Server]:
+    server = Server(name, _spawn(args, env, log_path), f"http://{HOST}:{port}", log_path)
+    try:
+        await _wait_ready(server)
+        yield server
+    finally:
+        await asyncio.to_thread(_stop, server.process)
+
+
+def _spawn(args: list[str], env: Mapping[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     with open(log_path, "wb") as log:
-        process = subprocess.Popen(
+        return subprocess.Popen(
             args,
             cwd=REPO_ROOT,
             env=dict(env),
             stdin=subprocess.DEVNULL,
             stdout=log,
             stderr=subprocess.STDOUT,
-            start_new_session=True,
+            start_new_session=True,  # its own process group, for _stop
         )
-    server = Server(process, f"http://{HOST}:{port}", log_path)
-    try:
-        await _wait_ready(server, ready_path)
-        yield server
-    finally:
-        await asyncio.to_thread(_stop, process)
 
 
-async def _wait_ready(server: Server, ready_path: str) -> None:
+async def _wait_ready(server: Server) -> None:
+    """Until GET /health answers 200 (both servers have it)."""
     deadline = time.monotonic() + START_TIMEOUT_S
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         while time.monotonic() < deadline:
             if server.process.poll() is not None:
-                raise ServiceError(f"{server.process.args[2]} exited at start-up: {_log_tail(server.log_path)}")
+                raise ServiceError(f"{server.name} exited at start-up: {_log_tail(server.log_path)}")
             try:
-                async with session.get(server.base_url + ready_path) as response:
+                async with session.get(f"{server.base_url}/health") as response:
                     if response.status == 200:
                         return
             except (aiohttp.ClientError, TimeoutError):
                 pass
             await asyncio.sleep(0.1)
-    raise ServiceError(f"{server.base_url} not ready after {START_TIMEOUT_S:g} s: {_log_tail(server.log_path)}")
+    raise ServiceError(f"{server.name} not ready after {START_TIMEOUT_S:g} s: {_log_tail(server.log_path)}")
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
     """SIGTERM to the group, then SIGKILL to whatever of the group is left."""
     _signal_group(process.pid, signal.SIGTERM)
-    try:
+    with suppress(subprocess.TimeoutExpired):
         process.wait(STOP_GRACE_S)
-    except subprocess.TimeoutExpired:
-        pass
     _signal_group(process.pid, signal.SIGKILL)
     process.wait(STOP_GRACE_S)
 
 
 def _signal_group(pgid: int, sig: signal.Signals) -> None:
-    try:
+    with suppress(ProcessLookupError):  # the whole group is already gone
         os.killpg(pgid, sig)
-    except ProcessLookupError:
-        pass  # the whole group is already gone
 
 
 def _log_tail(path: Path, lines: int = 5) -> str:
@@ -153,23 +159,12 @@ class ServiceClient:
         return f"{self.base_url}/file/{video_id}/"
 
     async def upload(self, path: Path, multipart: bool = False) -> str:
-        """POST the file, streamed from disk by aiohttp (never read whole)."""
-        with open(path, "rb") as f:
-            if multipart:
-                data: Any = aiohttp.FormData()
-                data.add_field("file", f, filename=path.name, content_type="video/mp4")
-                headers = {}
-            else:
-                data = f
-                headers = {"Content-Type": "video/mp4", "Content-Disposition": f'attachment; filename="{path.name}"'}
-            url = f"{self.base_url}/file/"
-            async with self._session.post(url, data=data, headers=headers, timeout=UPLOAD_TIMEOUT) as response:
-                body = await _json(response)
-        return str(body["id"])
+        return (await curl_upload(self.base_url, path, multipart))[1]
 
     async def resize(self, video_id: str, width: int, height: int) -> None:
         url = self.file_url(video_id)
-        async with self._session.patch(url, json={"width": width, "height": height}, timeout=API_TIMEOUT) as response:
+        body = {"width": width, "height": height}
+        async with self._session.patch(url, json=body, timeout=API_TIMEOUT) as response:
             await _json(response)
 
     async def info(self, video_id: str) -> dict[str, Any]:
@@ -197,3 +192,27 @@ async def _json(response: aiohttp.ClientResponse) -> dict[str, Any]:
         raise ServiceError(f"{response.method} {response.url} -> {response.status}: {text}")
     body: dict[str, Any] = await response.json()
     return body
+
+
+async def curl_upload(base_url: str, path: Path, multipart: bool) -> tuple[float, str]:
+    """POST a file with curl, streamed from disk; returns curl's timing and the new id.
+
+    curl, not aiohttp: a Python client would take CPU from the server on
+    these two cores, and measure itself as much as the service.
+    """
+    if multipart:
+        body = ["-F", f"file=@{path};type=video/mp4", f"{base_url}/file/"]
+    else:
+        # -T streams the file. curl appends its name to a URL ending in "/": use the alias without one.
+        url = f"{base_url}/file?filename={path.name}"
+        body = ["-T", str(path), "-X", "POST", "-H", "Content-Type: video/mp4", url]
+    completed = await run_checked(
+        ["curl", "--silent", "--show-error", "--max-time", str(int(UPLOAD_TIMEOUT_S)), "-H", "Expect:",
+         "--write-out", "\\n%{http_code} %{time_total}", *body],
+        UPLOAD_TIMEOUT_S + 10,
+    )  # fmt: skip
+    response, _, status_line = completed.stdout.rpartition("\n")
+    status, seconds = status_line.split()
+    if status != "200":
+        raise ServiceError(f"upload of {path.name} -> {status}: {response[:300]}")
+    return float(seconds), str(json.loads(response)["id"])

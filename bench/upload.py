@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import json
+import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .media import run_checked
 from .report import Row, median
 from .rss import RssSampler
-from .servers import ServiceClient, ServiceError
+from .servers import ServiceClient, curl_upload
 
 MODES = ("raw", "multipart")
 CP_TIMEOUT_S = 600.0
-CURL_TIMEOUT_S = 900.0
 
 MIN_THROUGHPUT_VS_CP = 0.5
 MAX_RSS_GROWTH_MB = 50.0
@@ -37,7 +36,6 @@ class UploadResults:
 async def measure_uploads(
     client: ServiceClient, server_pid: int, files: list[Path], warmup: Path, work: Path, runs: int
 ) -> list[UploadResults]:
-    work.mkdir(parents=True, exist_ok=True)
     # First uploads allocate once-only things (imports, buffers); they are not growth per upload.
     for mode in MODES:
         await client.delete(await client.upload(warmup, multipart=mode == "multipart"))
@@ -60,39 +58,16 @@ async def _timed_cp(source: Path, target: Path) -> tuple[float, float]:
         cp = await run_checked(["cp", str(source), str(target)], CP_TIMEOUT_S)
         sync = await run_checked(["sync", str(target)], CP_TIMEOUT_S)
     finally:
-        target.unlink(missing_ok=True)
+        await asyncio.to_thread(target.unlink, missing_ok=True)
     return cp.elapsed_s, sync.elapsed_s
 
 
 async def _timed_upload(client: ServiceClient, server_pid: int, path: Path, mode: str) -> tuple[float, float]:
     """Seconds until the service answered (stored, probed, fsynced), and its peak RSS growth."""
     with RssSampler(server_pid) as rss:
-        seconds, video_id = await _curl_upload(client.base_url, path, mode)
+        seconds, video_id = await curl_upload(client.base_url, path, multipart=mode == "multipart")
     await client.delete(video_id)
     return seconds, rss.growth_mb
-
-
-async def _curl_upload(base_url: str, path: Path, mode: str) -> tuple[float, str]:
-    """POST with curl, streamed from the file; curl's own timing, without its start-up.
-
-    curl, not aiohttp: a Python client would take CPU from the server on
-    these two cores and measure itself as much as the service.
-    """
-    if mode == "multipart":
-        body = ["-F", f"file=@{path};type=video/mp4", f"{base_url}/file/"]
-    else:
-        # -T streams the file; curl appends its name to a URL ending in "/", so the alias without one.
-        body = ["-T", str(path), "-X", "POST", "-H", "Content-Type: video/mp4", f"{base_url}/file?filename={path.name}"]
-    completed = await run_checked(
-        ["curl", "--silent", "--show-error", "--max-time", str(int(CURL_TIMEOUT_S)), "-H", "Expect:",
-         "--write-out", "\n%{http_code} %{time_total}", *body],
-        CURL_TIMEOUT_S + 10,
-    )  # fmt: skip
-    response, _, status_line = completed.stdout.rpartition("\n")
-    status, seconds = status_line.split()
-    if status != "200":
-        raise ServiceError(f"upload of {path.name} ({mode}) -> {status}: {response[:300]}")
-    return float(seconds), str(json.loads(response)["id"])
 
 
 def upload_rows(results: list[UploadResults]) -> list[Row]:
@@ -116,7 +91,9 @@ def upload_rows(results: list[UploadResults]) -> list[Row]:
     for r in results:
         for mode in MODES:
             growth = max(r.rss_growth_mb[mode])  # the worst run, not the median: a bound
-            baseline = "—" if r is smallest else f"{smallest.size_bytes / 1e6:.0f} MB: {max(smallest.rss_growth_mb[mode]):.1f} MB"
+            baseline = "—"
+            if r is not smallest:
+                baseline = f"{smallest.size_bytes / 1e6:.0f} MB: {max(smallest.rss_growth_mb[mode]):.1f} MB"
             rows.append(
                 Row(
                     f"Server peak RSS growth, {mode} upload of {r.size_bytes / 1e6:.0f} MB (worst run)",

@@ -9,7 +9,7 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp_apigami import AiohttpApiSpec, validation_middleware
-from aiohttp_apigami.constants import APISPEC_PARSER
+from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
 
 from . import __version__
 from .config import Settings
@@ -19,6 +19,7 @@ from .jobs import JobRunner
 from .keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, STORAGE, TOOLCHAIN
 from .middlewares import auth_middleware, error_middleware, in_flight_middleware
 from .routes import add_routes, add_slashless_aliases
+from .schemas import document_limits
 from .service import VideoService
 from .storage import Storage
 from .toolchain import inspect_toolchain
@@ -64,6 +65,7 @@ def setup_docs(app: web.Application, settings: Settings) -> None:
     if settings.http.api_keys:
         docs.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     docs.register(app, in_place=True)
+    document_limits(app[SWAGGER_DICT], settings.jobs.max_dimension)
     # Our parser reads any body as JSON and raises errors in the service's one shape.
     app[APISPEC_PARSER] = JsonBodyParser()
 

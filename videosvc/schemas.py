@@ -31,16 +31,23 @@ def _json_type(value: Any) -> str:
     return names.get(type(value), type(value).__name__)
 
 
+#: The rules of `Dimension` in OpenAPI terms; `maximum` is max_dimension, filled in by `document_limits`.
+DIMENSION_RULES = {"minimum": MIN_DIMENSION_EXCLUSIVE + 2, "multipleOf": 2}
+
+
 class ResizeRequestSchema(Schema):
     class Meta:
         unknown = RAISE
 
-    width = Dimension(
-        metadata={"description": "Target width in pixels: even, > 20, <= max_dimension", "example": 640}
-    )
-    height = Dimension(
-        metadata={"description": "Target height in pixels: even, > 20, <= max_dimension", "example": 360}
-    )
+    width = Dimension(metadata={"description": "Target width in pixels", "example": 640, **DIMENSION_RULES})
+    height = Dimension(metadata={"description": "Target height in pixels", "example": 360, **DIMENSION_RULES})
+
+
+def document_limits(spec: dict[str, Any], max_dimension: int) -> None:
+    """Put the configured max_dimension into the generated OpenAPI document."""
+    properties = spec["components"]["schemas"]["ResizeRequest"]["properties"]
+    for name in ("width", "height"):
+        properties[name]["maximum"] = max_dimension
 
 
 class UploadResponseSchema(Schema):

@@ -10,11 +10,14 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
 from .errors import EmptyUpload, InvalidRequest, UploadStalled
 from .service import IncomingUpload
 
+#: What aiohttp's parsers raise on a body that breaks the HTTP or multipart rules.
+MALFORMED = (HttpProcessingError, ValueError, AssertionError)
 READ_CHUNK_BYTES = 256 * 1024
 #: A multipart body carries its headers and boundaries besides the file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
@@ -50,8 +53,8 @@ async def _read_multipart(request: web.Request, idle_timeout_s: float) -> Incomi
                 file_part = part
                 break
             await part.release()  # a plain form field, or nested multipart: skip it
-    except (ValueError, AssertionError) as e:
-        raise InvalidRequest(f"the multipart body is malformed: {e}") from None
+    except MALFORMED as e:
+        raise InvalidRequest(f"the multipart body is malformed: {_first_line(e)}") from None
     except TimeoutError:
         raise UploadStalled(idle_timeout_s) from None
     declared = request.content_length
@@ -70,6 +73,8 @@ async def _chunks(read: Callable[[], Awaitable[bytes]], idle_timeout_s: float) -
                 chunk = await read()
         except TimeoutError:
             raise UploadStalled(idle_timeout_s) from None
+        except MALFORMED as e:
+            raise InvalidRequest(f"the request body is malformed: {_first_line(e)}") from None
         if not chunk:
             return
         yield chunk
@@ -83,3 +88,9 @@ def _filename_from_headers(request: web.Request) -> str | None:
         if name:
             return name
     return request.query.get("filename") or None
+
+
+def _first_line(error: Exception) -> str:
+    """aiohttp's parser errors span lines (with a caret diagram); the first line of the message says it."""
+    text = str(getattr(error, "message", "") or error).strip()
+    return text.splitlines()[0].strip() if text else type(error).__name__

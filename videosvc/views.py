@@ -108,7 +108,7 @@ async def upload_file(request: web.Request) -> web.Response:
     parameters=[ID_PARAMETER],
     responses=_errors(400, 404, 409, 413, 503),
 )
-@json_schema(ResizeRequestSchema)
+@json_schema(ResizeRequestSchema, required=True)
 @response_schema(SuccessSchema, 200, description="The job was accepted")
 async def resize_file(request: web.Request) -> web.Response:
     video_id = video_id_from(request)
