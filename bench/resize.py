@@ -42,6 +42,11 @@ SWEEP_CANDIDATES = (
     Encoder("faster", 21),
     Encoder("faster", 22),
     Encoder("superfast", 20),
+    # superfast and ultrafast reach a given SSIM at a higher CRF than the slower presets.
+    Encoder("superfast", 24),
+    Encoder("superfast", 26),
+    Encoder("ultrafast", 26),
+    Encoder("ultrafast", 28),
 )
 
 

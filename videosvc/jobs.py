@@ -180,6 +180,9 @@ class JobRunner:
                 self._replace_broken_pool(pool)
                 if self._is_closing():  # a call, not the attribute: it changed during the await
                     return ResizeResult(Outcome.CANCELLED)
+                # The pool fails the futures before it stops the surviving workers: let them finish
+                # dying, so the note each leaves (or not) tells whose worker really crashed.
+                await _wait_until_gone(files.worker_pid(), timeout_s=5.0)
                 if not files.started.exists() or files.stopped_by_pool.exists():
                     # Another job's worker died and the pool took this one down with it.
                     await self._db.requeue(job.id)
@@ -225,3 +228,20 @@ class JobRunner:
                 log.warning("job failed", extra={**fields, "error": error})
         finally:
             remove(files.directory)
+
+
+async def _wait_until_gone(pid: int | None, timeout_s: float) -> None:
+    """Poll /proc: the worker is not our child, so there is nothing to wait on."""
+    poll_s = 0.02
+    for _ in range(int(timeout_s / poll_s)):
+        if pid is None or not _is_alive(pid):
+            return
+        await asyncio.sleep(poll_s)
+
+
+def _is_alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except (OSError, IndexError):
+        return False

@@ -64,6 +64,12 @@ class JobFiles:
         """Written by the worker when it takes the job: the job reached a process."""
         return self.directory / "started"
 
+    def worker_pid(self) -> int | None:
+        try:
+            return int(self.started.read_text())
+        except (OSError, ValueError):
+            return None
+
     @property
     def stopped_by_pool(self) -> Path:
         """Written when the pool terminates this worker because *another* worker died."""
