@@ -20,12 +20,18 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in record.__dict__.items() if key not in _STANDARD}
 
 
+#: Loggers whose text lines already say everything their extra fields hold.
+_SELF_CONTAINED = frozenset({"videosvc.access"})
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
+        if record.name in _SELF_CONTAINED:
+            return line
         fields = " ".join(
             f"{key}={value!r}" if isinstance(value, str) else f"{key}={value}"
             for key, value in _extras(record).items()

@@ -27,11 +27,6 @@ class ToolchainReport:
     has_aac: bool
 
 
-def find_toolchain(settings: FfmpegSettings) -> Toolchain:
-    ffmpeg_cmd = _find_ffmpeg(settings)[0]
-    return Toolchain(ffmpeg=ffmpeg_cmd, ffprobe=_find_ffprobe(settings, ffmpeg_cmd))
-
-
 def inspect_toolchain(settings: FfmpegSettings) -> ToolchainReport:
     """Find the binaries and ask them what they can do; raise if they cannot resize."""
     ffmpeg_cmd, source = _find_ffmpeg(settings)

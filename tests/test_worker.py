@@ -1,0 +1,52 @@
+"""The job function on its own: plain data in, plain data out, as any executor would run it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from videosvc.media import Toolchain
+from videosvc.worker import JobFiles, Outcome, ResizeJob, run_resize
+
+from .helpers import Samples
+
+
+def _job(source: Path, folder: Path, tools: Toolchain, width: int, height: int) -> ResizeJob:
+    return ResizeJob(
+        source=str(source),
+        directory=str(folder),
+        width=width,
+        height=height,
+        tools=tools,
+        x264_preset="ultrafast",
+        x264_crf=23,
+        timeout_s=60,
+    )
+
+
+def test_success_leaves_a_verified_output_in_the_job_folder(samples: Samples, tools: Toolchain, tmp_path) -> None:
+    result = run_resize(_job(samples.video(), tmp_path / "job", tools, 96, 64))
+    assert result.outcome is Outcome.SUCCEEDED
+    assert result.output == str(JobFiles(tmp_path / "job").output)
+    assert result.info is not None and (result.info.width, result.info.height) == (96, 64)
+    assert result.info.audio_codecs == ("aac",)
+
+
+def test_an_ffmpeg_failure_reports_its_last_stderr_lines(samples: Samples, tools: Toolchain, tmp_path) -> None:
+    # The API refuses odd sizes; called directly, libx264 refuses them for real.
+    result = run_resize(_job(samples.video(), tmp_path / "job", tools, 101, 64))
+    assert result.outcome is Outcome.FAILED
+    assert result.error is not None
+    assert result.error.startswith("ffmpeg exited with code")
+    assert "divisible by 2" in result.error
+    assert not JobFiles(tmp_path / "job").output.exists()
+
+
+def test_a_cancel_file_stops_the_job_before_or_during_ffmpeg(
+    samples: Samples, tools: Toolchain, tmp_path
+) -> None:
+    files = JobFiles(tmp_path / "job")
+    files.directory.mkdir()
+    files.cancel.touch()
+    result = run_resize(_job(samples.video(), files.directory, tools, 96, 64))
+    assert result.outcome is Outcome.CANCELLED
+    assert not files.output.exists()
