@@ -61,7 +61,9 @@ async def test_kill_while_ffmpeg_runs_then_the_job_resumes(data_dir: Path, sampl
     with ServerProcess(data_dir, x264_preset="veryslow") as server:
         async with aiohttp.ClientSession(server.url) as client:
             video_id = await upload(client, samples.video(1280, 720, duration_s=5))
-            assert (await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})).status == 200
+            assert (
+                await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})
+            ).status == 200
             await _wait_for(lambda: ffmpeg_processes(data_dir), what="ffmpeg to start")
         server.kill9()
     # The pool and its ffmpeg die with the server: nobody encodes for a dead process.
@@ -107,7 +109,9 @@ async def test_kill_after_the_output_replaced_the_video_but_before_the_row_was_u
             video_path = data_dir / "videos" / f"{video_id}.mp4"
             await client.patch(f"/file/{video_id}/", json={"width": 160, "height": 120})
             # Inside the window: the file on disk is the new one, the row still says processing.
-            await _wait_for(lambda: probe(str(video_path), tools).width == 160, what="the file to be replaced")
+            await _wait_for(
+                lambda: probe(str(video_path), tools).width == 160, what="the file to be replaced"
+            )
             assert (await (await client.get(f"/file/{video_id}/")).json())["processing"] is True
         server.kill9()
 

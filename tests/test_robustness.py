@@ -101,7 +101,9 @@ def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
     mount_point.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a small tmpfs needs root")
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)], check=False)
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)], check=False
+    )
     if result.returncode != 0:
         pytest.skip("cannot mount tmpfs here")
     yield mount_point
@@ -132,7 +134,9 @@ async def test_a_full_disk_answers_507_and_leaves_nothing(
     await upload(client, samples.video())
 
 
-async def test_twenty_parallel_uploads_get_distinct_ids(client: Client, samples: Samples, data_dir: Path) -> None:
+async def test_twenty_parallel_uploads_get_distinct_ids(
+    client: Client, samples: Samples, data_dir: Path
+) -> None:
     path = samples.video()
     ids = await asyncio.gather(*(upload(client, path) for _ in range(20)))
     assert len(set(ids)) == 20
@@ -183,7 +187,10 @@ async def test_hostile_filenames_become_safe_display_names(
     response = await client.post(
         "/file/",
         data=samples.video().read_bytes(),
-        headers={"Content-Type": "video/mp4", "Content-Disposition": f"attachment; filename*=UTF-8''{quote(sent)}"},
+        headers={
+            "Content-Type": "video/mp4",
+            "Content-Disposition": f"attachment; filename*=UTF-8''{quote(sent)}",
+        },
     )
     video_id = (await response.json())["id"]
     assert (await (await client.get(f"/file/{video_id}/")).json())["filename"] == expected

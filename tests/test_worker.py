@@ -23,7 +23,9 @@ def _job(source: Path, folder: Path, tools: Toolchain, width: int, height: int) 
     )
 
 
-def test_success_leaves_a_verified_output_in_the_job_folder(samples: Samples, tools: Toolchain, tmp_path) -> None:
+def test_success_leaves_a_verified_output_in_the_job_folder(
+    samples: Samples, tools: Toolchain, tmp_path
+) -> None:
     result = run_resize(_job(samples.video(), tmp_path / "job", tools, 96, 64))
     assert result.outcome is Outcome.SUCCEEDED
     assert result.output == str(JobFiles(tmp_path / "job").output)
@@ -31,7 +33,9 @@ def test_success_leaves_a_verified_output_in_the_job_folder(samples: Samples, to
     assert result.info.audio_codecs == ("aac",)
 
 
-def test_an_ffmpeg_failure_reports_its_last_stderr_lines(samples: Samples, tools: Toolchain, tmp_path) -> None:
+def test_an_ffmpeg_failure_reports_its_last_stderr_lines(
+    samples: Samples, tools: Toolchain, tmp_path
+) -> None:
     # The API refuses odd sizes; called directly, libx264 refuses them for real.
     result = run_resize(_job(samples.video(), tmp_path / "job", tools, 101, 64))
     assert result.outcome is Outcome.FAILED
