@@ -111,7 +111,8 @@ _INPUT_RE = re.compile(r"^Input #0, ([\w,]+), from ", re.M)
 _DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _STREAM_RE = re.compile(r"^\s*Stream #0:\d+.*?: (Video|Audio): (\w+)(.*)$", re.M)
 _SIZE_RE = re.compile(r", (\d{2,5})x(\d{2,5})[, \[]")
-_ROTATION_RE = re.compile(r"displaymatrix: rotation of (-?[\d.]+) degrees")
+# ffmpeg 5 prints "displaymatrix:", ffmpeg 7 and later "Display Matrix:".
+_ROTATION_RE = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 
 
 def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str) -> MediaInfo:

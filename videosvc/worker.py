@@ -264,7 +264,10 @@ def _stderr_tail(path: Path) -> str:
     except OSError:
         return ""
     lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return " | ".join(lines[-STDERR_TAIL_LINES:])
+    if len(lines) > STDERR_TAIL_LINES:
+        # ffmpeg's first error is the cause; the last ones say how it ended.
+        lines = [lines[0], "...", *lines[-(STDERR_TAIL_LINES - 1) :]]
+    return " | ".join(lines)
 
 
 def _die_with_parent() -> None:
