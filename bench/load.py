@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from dataclasses import dataclass
 
 import aiohttp
@@ -26,7 +27,8 @@ class LoadSpec:
 @dataclass(frozen=True)
 class LoadResult:
     ok: int
-    errors: int
+    #: What failed, by status code or exception name: "503", "ServerDisconnectedError"...
+    errors: Counter[str]
     elapsed_s: float
     p50_ms: float
     p99_ms: float
@@ -47,29 +49,28 @@ async def _drive(
     session: aiohttp.ClientSession, url: str, concurrency: int, duration_s: float, max_requests: int
 ) -> LoadResult:
     latencies_ms: list[float] = []
-    errors = 0
+    errors: Counter[str] = Counter()
     deadline = time.perf_counter() + duration_s
 
     async def connection() -> None:
-        nonlocal errors
-        while time.perf_counter() < deadline and len(latencies_ms) + errors < max_requests:
+        while time.perf_counter() < deadline and len(latencies_ms) + errors.total() < max_requests:
             sent = time.perf_counter()
             try:
                 async with session.get(url) as response:
                     await response.read()
-                    ok = response.status == 200
-            except (aiohttp.ClientError, TimeoutError):
-                ok = False
-            if ok:
+                    error = None if response.status == 200 else str(response.status)
+            except (aiohttp.ClientError, TimeoutError) as e:
+                error = type(e).__name__
+            if error is None:
                 latencies_ms.append((time.perf_counter() - sent) * 1000)
             else:
-                errors += 1
+                errors[error] += 1
 
     started = time.perf_counter()
     await asyncio.gather(*(connection() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
     if not latencies_ms:
-        raise RuntimeError(f"GET {url}: no request succeeded ({errors} errors)")
+        raise RuntimeError(f"GET {url}: no request succeeded; errors: {dict(errors)}")
     return LoadResult(
         ok=len(latencies_ms),
         errors=errors,

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,12 +36,20 @@ from bench.load import LoadSpec
 from bench.media import Encoder, make_clip, make_looped
 from bench.report import Row, render_table
 from bench.resize import measure_resize, resize_rows, run_sweep, sweep_table
-from bench.servers import CONFIG_PATH, REPO_ROOT, ServiceClient, running_service, running_trivial, service_env
+from bench.servers import (
+    CONFIG_PATH,
+    REPO_ROOT,
+    Server,
+    ServiceClient,
+    running_service,
+    running_trivial,
+    service_env,
+)
 from bench.upload import measure_uploads, upload_rows
 from videosvc.config import load_settings
 from videosvc.media import Toolchain
 from videosvc.storage import Storage
-from videosvc.toolchain import find_toolchain
+from videosvc.toolchain import inspect_toolchain
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORKERS = 2
@@ -115,10 +124,11 @@ async def _main(plan: Plan, sweep: bool) -> int:
             env = service_env(tmp / "data", WORKERS)
             # The settings the service will run with: the bare baseline must use the same.
             settings = load_settings(CONFIG_PATH, env=env)
-            tools = find_toolchain(settings.ffmpeg)
+            toolchain = await asyncio.to_thread(inspect_toolchain, settings.ffmpeg)
+            tools = toolchain.tools
             encoder = Encoder(settings.ffmpeg.x264_preset, settings.ffmpeg.x264_crf)
             inputs = await make_inputs(tools.ffmpeg, plan, tmp / "inputs", with_big_files=not sweep)
-            context = describe_run(plan, encoder, inputs)
+            context = describe_run(plan, encoder, inputs, toolchain.ffmpeg_version)
             if sweep:
                 progress(f"sweep: bare ffmpeg per preset/CRF, {plan.runs} run(s) each")
                 points = await run_sweep(tools, inputs.clip, tmp / "sweep", plan.runs, encoder)
@@ -143,26 +153,45 @@ async def make_inputs(ffmpeg: str, plan: Plan, folder: Path, with_big_files: boo
 async def measure_service(
     plan: Plan, env: dict[str, str], tmp: Path, tools: Toolchain, encoder: Encoder, inputs: Inputs
 ) -> list[Row]:
-    async with running_service(env, tmp / "service.log") as server, aiohttp.ClientSession() as session:
-        client = ServiceClient(session, server.base_url)
-        progress(f"resize: service vs bare/defaults/floor, {plan.runs} run(s)")
-        # The service's own layout of its data directory: the job output is read from there.
-        storage = Storage(tmp / "data", min_free_bytes=0)
-        resize = await measure_resize(client, storage, tools, encoder, inputs.clip, tmp / "resize", plan.runs)
-        progress(f"upload: raw and multipart vs cp, {plan.runs} run(s)")
-        uploads = await measure_uploads(
-            client, server.pid, [inputs.small, inputs.large], inputs.clip, tmp / "upload", plan.runs
+    log_path = tmp / "service.log"
+    try:
+        async with running_service(env, log_path) as server, aiohttp.ClientSession() as session:
+            return await _measure_running_service(plan, server, session, tmp, tools, encoder, inputs)
+    finally:
+        # Kept for reading: at WARNING level it holds only what went wrong in the service.
+        RESULTS_DIR.mkdir(exist_ok=True)
+        if log_path.exists():
+            shutil.copyfile(log_path, RESULTS_DIR / "service.log")
+
+
+async def _measure_running_service(
+    plan: Plan,
+    server: Server,
+    session: aiohttp.ClientSession,
+    tmp: Path,
+    tools: Toolchain,
+    encoder: Encoder,
+    inputs: Inputs,
+) -> list[Row]:
+    client = ServiceClient(session, server.base_url)
+    progress(f"resize: service vs bare/defaults/floor, {plan.runs} run(s)")
+    # The service's own layout of its data directory: the job output is read from there.
+    storage = Storage(tmp / "data", min_free_bytes=0)
+    resize = await measure_resize(client, storage, tools, encoder, inputs.clip, tmp / "resize", plan.runs)
+    progress(f"upload: raw and multipart vs cp, {plan.runs} run(s)")
+    uploads = await measure_uploads(
+        client, server.pid, [inputs.small, inputs.large], inputs.clip, tmp / "upload", plan.runs
+    )
+    progress(f"api: GET under load, idle and with {WORKERS} busy workers, {plan.runs} run(s)")
+    video_id = await client.upload(inputs.clip)
+    async with running_trivial(tmp / "trivial.log") as trivial:
+        api = await measure_api(
+            client, trivial.base_url, video_id, inputs.small, WORKERS, plan.load, plan.runs
         )
-        progress(f"api: GET under load, idle and with {WORKERS} busy workers, {plan.runs} run(s)")
-        video_id = await client.upload(inputs.clip)
-        async with running_trivial(tmp / "trivial.log") as trivial:
-            api = await measure_api(
-                client, trivial.base_url, video_id, inputs.small, WORKERS, plan.load, plan.runs
-            )
     return [*resize_rows(resize, encoder), *upload_rows(uploads), *api_rows(api, plan.load)]
 
 
-def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs) -> str:
+def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs, ffmpeg_version: str) -> str:
     """What the numbers were measured on, since this machine is shared and noisy."""
     files = [p for p in (inputs.clip, inputs.small, inputs.large) if p.exists()]
     sizes = ", ".join(f"{p.name} {p.stat().st_size / MB:.0f} MB" for p in files)
@@ -173,6 +202,7 @@ def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs) -> str:
             f"- commit {_git_head()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
             f"- service: {WORKERS} workers, x264 {encoder}; medians of {plan.runs} run(s), interleaved",
             f"- inputs: {plan.clip_s:g} s 1280x720 H.264+AAC clip; {sizes}",
+            f"- {ffmpeg_version}",
         ]
     )
 

@@ -93,6 +93,13 @@ async def _running(
         await _wait_ready(server)
         yield server
     finally:
+        if server.process.poll() is not None:
+            # Died under us: whatever failed just before is explained by this.
+            print(
+                f"bench: {server.name} had exited with code {server.process.returncode}: "
+                f"{_log_tail(server.log_path)}",
+                file=sys.stderr,
+            )
         await asyncio.to_thread(_stop, server.process)
 
 

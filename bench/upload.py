@@ -8,7 +8,7 @@ from pathlib import Path
 
 from .media import run_checked
 from .report import Row, median
-from .rss import RssSampler
+from .rss import RssSampler, read_status_kb
 from .servers import ServiceClient, curl_upload
 
 MODES = ("raw", "multipart")
@@ -33,12 +33,21 @@ class UploadResults:
         return self.size_bytes / 1e6 / median(seconds)
 
 
+@dataclass(frozen=True)
+class UploadPhase:
+    files: list[UploadResults]
+    #: The server's RSS before the first measured upload and after the last: a leak shows here.
+    rss_before_mb: float
+    rss_after_mb: float
+
+
 async def measure_uploads(
     client: ServiceClient, server_pid: int, files: list[Path], warmup: Path, work: Path, runs: int
-) -> list[UploadResults]:
+) -> UploadPhase:
     # First uploads allocate once-only things (imports, buffers); they are not growth per upload.
     for mode in MODES:
         await client.delete(await client.upload(warmup, multipart=mode == "multipart"))
+    rss_before_kb = read_status_kb(server_pid)["VmRSS"]
 
     results = [UploadResults(path.stat().st_size) for path in files]
     for _ in range(runs):
@@ -50,7 +59,7 @@ async def measure_uploads(
                 seconds, growth_mb = await _timed_upload(client, server_pid, path, mode)
                 result.seconds[mode].append(seconds)
                 result.rss_growth_mb[mode].append(growth_mb)
-    return results
+    return UploadPhase(results, rss_before_kb / 1024, read_status_kb(server_pid)["VmRSS"] / 1024)
 
 
 async def _timed_cp(source: Path, target: Path) -> tuple[float, float]:
@@ -70,7 +79,8 @@ async def _timed_upload(client: ServiceClient, server_pid: int, path: Path, mode
     return seconds, rss.growth_mb
 
 
-def upload_rows(results: list[UploadResults]) -> list[Row]:
+def upload_rows(phase: UploadPhase) -> list[Row]:
+    results = phase.files
     rows = []
     for r in results:
         label = f"{r.size_bytes / 1e6:.0f} MB"
@@ -103,4 +113,13 @@ def upload_rows(results: list[UploadResults]) -> list[Row]:
                     met=growth < MAX_RSS_GROWTH_MB,
                 )
             )
+    uploads = sum(len(seconds) for r in results for seconds in r.seconds.values())
+    rows.append(
+        Row(
+            f"Server RSS after all {uploads} measured uploads (leak check)",
+            f"{phase.rss_after_mb:.1f} MB",
+            f"before them: {phase.rss_before_mb:.1f} MB",
+            f"{phase.rss_after_mb - phase.rss_before_mb:+.1f} MB",
+        )
+    )
     return rows
