@@ -144,6 +144,7 @@ def service_args(
     files = JobFiles(job_dir)
     job = ResizeJob(
         source=str(source),
+        source_audio_codecs=None,
         directory=str(job_dir),
         width=size[0],
         height=size[1],

@@ -13,6 +13,7 @@ from .helpers import Samples
 def _job(source: Path, folder: Path, tools: Toolchain, width: int, height: int) -> ResizeJob:
     return ResizeJob(
         source=str(source),
+        source_audio_codecs=None,
         directory=str(folder),
         width=width,
         height=height,

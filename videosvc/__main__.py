@@ -76,6 +76,7 @@ def check(settings: Settings) -> int:
         result = run_resize(
             ResizeJob(
                 source=str(sample),
+                source_audio_codecs=None,
                 directory=str(Path(folder) / "job"),
                 width=48,
                 height=32,

@@ -11,6 +11,7 @@ import asyncio
 import enum
 import logging
 import sqlite3
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from pathlib import Path
 import aiosqlite
 
 from .errors import JobAlreadyActive, VideoNotFound
+from .media import MediaInfo
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +31,6 @@ class JobState(enum.StrEnum):
     RUNNING = "running"  #: handed to a worker (it may still wait in the pool's queue)
     SUCCEEDED = "succeeded"  #: the stored video is the resized one
     FAILED = "failed"  #: the stored video is unchanged; `error` says why
-
-
-ACTIVE_STATES = (JobState.QUEUED.value, JobState.RUNNING.value)
 
 
 @dataclass(frozen=True)
@@ -44,6 +43,8 @@ class VideoRecord:
     duration_s: float | None
     created_at: str
     updated_at: str
+    #: What the last probe found; None when unknown (stored before it was recorded).
+    audio_codecs: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -70,28 +71,59 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+class StatusCache:
+    """What GET shows, kept in memory: clients poll GET, and polling should cost nothing.
+
+    Every write goes through `Database._transaction(video_id)`, which forgets that
+    video, and a read only fills the cache if no write happened while it ran; so
+    an entry is never staler than the database.
+    """
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._entries: OrderedDict[str, VideoStatus] = OrderedDict()
+        self._max_entries = max_entries
+        self.generation = 0
+
+    def get(self, video_id: str) -> VideoStatus | None:
+        status = self._entries.get(video_id)
+        if status is not None:
+            self._entries.move_to_end(video_id)
+        return status
+
+    def put(self, status: VideoStatus, read_at_generation: int) -> None:
+        if read_at_generation != self.generation:
+            return  # a write landed while this was read: it may be stale already
+        self._entries[status.video.id] = status
+        if len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+    def forget(self, video_ids: Iterable[str]) -> None:
+        self.generation += 1
+        for video_id in video_ids:
+            self._entries.pop(video_id, None)
+
+
 class Database:
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self._conn = connection
+    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+        self._conn = writer
+        self._reader = reader
         self._lock = asyncio.Lock()
+        self._cache = StatusCache()
 
     @classmethod
     async def open(cls, path: Path) -> Database:
-        connection = await aiosqlite.connect(path, isolation_level=None)
-        connection.row_factory = sqlite3.Row
-        # WAL: readers never block the writer. NORMAL is safe against process
-        # crashes (only a power loss can drop the last commits).
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
-            await connection.execute(f"PRAGMA {pragma}")
-        db = cls(connection)
+        # A second connection (and thread) for GET: it never waits behind a write.
+        db = cls(writer=await _connect(path), reader=await _connect(path))
         await db.migrate()
         return db
 
     async def close(self) -> None:
+        await self._reader.close()
         await self._conn.close()
 
     @asynccontextmanager
-    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+    async def _transaction(self, *video_ids: str) -> AsyncIterator[aiosqlite.Connection]:
+        """One atomic change to the given videos (and their jobs)."""
         async with self._lock:
             await self._conn.execute("BEGIN IMMEDIATE")
             try:
@@ -99,7 +131,11 @@ class Database:
             except BaseException:
                 await self._conn.execute("ROLLBACK")
                 raise
-            await self._conn.execute("COMMIT")
+            else:
+                await self._conn.execute("COMMIT")
+            finally:
+                # After the commit: a read racing it can no longer cache what came before.
+                self._cache.forget(video_ids)
 
     async def migrate(self) -> list[str]:
         """Apply the `sql/*.sql` files not yet recorded, in name order."""
@@ -128,11 +164,10 @@ class Database:
     # -- videos ---------------------------------------------------------------
 
     async def insert_video(self, video: VideoRecord) -> None:
-        async with self._transaction() as conn:
+        async with self._transaction(video.id) as conn:
             await conn.execute(
-                "INSERT INTO videos"
-                " (id, filename, size_bytes, width, height, duration_s, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO videos (id, filename, size_bytes, width, height, duration_s,"
+                " created_at, updated_at, audio_codecs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     video.id,
                     video.filename,
@@ -142,29 +177,25 @@ class Database:
                     video.duration_s,
                     video.created_at,
                     video.updated_at,
+                    None if video.audio_codecs is None else ",".join(video.audio_codecs),
                 ),
             )
 
     async def get_status(self, video_id: str) -> VideoStatus:
-        async with self._lock:
-            rows = list(await self._conn.execute_fetchall("SELECT * FROM videos WHERE id = ?", (video_id,)))
-            if not rows:
-                raise VideoNotFound(video_id)
-            jobs = await self._conn.execute_fetchall(
-                "SELECT * FROM jobs WHERE id IN ("
-                " (SELECT max(id) FROM jobs WHERE video_id = :v AND state IN ('queued', 'running')),"
-                " (SELECT max(id) FROM jobs WHERE video_id = :v AND state IN ('succeeded', 'failed')))",
-                {"v": video_id},
-            )
-        records = [_job(row) for row in jobs]
-        return VideoStatus(
-            video=_video(rows[0]),
-            active_job=next((j for j in records if j.state.value in ACTIVE_STATES), None),
-            last_job=next((j for j in records if j.state.value not in ACTIVE_STATES), None),
-        )
+        cached = self._cache.get(video_id)
+        if cached is not None:
+            return cached
+        generation = self._cache.generation
+        rows = list(await self._reader.execute_fetchall(STATUS_QUERY, (video_id,)))
+        if not rows:
+            raise VideoNotFound(video_id)
+        row = rows[0]
+        status = VideoStatus(video=_video(row), active_job=_job(row, "a_"), last_job=_job(row, "l_"))
+        self._cache.put(status, generation)
+        return status
 
     async def delete_video(self, video_id: str) -> None:
-        async with self._transaction() as conn:
+        async with self._transaction(video_id) as conn:
             cursor = await conn.execute("DELETE FROM videos WHERE id = ?", (video_id,))
             if cursor.rowcount == 0:
                 raise VideoNotFound(video_id)
@@ -175,14 +206,15 @@ class Database:
         return {row["id"] for row in rows}
 
     async def delete_videos(self, video_ids: Iterable[str]) -> None:
-        async with self._transaction() as conn:
-            await conn.executemany("DELETE FROM videos WHERE id = ?", [(i,) for i in video_ids])
+        ids = list(video_ids)
+        async with self._transaction(*ids) as conn:
+            await conn.executemany("DELETE FROM videos WHERE id = ?", [(i,) for i in ids])
 
     # -- jobs -----------------------------------------------------------------
 
     async def create_job(self, video_id: str, width: int, height: int) -> JobRecord:
         try:
-            async with self._transaction() as conn:
+            async with self._transaction(video_id) as conn:
                 cursor = await conn.execute(
                     "INSERT INTO jobs (video_id, width, height, state, created_at)"
                     " SELECT id, ?, ?, 'queued', ? FROM videos WHERE id = ?",
@@ -197,45 +229,51 @@ class Database:
         assert job_id is not None
         return JobRecord(job_id, video_id, width, height, JobState.QUEUED, 0)
 
-    async def mark_running(self, job_id: int) -> int:
+    async def mark_running(self, job: JobRecord) -> int:
         """Record a hand-over to a worker; returns the attempt number."""
-        async with self._transaction() as conn:
+        async with self._transaction(job.video_id) as conn:
             await conn.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?", (job_id,)
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?", (job.id,)
             )
-            rows = list(await conn.execute_fetchall("SELECT attempts FROM jobs WHERE id = ?", (job_id,)))
+            rows = list(await conn.execute_fetchall("SELECT attempts FROM jobs WHERE id = ?", (job.id,)))
         return int(rows[0]["attempts"]) if rows else 0
 
-    async def requeue(self, job_id: int) -> None:
+    async def requeue(self, job: JobRecord) -> None:
         """A job cut off by a clean shutdown: not an attempt, to be run at next start."""
-        async with self._transaction() as conn:
+        async with self._transaction(job.video_id) as conn:
             await conn.execute(
                 "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0)"
                 " WHERE id = ? AND state = 'running'",
-                (job_id,),
+                (job.id,),
             )
 
-    async def succeed_job(
-        self, job: JobRecord, size_bytes: int, width: int, height: int, duration_s: float | None
-    ) -> None:
+    async def succeed_job(self, job: JobRecord, size_bytes: int, info: MediaInfo) -> None:
         """End a job that replaced its video, and record the video's new shape."""
         now = utc_now()
-        async with self._transaction() as conn:
+        async with self._transaction(job.video_id) as conn:
             await conn.execute(
                 "UPDATE jobs SET state = 'succeeded', error = NULL, finished_at = ? WHERE id = ?",
                 (now, job.id),
             )
             await conn.execute(
-                "UPDATE videos SET size_bytes = ?, width = ?, height = ?, duration_s = ?, updated_at = ?"
-                " WHERE id = ?",
-                (size_bytes, width, height, duration_s, now, job.video_id),
+                "UPDATE videos SET size_bytes = ?, width = ?, height = ?, duration_s = ?, audio_codecs = ?,"
+                " updated_at = ? WHERE id = ?",
+                (
+                    size_bytes,
+                    info.width,
+                    info.height,
+                    info.duration_s,
+                    ",".join(info.audio_codecs),
+                    now,
+                    job.video_id,
+                ),
             )
 
-    async def fail_job(self, job_id: int, error: str) -> None:
-        async with self._transaction() as conn:
+    async def fail_job(self, job: JobRecord, error: str) -> None:
+        async with self._transaction(job.video_id) as conn:
             await conn.execute(
                 "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
-                (error, utc_now(), job_id),
+                (error, utc_now(), job.id),
             )
 
     async def active_jobs(self) -> list[JobRecord]:
@@ -243,7 +281,33 @@ class Database:
             rows = await self._conn.execute_fetchall(
                 "SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
             )
-        return [_job(row) for row in rows]
+        return [_job_from(row) for row in rows]
+
+
+async def _connect(path: Path) -> aiosqlite.Connection:
+    connection = await aiosqlite.connect(path, isolation_level=None)
+    connection.row_factory = sqlite3.Row
+    # WAL: readers never block the writer. NORMAL is safe against process
+    # crashes (only a power loss can drop the last commits).
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
+        await connection.execute(f"PRAGMA {pragma}")
+    return connection
+
+
+#: A video with its newest active job (a_*) and newest finished job (l_*), in one read.
+STATUS_QUERY = """
+SELECT v.*,
+    a.id AS a_id, a.video_id AS a_video_id, a.width AS a_width, a.height AS a_height,
+    a.state AS a_state, a.attempts AS a_attempts, a.error AS a_error,
+    l.id AS l_id, l.video_id AS l_video_id, l.width AS l_width, l.height AS l_height,
+    l.state AS l_state, l.attempts AS l_attempts, l.error AS l_error
+FROM videos AS v
+LEFT JOIN jobs AS a ON a.id =
+    (SELECT max(id) FROM jobs WHERE video_id = v.id AND state IN ('queued', 'running'))
+LEFT JOIN jobs AS l ON l.id =
+    (SELECT max(id) FROM jobs WHERE video_id = v.id AND state IN ('succeeded', 'failed'))
+WHERE v.id = ?
+"""
 
 
 def migrations_dir() -> Path:
@@ -266,16 +330,26 @@ def _video(row: sqlite3.Row) -> VideoRecord:
         duration_s=row["duration_s"],
         created_at=row["created_at"],
         updated_at=row["updated_at"],
+        audio_codecs=None if row["audio_codecs"] is None else _split(row["audio_codecs"]),
     )
 
 
-def _job(row: sqlite3.Row) -> JobRecord:
+def _split(codecs: str) -> tuple[str, ...]:
+    return tuple(codec for codec in codecs.split(",") if codec)
+
+
+def _job_from(row: sqlite3.Row, prefix: str = "") -> JobRecord:
     return JobRecord(
-        id=row["id"],
-        video_id=row["video_id"],
-        width=row["width"],
-        height=row["height"],
-        state=JobState(row["state"]),
-        attempts=row["attempts"],
-        error=row["error"],
+        id=row[prefix + "id"],
+        video_id=row[prefix + "video_id"],
+        width=row[prefix + "width"],
+        height=row[prefix + "height"],
+        state=JobState(row[prefix + "state"]),
+        attempts=row[prefix + "attempts"],
+        error=row[prefix + "error"],
     )
+
+
+def _job(row: sqlite3.Row, prefix: str) -> JobRecord | None:
+    """The joined job with this column prefix, or None when the join found none."""
+    return None if row[prefix + "id"] is None else _job_from(row, prefix)

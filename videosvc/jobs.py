@@ -133,7 +133,7 @@ class JobRunner:
                     f"interrupted {job.attempts} time(s) by a crash or restart;"
                     f" gave up (job_max_attempts={limit})"
                 )
-                await self._db.fail_job(job.id, error)
+                await self._db.fail_job(job, error)
                 log.warning("job failed", extra={"job_id": job.id, "video_id": job.video_id, "error": error})
             else:
                 log.info("resuming interrupted job", extra={"job_id": job.id, "video_id": job.video_id})
@@ -160,9 +160,11 @@ class JobRunner:
             pool = self._pool
             if pool is None or self._closing:
                 return ResizeResult(Outcome.CANCELLED)
-            attempt = await self._db.mark_running(job.id)
+            attempt = await self._db.mark_running(job)
+            video = (await self._db.get_status(job.video_id)).video
             spec = ResizeJob(
                 source=str(self._storage.video_path(job.video_id)),
+                source_audio_codecs=video.audio_codecs,
                 directory=str(files.directory),
                 width=job.width,
                 height=job.height,
@@ -185,7 +187,7 @@ class JobRunner:
                 await _wait_until_gone(files.worker_pid(), timeout_s=5.0)
                 if not files.started.exists() or files.stopped_by_pool.exists():
                     # Another job's worker died and the pool took this one down with it.
-                    await self._db.requeue(job.id)
+                    await self._db.requeue(job)
                     log.warning("another job's crash took this worker; retrying", extra={"job_id": job.id})
                 elif attempt < limit:
                     log.warning("job's worker died; retrying", extra={"job_id": job.id, "attempt": attempt})
@@ -207,10 +209,10 @@ class JobRunner:
                 log.info("job dropped: its video was deleted", extra=fields)
             elif result.outcome is Outcome.CANCELLED:
                 if self._closing:
-                    await self._db.requeue(job.id)
+                    await self._db.requeue(job)
                     log.info("job interrupted by shutdown; it will resume at next start", extra=fields)
                 else:
-                    await self._db.fail_job(job.id, "the job was cancelled")
+                    await self._db.fail_job(job, "the job was cancelled")
             elif result.outcome is Outcome.SUCCEEDED and result.output and result.info:
                 # Rename first, then record: a crash in between re-runs the job,
                 # which yields the same file; the reverse order could lie.
@@ -218,13 +220,11 @@ class JobRunner:
                 os.replace(result.output, target)
                 if self._pause_before_record_s:
                     await asyncio.sleep(self._pause_before_record_s)
-                await self._db.succeed_job(
-                    job, target.stat().st_size, result.info.width, result.info.height, result.info.duration_s
-                )
+                await self._db.succeed_job(job, target.stat().st_size, result.info)
                 log.info("job finished", extra=fields)
             else:
                 error = result.error or "the job failed"
-                await self._db.fail_job(job.id, error)
+                await self._db.fail_job(job, error)
                 log.warning("job failed", extra={**fields, "error": error})
         finally:
             remove(files.directory)

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import logging
 import re
+import time
 import unicodedata
 import uuid
 import weakref
@@ -29,16 +30,16 @@ from .errors import (
     VideoNotFound,
 )
 from .jobs import JobRunner
-from .media import ProbeError, Toolchain, has_ftyp_header, probe
-from .storage import Storage, remove
+from .media import MediaInfo, ProbeError, Toolchain, has_ftyp_header, probe
+from .storage import BackgroundWriter, Storage, remove, sync_file
 from .worker import read_progress
 
 log = logging.getLogger(__name__)
 
 #: Check free disk again after this many bytes of an upload (a statvfs call: cheap).
 DISK_CHECK_EVERY_BYTES = 8 * 1024**2
-#: Uploads are written in blocks of this size, each in a thread, off the event loop.
-WRITE_BLOCK_BYTES = 1024**2
+#: Uploads are written in blocks of this size, each in a thread while the next is received.
+WRITE_BLOCK_BYTES = 4 * 1024**2
 MAX_FILENAME_CHARS = 255
 
 
@@ -97,20 +98,29 @@ class VideoService:
         await asyncio.to_thread(self._storage.ensure_free, upload.declared_bytes or 0)
         video_id = str(uuid.uuid4())
         temp = self._storage.new_temp_path()
+        started = time.monotonic()
         try:
             size = await self._receive(upload.chunks, temp, limit)
-            try:
-                info = await asyncio.to_thread(probe, str(temp), self._tools)
-            except ProbeError as e:
-                raise NotAnMp4(str(e)) from None
+            received = time.monotonic()
+            # Probing and flushing to disk are independent: do both at once.
+            probed, synced = await asyncio.gather(
+                asyncio.to_thread(probe, str(temp), self._tools),
+                asyncio.to_thread(sync_file, temp),
+                return_exceptions=True,
+            )
+            if isinstance(probed, ProbeError):
+                raise NotAnMp4(str(probed))
+            for outcome in (probed, synced):
+                if isinstance(outcome, BaseException):
+                    raise _disk_full_as_507(outcome)
+            assert isinstance(probed, MediaInfo)
+            info = probed
             if not info.is_mp4_family:
                 raise NotAnMp4(f"the container is {','.join(info.format_names)}, not MP4")
             try:
                 await asyncio.to_thread(self._storage.commit, temp, video_id)
             except OSError as e:
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise InsufficientStorage("the disk is full: the upload could not be stored") from None
-                raise
+                raise _disk_full_as_507(e) from None
         finally:
             await asyncio.to_thread(remove, temp)
         now = utc_now()
@@ -123,13 +133,22 @@ class VideoService:
             duration_s=info.duration_s,
             created_at=now,
             updated_at=now,
+            audio_codecs=info.audio_codecs,
         )
         try:
             await self._db.insert_video(record)
         except BaseException:
             await asyncio.to_thread(remove, self._storage.video_path(video_id))
             raise
-        log.info("video stored", extra={"video_id": video_id, "size_bytes": size})
+        log.info(
+            "video stored",
+            extra={
+                "video_id": video_id,
+                "size_bytes": size,
+                "receive_s": round(received - started, 3),
+                "check_and_store_s": round(time.monotonic() - received, 3),
+            },
+        )
         return record
 
     async def _receive(self, chunks: AsyncIterator[bytes], temp: Path, limit: int) -> int:
@@ -137,9 +156,7 @@ class VideoService:
         try:
             return await self._write_chunks(chunks, temp, limit)
         except OSError as e:
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise InsufficientStorage("the disk filled up while receiving the upload") from None
-            raise
+            raise _disk_full_as_507(e) from None
 
     async def _write_chunks(self, chunks: AsyncIterator[bytes], temp: Path, limit: int) -> int:
         size = 0
@@ -147,8 +164,7 @@ class VideoService:
         next_disk_check = DISK_CHECK_EVERY_BYTES
         pending: list[bytes] = []
         pending_bytes = 0
-        # Opening, writing and closing all happen in threads: the disk may be slow, the loop must not be.
-        out = await asyncio.to_thread(temp.open, "wb")
+        out = await BackgroundWriter.open(temp)
         try:
             async for chunk in chunks:
                 size += len(chunk)
@@ -162,15 +178,15 @@ class VideoService:
                         raise NotAnMp4("the file does not start with an ISO-BMFF 'ftyp' box")
                     checked_header = True
                 if pending_bytes >= WRITE_BLOCK_BYTES:
-                    await asyncio.to_thread(out.write, b"".join(pending))
+                    await out.write(b"".join(pending))
                     pending, pending_bytes = [], 0
                 if size >= next_disk_check:
                     await asyncio.to_thread(self._storage.ensure_free, DISK_CHECK_EVERY_BYTES)
                     next_disk_check += DISK_CHECK_EVERY_BYTES
             if pending:
-                await asyncio.to_thread(out.write, b"".join(pending))
+                await out.write(b"".join(pending))
         finally:
-            await asyncio.to_thread(out.close)
+            await out.close()
         if size == 0:
             raise EmptyUpload("the upload is empty: send an MP4 file")
         if not checked_header:
@@ -195,7 +211,7 @@ class VideoService:
             try:
                 self._runner.submit(job)
             except BaseException as e:
-                await self._db.fail_job(job.id, f"could not be queued: {e}")
+                await self._db.fail_job(job, f"could not be queued: {e}")
                 raise
 
     async def delete(self, video_id: str) -> None:
@@ -207,6 +223,13 @@ class VideoService:
             with contextlib.suppress(VideoNotFound):  # gone meanwhile: the outcome is the same
                 await self._db.delete_video(video_id)
         log.info("video deleted", extra={"video_id": video_id})
+
+
+def _disk_full_as_507(error: BaseException) -> BaseException:
+    """A full disk is the client's 507, not our 500; any other error stays what it is."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage("the disk filled up: the upload could not be stored")
+    return error
 
 
 _UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\"\\/]")

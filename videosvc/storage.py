@@ -12,12 +12,14 @@ ones, never half of either.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import InsufficientStorage
 
@@ -78,13 +80,49 @@ class Storage:
             )
 
     def commit(self, temp: Path, video_id: str) -> Path:
-        """Move a complete temp file into place, durably."""
+        """Move a complete, synced (`sync_file`) temp file into place, durably."""
         target = self.video_path(video_id)
-        with open(temp, "rb") as f:
-            os.fsync(f.fileno())
         os.replace(temp, target)
         _fsync_dir(self.videos_dir)
         return target
+
+
+class BackgroundWriter:
+    """Writes each block in a thread while the caller receives the next one.
+
+    Network and disk overlap, the event loop never waits on the disk, and at
+    most one block is in flight, so memory stays bounded whatever the file size.
+    """
+
+    def __init__(self, file: BinaryIO) -> None:
+        self._file = file
+        self._in_flight: asyncio.Future[int] | None = None
+
+    @classmethod
+    async def open(cls, path: Path) -> BackgroundWriter:
+        return cls(await asyncio.to_thread(open, path, "wb"))
+
+    async def write(self, block: bytes) -> None:
+        await self.flush()
+        self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._file.write, block))
+
+    async def flush(self) -> None:
+        """Wait for the block in flight; its error (a full disk) surfaces here."""
+        if self._in_flight is not None:
+            in_flight, self._in_flight = self._in_flight, None
+            await in_flight
+
+    async def close(self) -> None:
+        try:
+            await self.flush()
+        finally:
+            await asyncio.to_thread(self._file.close)
+
+
+def sync_file(path: Path) -> None:
+    """Flush a file's bytes to disk, so a rename of it can never expose a hole after a crash."""
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
 
 
 def remove(path: Path) -> None:

@@ -18,7 +18,7 @@ from .service import IncomingUpload
 
 #: What aiohttp's parsers raise on a body that breaks the HTTP or multipart rules.
 MALFORMED = (HttpProcessingError, ValueError, AssertionError)
-READ_CHUNK_BYTES = 256 * 1024
+READ_CHUNK_BYTES = 1024 * 1024
 #: A multipart body carries its headers and boundaries besides the file.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
 FILE_FIELD = "file"

@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
+import select
 import signal
 import subprocess
 import time
@@ -79,6 +80,8 @@ class JobFiles:
 @dataclass(frozen=True)
 class ResizeJob:
     source: str
+    #: The source's audio codecs as stored at upload; None: probe the source to find out.
+    source_audio_codecs: tuple[str, ...] | None
     directory: str
     width: int
     height: int
@@ -140,15 +143,18 @@ def run_resize(job: ResizeJob) -> ResizeResult:
 
 def _resize(job: ResizeJob, files: JobFiles) -> ResizeResult:
     started = time.monotonic()
-    try:
-        source = probe(job.source, job.tools)
-    except ProbeError as e:
-        return ResizeResult(Outcome.FAILED, error=f"cannot read the stored video: {e}")
+    source_audio = job.source_audio_codecs
+    if source_audio is None:
+        # A probe costs a process start (~0.1 s): only when the upload did not record it.
+        try:
+            source_audio = probe(job.source, job.tools).audio_codecs
+        except ProbeError as e:
+            return ResizeResult(Outcome.FAILED, error=f"cannot read the stored video: {e}")
 
     # Copy the audio when the MP4 muxer takes it; if copying still fails, re-encode.
     audio_choices: list[str | None] = [None]
-    if source.audio_codecs:
-        copyable = all(codec in MP4_AUDIO_CODECS for codec in source.audio_codecs)
+    if source_audio:
+        copyable = all(codec in MP4_AUDIO_CODECS for codec in source_audio)
         audio_choices = ["copy", "aac"] if copyable else ["aac"]
 
     result = ResizeResult(Outcome.FAILED, error="not run")
@@ -159,7 +165,7 @@ def _resize(job: ResizeJob, files: JobFiles) -> ResizeResult:
     if result.outcome is not Outcome.SUCCEEDED:
         files.output.unlink(missing_ok=True)
         return result
-    return _verify(job, files, source, started)
+    return _verify(job, files, len(source_audio), started)
 
 
 def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: float) -> ResizeResult:
@@ -176,22 +182,21 @@ def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: f
             preexec_fn=_die_with_parent,
         )
     deadline = started + job.timeout_s
-    while True:
-        try:
-            returncode = process.wait(timeout=POLL_INTERVAL_S)
-            break
-        except subprocess.TimeoutExpired:
-            pass
-        if files.cancel.exists():
-            _stop(process)
-            return ResizeResult(Outcome.CANCELLED, elapsed_s=time.monotonic() - started)
-        if time.monotonic() > deadline:
-            _stop(process)
-            return ResizeResult(
-                Outcome.FAILED,
-                error=f"timed out after {job.timeout_s:g} s (job_timeout_s); ffmpeg was stopped",
-                elapsed_s=time.monotonic() - started,
-            )
+    exit_watch = _ExitWatch(process)
+    try:
+        while (returncode := exit_watch.wait(POLL_INTERVAL_S)) is None:
+            if files.cancel.exists():
+                _stop(process)
+                return ResizeResult(Outcome.CANCELLED, elapsed_s=time.monotonic() - started)
+            if time.monotonic() > deadline:
+                _stop(process)
+                return ResizeResult(
+                    Outcome.FAILED,
+                    error=f"timed out after {job.timeout_s:g} s (job_timeout_s); ffmpeg was stopped",
+                    elapsed_s=time.monotonic() - started,
+                )
+    finally:
+        exit_watch.close()
     if returncode != 0:
         tail = _stderr_tail(files.ffmpeg_log)
         return ResizeResult(
@@ -228,7 +233,7 @@ def build_resize_args(job: ResizeJob, files: JobFiles, audio_codec: str | None) 
     return list(ffmpeg.compile(output, cmd=job.tools.ffmpeg, overwrite_output=True))
 
 
-def _verify(job: ResizeJob, files: JobFiles, source: MediaInfo, started: float) -> ResizeResult:
+def _verify(job: ResizeJob, files: JobFiles, audio_streams: int, started: float) -> ResizeResult:
     """A zero exit code is not enough: the file must hold what was asked for."""
     try:
         info = probe(str(files.output), job.tools)
@@ -238,7 +243,7 @@ def _verify(job: ResizeJob, files: JobFiles, source: MediaInfo, started: float) 
         problem = ""
         if (info.width, info.height) != (job.width, job.height):
             problem = f"the output is {info.width}x{info.height}, not {job.width}x{job.height}"
-        elif len(info.audio_codecs) < len(source.audio_codecs):
+        elif len(info.audio_codecs) < audio_streams:
             problem = "the output lost the audio track"
     if problem:
         files.output.unlink(missing_ok=True)
@@ -249,6 +254,40 @@ def _verify(job: ResizeJob, files: JobFiles, source: MediaInfo, started: float) 
     return ResizeResult(
         Outcome.SUCCEEDED, output=str(files.output), info=info, elapsed_s=time.monotonic() - started
     )
+
+
+class _ExitWatch:
+    """Wait for a process with a timeout, waking the moment it exits.
+
+    Popen.wait(timeout) sleeps in steps of up to 50 ms; a pidfd (Linux) wakes
+    at once, which is measurable on short jobs.
+    """
+
+    def __init__(self, process: subprocess.Popen[bytes]) -> None:
+        self._process = process
+        self._pidfd: int | None
+        try:
+            self._pidfd = os.pidfd_open(process.pid)
+        except (AttributeError, OSError):
+            self._pidfd = None
+
+    def wait(self, timeout_s: float) -> int | None:
+        """The exit code, or None if the process still runs after `timeout_s`."""
+        if self._pidfd is None:
+            try:
+                return self._process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                return None
+        readable, _, _ = select.select([self._pidfd], [], [], timeout_s)
+        if not readable:
+            return None
+        self.close()
+        return self._process.wait()  # it has exited: this only reaps it
+
+    def close(self) -> None:
+        if self._pidfd is not None:
+            os.close(self._pidfd)
+            self._pidfd = None
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
