@@ -154,7 +154,7 @@ async def test_signal_finishes_in_flight_requests_stops_ffmpeg_and_resumes_jobs_
     try:
         async with aiohttp.ClientSession(server.url) as client:
             busy = await upload(client, samples.video(1280, 720, duration_s=5))
-            await client.patch(f"/file/{busy}/", json={"width": 640, "height": 360})
+            await client.patch(f"/file/{busy}/", json={"width": 1920, "height": 1080})
             await _wait_for(lambda: ffmpeg_processes(data_dir), what="ffmpeg to start")
 
             data = samples.video().read_bytes()
