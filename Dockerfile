@@ -23,7 +23,7 @@ USER videosvc
 VOLUME ["/data"]
 EXPOSE 8080
 HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
-    CMD python -c "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8080/health', timeout=4)"
+    CMD python -c "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('VIDEOSVC_PORT', '8080'), timeout=4)"
 
 # SIGTERM (docker stop) shuts down gracefully: in-flight requests finish, jobs resume at next start.
 CMD ["python", "-m", "videosvc", "run", "--config", "/app/config.toml"]

@@ -31,6 +31,30 @@ async def _wait_for(condition, timeout_s: float = 60.0, what: str = "condition")
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _descendants(pid: int) -> list[int]:
+    """Every live process below `pid` (Linux /proc)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    found, todo = [], [pid]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            found.append(child)
+            todo.append(child)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def _assert_consistent(data_dir: Path, tools: Toolchain) -> None:
     """What every restart must leave: no leftovers, rows == files, every video plays."""
     assert leftovers(data_dir) == []
@@ -61,19 +85,23 @@ async def test_kill_while_ffmpeg_runs_then_the_job_resumes(data_dir: Path, sampl
     with ServerProcess(data_dir, x264_preset="veryslow") as server:
         async with aiohttp.ClientSession(server.url) as client:
             video_id = await upload(client, samples.video(1280, 720, duration_s=5))
+            # An upscale at veryslow: minutes of work, so only the crash can stop it.
             assert (
-                await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})
+                await client.patch(f"/file/{video_id}/", json={"width": 1920, "height": 1080})
             ).status == 200
             await _wait_for(lambda: ffmpeg_processes(data_dir), what="ffmpeg to start")
+        family = _descendants(server.process.pid)  # type: ignore[union-attr]
+        assert len(family) >= 3  # forkserver, workers, ffmpeg
         server.kill9()
-    # The pool and its ffmpeg die with the server: nobody encodes for a dead process.
-    await _wait_for(lambda: not ffmpeg_processes(data_dir), timeout_s=10, what="orphaned ffmpeg to exit")
+    # The pool, its forkserver and ffmpeg die with the server: nobody encodes for a dead process.
+    await _wait_for(lambda: not any(_alive(pid) for pid in family), timeout_s=5, what="the pool to exit")
+    assert not ffmpeg_processes(data_dir)
 
     with ServerProcess(data_dir, x264_preset="ultrafast") as server:
         async with aiohttp.ClientSession(server.url) as client:
             done = await wait_for_job(client, video_id)
         assert done["processingSuccess"] is True, done
-        assert (done["width"], done["height"]) == (640, 360)
+        assert (done["width"], done["height"]) == (1920, 1080)
         assert "resuming interrupted job" in server.log()
     assert rows(data_dir, "SELECT attempts, state FROM jobs") == [(2, "succeeded")]
     _assert_consistent(data_dir, tools)
@@ -115,12 +143,15 @@ async def test_kill_after_the_output_replaced_the_video_but_before_the_row_was_u
             assert (await (await client.get(f"/file/{video_id}/")).json())["processing"] is True
         server.kill9()
 
-    with ServerProcess(data_dir) as server:
+    # Even with no attempt left, the finished video is recognised and recorded, not failed or redone.
+    with ServerProcess(data_dir, job_max_attempts=1) as server:
         async with aiohttp.ClientSession(server.url) as client:
             done = await wait_for_job(client, video_id)
+        assert "job had finished before the restart" in server.log()
     assert done["processingSuccess"] is True
     assert (done["width"], done["height"]) == (160, 120)
     assert done["size"] == video_path.stat().st_size
+    assert rows(data_dir, "SELECT attempts, state FROM jobs") == [(1, "succeeded")]
     _assert_consistent(data_dir, tools)
 
 
@@ -185,4 +216,29 @@ async def test_signal_finishes_in_flight_requests_stops_ffmpeg_and_resumes_jobs_
             done = await wait_for_job(client, busy)
             assert done["processingSuccess"] is True
             assert (await client.get(f"/file/{uploaded}/")).status == 200
+    _assert_consistent(data_dir, tools)
+
+
+async def test_patch_and_delete_racing_over_real_connections_never_wedge_the_database(
+    data_dir: Path, samples: Samples, tools
+) -> None:
+    """DELETE right after PATCH lands while the job is being handed to a worker."""
+    path = samples.video(320, 240)
+    with ServerProcess(data_dir, workers=1) as server:
+        async with aiohttp.ClientSession(server.url) as patcher, aiohttp.ClientSession(server.url) as deleter:
+            for _ in range(30):
+                video_id = await upload(patcher, path)
+                patch, delete = await asyncio.gather(
+                    patcher.patch(f"/file/{video_id}/", json={"width": 160, "height": 120}),
+                    deleter.delete(f"/file/{video_id}/"),
+                )
+                assert patch.status in (200, 404), await patch.text()
+                assert delete.status == 200, await delete.text()
+            # The writer still works: uploads and resizes go on.
+            video_id = await upload(patcher, path)
+            await patcher.patch(f"/file/{video_id}/", json={"width": 160, "height": 120})
+            assert (await wait_for_job(patcher, video_id))["processingSuccess"] is True
+        assert "Traceback" not in server.log()
+    assert rows(data_dir, "SELECT id FROM videos") == [(video_id,)]
+    assert rows(data_dir, "SELECT state FROM jobs") == [("succeeded",)]
     _assert_consistent(data_dir, tools)

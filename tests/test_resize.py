@@ -155,7 +155,7 @@ async def test_invalid_dimensions_are_400_naming_the_field_and_rule(
     assert rows(data_dir, "SELECT * FROM jobs") == []
 
 
-@pytest.mark.parametrize("raw", [b"", b"{", b"width=640&height=360", b"\xff\xfe"])
+@pytest.mark.parametrize("raw", [b"", b"{", b"width=640&height=360", b"\xff\xfe", b"[" * 10_000])
 async def test_body_that_is_not_json_is_400(client: Client, samples: Samples, raw: bytes) -> None:
     video_id = await upload(client, samples.video())
     response = await client.patch(

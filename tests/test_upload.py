@@ -190,6 +190,21 @@ async def test_not_an_mp4_with_video_is_415(
     _assert_nothing_stored(data_dir)
 
 
+async def test_truncated_faststart_mp4_is_415(client: Client, samples: Samples, data_dir: Path) -> None:
+    """With the index first, a cut file still probes fine: only its media box runs short."""
+    source = samples.video(320, 240, duration_s=2)
+    faststart = samples._make(
+        "faststart.mp4", ["-i", str(source), "-c", "copy", "-movflags", "+faststart", "-f", "mp4"]
+    )
+    data = faststart.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")
+    response = await client.post("/file/", data=data[: len(data) // 2], headers={"Content-Type": "video/mp4"})
+    assert response.status == 415
+    assert "truncated" in await _error(response)
+    assert str(data_dir) not in await response.text()  # our paths stay ours
+    _assert_nothing_stored(data_dir)
+
+
 async def test_not_enough_disk_is_507(make_client, samples: Samples, data_dir: Path) -> None:
     # Ask for more free space than any disk has: the real check, refusing for real.
     client = await make_client(min_free_bytes=2**62)

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import concurrent.futures
+import dataclasses
+import time
 from pathlib import Path
 
 from videosvc.media import Toolchain
@@ -46,9 +49,26 @@ def test_an_ffmpeg_failure_reports_its_last_stderr_lines(
     assert not JobFiles(tmp_path / "job").output.exists()
 
 
-def test_a_cancel_file_stops_the_job_before_or_during_ffmpeg(
-    samples: Samples, tools: Toolchain, tmp_path
-) -> None:
+def test_a_cancel_file_stops_ffmpeg_mid_encode(samples: Samples, tools: Toolchain, tmp_path) -> None:
+    files = JobFiles(tmp_path / "job")
+    job = dataclasses.replace(
+        _job(samples.video(1280, 720, duration_s=5), files.directory, tools, 1920, 1080),
+        x264_preset="veryslow",
+    )
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        running = pool.submit(run_resize, job)
+        for _ in range(600):
+            if files.progress.exists():
+                break
+            time.sleep(0.05)
+        assert not running.done()
+        files.cancel.touch()
+        result = running.result(timeout=10)
+    assert result.outcome is Outcome.CANCELLED
+    assert not files.output.exists()
+
+
+def test_a_cancel_file_stops_the_job_before_ffmpeg(samples: Samples, tools: Toolchain, tmp_path) -> None:
     files = JobFiles(tmp_path / "job")
     files.directory.mkdir()
     files.cancel.touch()

@@ -67,12 +67,15 @@ def check(settings: Settings) -> int:
     )
     with tempfile.TemporaryDirectory() as folder:
         sample = Path(folder) / "sample.mp4"
-        subprocess.run(
+        made = subprocess.run(
             [report.tools.ffmpeg, "-hide_banner", "-loglevel", "error", "-f", "lavfi",
              "-i", "testsrc2=size=96x64:duration=0.2", "-f", "lavfi", "-i", "sine=duration=0.2",
              "-c:v", "libx264", "-c:a", "aac", "-shortest", str(sample)],
-            check=True, timeout=60,
+            capture_output=True, timeout=60, check=False,
         )  # fmt: skip
+        if made.returncode != 0:
+            print(f"sample:   FAILED to encode a test clip: {made.stderr.decode(errors='replace').strip()}")
+            return 1
         result = run_resize(
             ResizeJob(
                 source=str(sample),

@@ -17,7 +17,7 @@ from .db import Database
 from .inflight import InFlightRequests
 from .jobs import JobRunner
 from .keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, STORAGE, TOOLCHAIN
-from .middlewares import auth_middleware, error_middleware, in_flight_middleware
+from .middlewares import auth_middleware, error_middleware, in_flight_middleware, video_id_middleware
 from .routes import add_routes, add_slashless_aliases
 from .schemas import document_limits
 from .service import VideoService
@@ -36,6 +36,7 @@ def create_app(settings: Settings) -> web.Application:
             in_flight_middleware,
             error_middleware,
             auth_middleware(settings.http.api_keys),
+            video_id_middleware,
             validation_middleware,
         ],
     )

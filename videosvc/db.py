@@ -12,11 +12,11 @@ import enum
 import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterable
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import aiosqlite
 
@@ -24,6 +24,10 @@ from .errors import JobAlreadyActive, VideoNotFound
 from .media import MediaInfo
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+#: One change to the database, given the writer connection inside an open transaction.
+Change = Callable[[aiosqlite.Connection], Awaitable[T]]
 
 
 class JobState(enum.StrEnum):
@@ -121,20 +125,27 @@ class Database:
         await self._reader.close()
         await self._conn.close()
 
-    @asynccontextmanager
-    async def _transaction(self, *video_ids: str) -> AsyncIterator[aiosqlite.Connection]:
-        """One atomic change to the given videos (and their jobs)."""
+    async def _write(self, change: Change[T], *video_ids: str) -> T:
+        """Run `change` as one transaction touching `video_ids`; returns what it returns.
+
+        The transaction runs in its own shielded task: a caller cancelled halfway
+        (a DELETE dropping a job, a shutdown) cannot leave it open, and the cache
+        forgets the videos only once COMMIT or ROLLBACK has really run.
+        """
+        return await asyncio.shield(asyncio.ensure_future(self._run_transaction(change, video_ids)))
+
+    async def _run_transaction(self, change: Change[T], video_ids: tuple[str, ...]) -> T:
         async with self._lock:
-            await self._conn.execute("BEGIN IMMEDIATE")
             try:
-                yield self._conn
-            except BaseException:
-                await self._conn.execute("ROLLBACK")
-                raise
-            else:
+                await self._conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = await change(self._conn)
+                except BaseException:
+                    await self._conn.execute("ROLLBACK")
+                    raise
                 await self._conn.execute("COMMIT")
+                return result
             finally:
-                # After the commit: a read racing it can no longer cache what came before.
                 self._cache.forget(video_ids)
 
     async def migrate(self) -> list[str]:
@@ -164,7 +175,7 @@ class Database:
     # -- videos ---------------------------------------------------------------
 
     async def insert_video(self, video: VideoRecord) -> None:
-        async with self._transaction(video.id) as conn:
+        async def change(conn: aiosqlite.Connection) -> None:
             await conn.execute(
                 "INSERT INTO videos (id, filename, size_bytes, width, height, duration_s,"
                 " created_at, updated_at, audio_codecs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -181,6 +192,8 @@ class Database:
                 ),
             )
 
+        await self._write(change, video.id)
+
     async def get_status(self, video_id: str) -> VideoStatus:
         cached = self._cache.get(video_id)
         if cached is not None:
@@ -195,62 +208,74 @@ class Database:
         return status
 
     async def delete_video(self, video_id: str) -> None:
-        async with self._transaction(video_id) as conn:
+        async def change(conn: aiosqlite.Connection) -> None:
             cursor = await conn.execute("DELETE FROM videos WHERE id = ?", (video_id,))
             if cursor.rowcount == 0:
                 raise VideoNotFound(video_id)
 
+        await self._write(change, video_id)
+
     async def video_ids(self) -> set[str]:
-        async with self._lock:
-            rows = await self._conn.execute_fetchall("SELECT id FROM videos")
+        rows = await self._reader.execute_fetchall("SELECT id FROM videos")
         return {row["id"] for row in rows}
 
     async def delete_videos(self, video_ids: Iterable[str]) -> None:
         ids = list(video_ids)
-        async with self._transaction(*ids) as conn:
+
+        async def change(conn: aiosqlite.Connection) -> None:
             await conn.executemany("DELETE FROM videos WHERE id = ?", [(i,) for i in ids])
+
+        await self._write(change, *ids)
 
     # -- jobs -----------------------------------------------------------------
 
     async def create_job(self, video_id: str, width: int, height: int) -> JobRecord:
+        async def change(conn: aiosqlite.Connection) -> int:
+            cursor = await conn.execute(
+                "INSERT INTO jobs (video_id, width, height, state, created_at)"
+                " SELECT id, ?, ?, 'queued', ? FROM videos WHERE id = ?",
+                (width, height, utc_now(), video_id),
+            )
+            if cursor.rowcount == 0 or cursor.lastrowid is None:
+                raise VideoNotFound(video_id)
+            return cursor.lastrowid
+
         try:
-            async with self._transaction(video_id) as conn:
-                cursor = await conn.execute(
-                    "INSERT INTO jobs (video_id, width, height, state, created_at)"
-                    " SELECT id, ?, ?, 'queued', ? FROM videos WHERE id = ?",
-                    (width, height, utc_now(), video_id),
-                )
-                if cursor.rowcount == 0:
-                    raise VideoNotFound(video_id)
-                job_id = cursor.lastrowid
+            job_id = await self._write(change, video_id)
         except sqlite3.IntegrityError:
             # The partial unique index: this video already has an active job.
             raise JobAlreadyActive(video_id) from None
-        assert job_id is not None
         return JobRecord(job_id, video_id, width, height, JobState.QUEUED, 0)
 
     async def mark_running(self, job: JobRecord) -> int:
         """Record a hand-over to a worker; returns the attempt number."""
-        async with self._transaction(job.video_id) as conn:
+
+        async def change(conn: aiosqlite.Connection) -> int:
             await conn.execute(
                 "UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?", (job.id,)
             )
             rows = list(await conn.execute_fetchall("SELECT attempts FROM jobs WHERE id = ?", (job.id,)))
-        return int(rows[0]["attempts"]) if rows else 0
+            return int(rows[0]["attempts"]) if rows else 0
+
+        return await self._write(change, job.video_id)
 
     async def requeue(self, job: JobRecord) -> None:
         """A job cut off by a clean shutdown: not an attempt, to be run at next start."""
-        async with self._transaction(job.video_id) as conn:
+
+        async def change(conn: aiosqlite.Connection) -> None:
             await conn.execute(
                 "UPDATE jobs SET state = 'queued', attempts = max(attempts - 1, 0)"
                 " WHERE id = ? AND state = 'running'",
                 (job.id,),
             )
 
+        await self._write(change, job.video_id)
+
     async def succeed_job(self, job: JobRecord, size_bytes: int, info: MediaInfo) -> None:
         """End a job that replaced its video, and record the video's new shape."""
         now = utc_now()
-        async with self._transaction(job.video_id) as conn:
+
+        async def change(conn: aiosqlite.Connection) -> None:
             await conn.execute(
                 "UPDATE jobs SET state = 'succeeded', error = NULL, finished_at = ? WHERE id = ?",
                 (now, job.id),
@@ -269,18 +294,21 @@ class Database:
                 ),
             )
 
+        await self._write(change, job.video_id)
+
     async def fail_job(self, job: JobRecord, error: str) -> None:
-        async with self._transaction(job.video_id) as conn:
+        async def change(conn: aiosqlite.Connection) -> None:
             await conn.execute(
                 "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
                 (error, utc_now(), job.id),
             )
 
+        await self._write(change, job.video_id)
+
     async def active_jobs(self) -> list[JobRecord]:
-        async with self._lock:
-            rows = await self._conn.execute_fetchall(
-                "SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
-            )
+        rows = await self._reader.execute_fetchall(
+            "SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"
+        )
         return [_job_from(row) for row in rows]
 
 

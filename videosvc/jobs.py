@@ -16,15 +16,19 @@ import logging
 import multiprocessing
 import os
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 
 from .config import Settings
 from .db import Database, JobRecord
 from .errors import JobQueueUnavailable
-from .media import Toolchain
+from .media import ProbeError, Toolchain, probe
 from .storage import Storage, remove
 from .worker import JobFiles, Outcome, ResizeJob, ResizeResult, init_worker, run_resize, warm_up
 
 log = logging.getLogger(__name__)
+
+#: At shutdown, how long running jobs get to notice their cancel file (they look every 0.1 s).
+STOP_TIMEOUT_S = 5.0
 
 
 class JobRunner:
@@ -37,6 +41,7 @@ class JobRunner:
         self._tasks: dict[int, asyncio.Task[None]] = {}
         self._futures: dict[int, concurrent.futures.Future[ResizeResult]] = {}
         self._deleted: set[int] = set()
+        self._waiting: set[int] = set()
         self._slots = asyncio.Semaphore(settings.worker_count)
         # Test-only: widen the window between replacing a video and recording it, so a
         # crash test can kill the server inside it. Never set in production.
@@ -61,11 +66,10 @@ class JobRunner:
         for job_id in list(self._tasks):
             self._stop(job_id)
         if self._tasks:
-            _, pending = await asyncio.wait(
-                list(self._tasks.values()), timeout=self._settings.http.shutdown_grace_s
-            )
+            _, pending = await asyncio.wait(list(self._tasks.values()), timeout=STOP_TIMEOUT_S)
             for task in pending:
                 task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
         if self._pool is not None:
             await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
             self._pool = None
@@ -97,11 +101,11 @@ class JobRunner:
         return JobFiles(self._storage.job_dir(job_id))
 
     def _stop(self, job_id: int) -> None:
-        """A queued job is cancelled where it waits; a running one is told through its cancel file."""
-        if job_id not in self._futures:
-            task = self._tasks.get(job_id)
-            if task is not None:
-                task.cancel()
+        """A job still waiting for a worker is cancelled where it waits; past that, it is
+        told through its cancel file, so no database write or hand-over is cut in half."""
+        task = self._tasks.get(job_id)
+        if job_id in self._waiting and task is not None:
+            task.cancel()
             return
         # FileNotFoundError: the job is finishing and already removed its directory.
         with contextlib.suppress(FileNotFoundError):
@@ -116,6 +120,7 @@ class JobRunner:
             max_workers=self._settings.worker_count,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=init_worker,
+            initargs=(os.getpid(),),
         )
 
     def _replace_broken_pool(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -125,9 +130,11 @@ class JobRunner:
             broken.shutdown(wait=False, cancel_futures=True)
 
     async def resume_interrupted(self) -> None:
-        """Jobs the last run accepted but did not finish: run again, or give up."""
+        """Jobs the last run accepted but did not finish: record, run again, or give up."""
         limit = self._settings.jobs.job_max_attempts
         for job in await self._db.active_jobs():
+            if await self._finished_before_the_crash(job):
+                continue
             if job.attempts >= limit:
                 error = (
                     f"interrupted {job.attempts} time(s) by a crash or restart;"
@@ -139,26 +146,58 @@ class JobRunner:
                 log.info("resuming interrupted job", extra={"job_id": job.id, "video_id": job.video_id})
                 self.submit(job)
 
+    async def _finished_before_the_crash(self, job: JobRecord) -> bool:
+        """A crash between replacing the video and recording it leaves the new video with
+        an active row: record it as done instead of encoding it again (or failing it)."""
+        path = self._storage.video_path(job.video_id)
+        try:
+            info = await asyncio.to_thread(probe, str(path), self._tools)
+        except (ProbeError, OSError):
+            return False
+        status = await self._db.get_status(job.video_id)
+        recorded = (status.video.width, status.video.height)
+        if (info.width, info.height) != (job.width, job.height) or recorded == (job.width, job.height):
+            return False
+        size = await asyncio.to_thread(lambda: path.stat().st_size)
+        await self._db.succeed_job(job, size, info)
+        log.info("job had finished before the restart; recorded it", extra={"job_id": job.id})
+        return True
+
     async def _run(self, job: JobRecord) -> None:
         files = JobFiles(self._storage.job_dir(job.id))
         try:
-            # Our own queue: a job waits here, where dropping it is instant, not in the pool's.
-            async with self._slots:
-                result = await self._attempt_until_done(job, files)
+            result = await self._run_when_a_worker_is_free(job, files)
         except asyncio.CancelledError:
             if job.id not in self._deleted and not self._closing:
                 raise
             asyncio.current_task().uncancel()  # type: ignore[union-attr]
             result = ResizeResult(Outcome.CANCELLED)
+        except Exception as e:  # a bug or a database failure: fail the job, never leave it active
+            log.exception("job crashed", extra={"job_id": job.id})
+            result = ResizeResult(Outcome.FAILED, error=f"internal error: {type(e).__name__}")
         finally:
             self._futures.pop(job.id, None)
         await asyncio.shield(self._finish(job, files, result))
+
+    async def _run_when_a_worker_is_free(self, job: JobRecord, files: JobFiles) -> ResizeResult:
+        # Our own queue: a job waits here, where dropping it is instant, not in the pool's.
+        self._waiting.add(job.id)
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting.discard(job.id)
+        try:
+            return await self._attempt_until_done(job, files)
+        finally:
+            self._slots.release()
 
     async def _attempt_until_done(self, job: JobRecord, files: JobFiles) -> ResizeResult:
         limit = self._settings.jobs.job_max_attempts
         while True:
             pool = self._pool
             if pool is None or self._closing:
+                return ResizeResult(Outcome.CANCELLED)
+            if files.cancel.exists():  # deleted or stopped before it reached a worker
                 return ResizeResult(Outcome.CANCELLED)
             attempt = await self._db.mark_running(job)
             video = (await self._db.get_status(job.video_id)).video
@@ -214,20 +253,23 @@ class JobRunner:
                 else:
                     await self._db.fail_job(job, "the job was cancelled")
             elif result.outcome is Outcome.SUCCEEDED and result.output and result.info:
-                # Rename first, then record: a crash in between re-runs the job,
-                # which yields the same file; the reverse order could lie.
-                target = self._storage.video_path(job.video_id)
-                os.replace(result.output, target)
+                # Replace first, then record. A crash in between leaves the new video
+                # with an active row, which the next start recognises and records.
+                size = await asyncio.to_thread(self._storage.replace_video, Path(result.output), job.video_id)
                 if self._pause_before_record_s:
                     await asyncio.sleep(self._pause_before_record_s)
-                await self._db.succeed_job(job, target.stat().st_size, result.info)
+                await self._db.succeed_job(job, size, result.info)
                 log.info("job finished", extra=fields)
             else:
                 error = result.error or "the job failed"
                 await self._db.fail_job(job, error)
                 log.warning("job failed", extra={**fields, "error": error})
+        except Exception as e:
+            log.exception("recording the job's outcome failed", extra=fields)
+            with contextlib.suppress(Exception):
+                await self._db.fail_job(job, f"internal error while finishing: {type(e).__name__}")
         finally:
-            remove(files.directory)
+            await asyncio.to_thread(remove, files.directory)
 
 
 async def _wait_until_gone(pid: int | None, timeout_s: float) -> None:

@@ -19,3 +19,6 @@ DATABASE = web.AppKey("database", Database)
 JOB_RUNNER = web.AppKey("job_runner", JobRunner)
 SERVICE = web.AppKey("service", VideoService)
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
+
+#: The canonical (lowercase) id of the video a request names, set by `video_id_middleware`.
+VIDEO_ID = web.RequestKey("video_id", str)

@@ -8,6 +8,7 @@ aiohttp nor the database.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -53,6 +54,37 @@ def has_ftyp_header(head: bytes) -> bool:
     return len(head) >= 8 and head[4:8] == b"ftyp"
 
 
+def check_complete(path: str) -> None:
+    """Raise ProbeError unless the file's top-level ISO-BMFF boxes tile it exactly.
+
+    A truncated upload whose index (moov) comes first, as `+faststart` writes
+    it, still probes fine: only its media box (mdat) runs past the end of the
+    file. Walking the box headers (8 or 16 bytes each) catches that without
+    decoding anything.
+    """
+    with open(path, "rb") as f:
+        end = f.seek(0, os.SEEK_END)
+        offset = 0
+        while offset < end:
+            f.seek(offset)
+            header = f.read(16)
+            if len(header) < 8:
+                raise ProbeError("the file is truncated (a box header is cut off)")
+            size = int.from_bytes(header[:4], "big")
+            if size == 1:  # 64-bit size follows the type
+                if len(header) < 16:
+                    raise ProbeError("the file is truncated (a box header is cut off)")
+                size = int.from_bytes(header[8:16], "big")
+            elif size == 0:  # "to the end of the file"
+                return
+            if size < 8 or offset + size > end:
+                raise ProbeError(
+                    f"the file is truncated: its '{header[4:8].decode('latin-1')}' box needs"
+                    f" {offset + size - end} more bytes"
+                )
+            offset += size
+
+
 def probe(path: str, tools: Toolchain) -> MediaInfo:
     if tools.ffprobe:
         return _probe_with_ffprobe(path, tools.ffprobe)
@@ -69,7 +101,7 @@ def _probe_with_ffprobe(path: str, ffprobe_cmd: str) -> MediaInfo:
     except subprocess.TimeoutExpired:
         raise ProbeError("probing the file timed out") from None
     if completed.returncode != 0:
-        raise ProbeError(_last_line(completed.stderr) or "ffprobe could not read the file")
+        raise ProbeError(_last_line(completed.stderr, path) or "ffprobe could not read the file")
     data = json.loads(completed.stdout)
     streams = data.get("streams", [])
     video = next(
@@ -129,7 +161,7 @@ def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str) -> MediaInfo:
     text = completed.stderr.decode("utf-8", "replace")
     header = _INPUT_RE.search(text)
     if header is None:
-        raise ProbeError(_last_line(completed.stderr) or "ffmpeg could not read the file")
+        raise ProbeError(_last_line(completed.stderr, path) or "ffmpeg could not read the file")
     video_codec, width, height, rotation = "", 0, 0, 0
     audio_codecs: list[str] = []
     streams = list(_STREAM_RE.finditer(text))
@@ -175,6 +207,7 @@ def _info(
     )
 
 
-def _last_line(stderr: bytes) -> str:
+def _last_line(stderr: bytes, path: str) -> str:
+    """ffmpeg's last word, without our file's path (a client must not learn our layout)."""
     lines = [line.strip() for line in stderr.decode("utf-8", "replace").splitlines() if line.strip()]
-    return lines[-1] if lines else ""
+    return lines[-1].replace(path, "the file").replace("the file: ", "") if lines else ""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections.abc import Mapping
 
 from aiohttp import hdrs, web
@@ -21,7 +22,7 @@ from .errors import (
     VideoNotFound,
     VideoServiceError,
 )
-from .keys import IN_FLIGHT
+from .keys import IN_FLIGHT, VIDEO_ID
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +50,20 @@ async def in_flight_middleware(request: web.Request, handler: Handler) -> web.St
         return await handler(request)
     finally:
         counter.finished()
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
+
+
+@web.middleware
+async def video_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A route's {id} must be a UUID, checked before the body is: a malformed id is a 404."""
+    raw = request.match_info.get("id")
+    if raw is not None:
+        if not _UUID.fullmatch(raw):
+            raise VideoNotFound(raw)
+        request[VIDEO_ID] = raw.lower()
+    return await handler(request)
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:

@@ -34,7 +34,8 @@ async def serve(settings: Settings) -> None:
         handle_signals=False,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("videosvc.access"),
-        shutdown_timeout=grace_s,
+        # In-flight requests already had `grace_s` (below); aiohttp need not wait again.
+        shutdown_timeout=1.0,
     )
     await runner.setup()  # start-up: ffmpeg check, database, pool; errors propagate
     try:

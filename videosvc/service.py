@@ -30,7 +30,7 @@ from .errors import (
     VideoNotFound,
 )
 from .jobs import JobRunner
-from .media import MediaInfo, ProbeError, Toolchain, has_ftyp_header, probe
+from .media import MediaInfo, ProbeError, Toolchain, check_complete, has_ftyp_header, probe
 from .storage import BackgroundWriter, Storage, remove, sync_file
 from .worker import read_progress
 
@@ -104,7 +104,7 @@ class VideoService:
             received = time.monotonic()
             # Probing and flushing to disk are independent: do both at once.
             probed, synced = await asyncio.gather(
-                asyncio.to_thread(probe, str(temp), self._tools),
+                asyncio.to_thread(_check_upload, str(temp), self._tools),
                 asyncio.to_thread(sync_file, temp),
                 return_exceptions=True,
             )
@@ -219,10 +219,17 @@ class VideoService:
             status = await self._db.get_status(video_id)
             if status.active_job is not None:
                 await self._runner.cancel_for_delete(status.active_job.id)
-            await asyncio.to_thread(remove, self._storage.video_path(video_id))
+            # Row first: if removing the file then fails, the start-up reconciliation
+            # removes the orphan; the reverse order would show a video with no bytes.
             with contextlib.suppress(VideoNotFound):  # gone meanwhile: the outcome is the same
                 await self._db.delete_video(video_id)
+            await asyncio.to_thread(remove, self._storage.video_path(video_id))
         log.info("video deleted", extra={"video_id": video_id})
+
+
+def _check_upload(path: str, tools: Toolchain) -> MediaInfo:
+    check_complete(path)
+    return probe(path, tools)
 
 
 def _disk_full_as_507(error: BaseException) -> BaseException:

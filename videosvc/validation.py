@@ -27,6 +27,8 @@ class JsonBodyParser(AIOHTTPParser):
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
+        except RecursionError:  # thousands of nested brackets fit in the size cap
+            raise InvalidRequest("the request body is not valid JSON: nested too deeply") from None
 
     def handle_error(
         self,

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from aiohttp import web
 from aiohttp_apigami import docs, json_schema, response_schema
 
-from .errors import VideoNotFound
-from .keys import JOB_RUNNER, SERVICE, SETTINGS
+from .db import JobState
+from .keys import JOB_RUNNER, SERVICE, SETTINGS, VIDEO_ID
 from .schemas import (
     ErrorSchema,
     FileInfoSchema,
@@ -20,8 +19,6 @@ from .schemas import (
 )
 from .service import VideoView
 from .uploads import read_upload
-
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
 
 ID_PARAMETER = {
     "in": "path",
@@ -46,13 +43,6 @@ def _errors(*statuses: int) -> dict[int, dict[str, Any]]:
         507: "Not enough free disk space",
     }
     return {s: {"schema": ErrorSchema, "description": descriptions[s]} for s in (*statuses, 401, 500)}
-
-
-def video_id_from(request: web.Request) -> str:
-    raw = request.match_info["id"]
-    if not _UUID.fullmatch(raw):
-        raise VideoNotFound(raw)
-    return raw.lower()
 
 
 @docs(
@@ -111,7 +101,7 @@ async def upload_file(request: web.Request) -> web.Response:
 @json_schema(ResizeRequestSchema, required=True)
 @response_schema(SuccessSchema, 200, description="The job was accepted")
 async def resize_file(request: web.Request) -> web.Response:
-    video_id = video_id_from(request)
+    video_id = request[VIDEO_ID]
     body = request["json"]
     await request.app[SERVICE].start_resize(video_id, body["width"], body["height"])
     return web.json_response({"success": True})
@@ -125,7 +115,7 @@ async def resize_file(request: web.Request) -> web.Response:
 )
 @response_schema(FileInfoSchema, 200, description="The video")
 async def get_file(request: web.Request) -> web.Response:
-    view = await request.app[SERVICE].describe(video_id_from(request))
+    view = await request.app[SERVICE].describe(request[VIDEO_ID])
     return web.json_response(file_info(view))
 
 
@@ -138,7 +128,7 @@ async def get_file(request: web.Request) -> web.Response:
 )
 @response_schema(SuccessSchema, 200, description="Deleted")
 async def delete_file(request: web.Request) -> web.Response:
-    await request.app[SERVICE].delete(video_id_from(request))
+    await request.app[SERVICE].delete(request[VIDEO_ID])
     return web.json_response({"success": True})
 
 
@@ -155,7 +145,7 @@ def file_info(view: VideoView) -> dict[str, Any]:
         "id": video.id,
         "filename": video.filename,
         "processing": view.status.active_job is not None,
-        "processingSuccess": None if last is None else last.error is None and last.state.value == "succeeded",
+        "processingSuccess": None if last is None else last.state is JobState.SUCCEEDED,
         "processingError": last.error if last is not None else None,
         "progress": view.progress,
         "size": video.size_bytes,

@@ -15,6 +15,7 @@ import os
 import select
 import signal
 import subprocess
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -105,15 +106,38 @@ class ResizeResult:
 _current_job: JobFiles | None = None
 
 
-def init_worker() -> None:
+def init_worker(server_pid: int) -> None:
     """Worker start-up: yield the CPU to the server, which must stay responsive."""
     with contextlib.suppress(OSError):
         os.nice(10)
     # The server handles Ctrl-C; a worker should not die of the same signal mid-job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    # If the server dies (kill -9), its pool goes with it instead of encoding for nobody.
-    _die_with_parent()
+    # If the server dies (kill -9), the worker must not go on encoding for nobody. Its
+    # parent is the forkserver, not the server, so it watches the server itself.
+    threading.Thread(target=_exit_when_gone, args=(server_pid,), name="server-watch", daemon=True).start()
+
+
+def _exit_when_gone(pid: int) -> None:
+    """Block until process `pid` exits, then end this worker (and, by its death signal, ffmpeg)."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except (AttributeError, OSError):
+        while _exists(pid):  # no pidfd (not Linux, or an old kernel): poll
+            time.sleep(1.0)
+    else:
+        select.select([pidfd], [], [])
+    os._exit(1)
+
+
+def _exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _on_sigterm(signum: int, frame: object) -> None:
@@ -312,8 +336,8 @@ def _stderr_tail(path: Path) -> str:
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies.
 
-    Used for ffmpeg (run before exec) and for each worker: without it a killed
-    worker or server would leave ffmpeg encoding into a directory nobody owns.
+    Run in the ffmpeg child before exec: without it a killed worker would leave
+    ffmpeg encoding into a directory nobody owns.
     """
     try:
         import ctypes
