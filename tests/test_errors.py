@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from videosvc.keys import SERVICE
+from videosvc.keys import JOB_RUNNER, SERVICE
 
 from .helpers import Client, Samples, upload
 
@@ -88,3 +88,14 @@ async def test_api_keys_guard_every_file_route_but_not_the_docs(make_client, sam
     video_id = (await response.json())["id"]
     response = await client.get(f"/file/{video_id}/", headers={"Authorization": "Bearer k1"})
     assert response.status == 200
+
+
+async def test_patch_while_shutting_down_is_503(client: Client, samples: Samples) -> None:
+    video_id = await upload(client, samples.video())
+    await client.app[JOB_RUNNER].close()  # what the app's cleanup does on SIGTERM
+    response = await client.patch(f"/file/{video_id}/", json={"width": 64, "height": 48})
+    assert response.status == 503
+    assert "shutting down" in (await response.json())["error"]
+    # The refused job left no trace: not active, and no failure to report.
+    body = await (await client.get(f"/file/{video_id}/")).json()
+    assert (body["processing"], body["processingSuccess"]) == (False, None)

@@ -305,6 +305,14 @@ class Database:
 
         await self._write(change, job.video_id)
 
+    async def discard_job(self, job: JobRecord) -> None:
+        """Forget a job that was never queued."""
+
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.execute("DELETE FROM jobs WHERE id = ?", (job.id,))
+
+        await self._write(change, job.video_id)
+
     async def active_jobs(self) -> list[JobRecord]:
         rows = await self._reader.execute_fetchall(
             "SELECT * FROM jobs WHERE state IN ('queued', 'running') ORDER BY id"

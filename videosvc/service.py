@@ -210,8 +210,9 @@ class VideoService:
             job = await self._db.create_job(video_id, width, height)
             try:
                 self._runner.submit(job)
-            except BaseException as e:
-                await self._db.fail_job(job, f"could not be queued: {e}")
+            except BaseException:
+                # Refused (503): as if the request never came, so no failure to report later.
+                await self._db.discard_job(job)
                 raise
 
     async def delete(self, video_id: str) -> None:
