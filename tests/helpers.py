@@ -6,6 +6,7 @@ import asyncio
 import sqlite3
 import subprocess
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +28,8 @@ class Samples:
         self.folder = folder
         self.tools = tools
 
-    def _make(self, name: str, args: list[str]) -> Path:
+    def make(self, name: str, args: list[str]) -> Path:
+        """`ffmpeg <args> <name>`, once per session."""
         path = self.folder / name
         if not path.exists():
             subprocess.run(
@@ -51,7 +53,7 @@ class Samples:
         if audio:
             args += ["-f", "lavfi", "-i", f"sine=frequency=440:duration={duration_s}", "-c:a", "aac"]
         args += ["-c:v", "libx264", "-preset", preset, "-pix_fmt", pix_fmt, "-shortest"]
-        return self._make(name, args)
+        return self.make(name, args)
 
     def rotated(self, degrees: int = 90) -> Path:
         """320x240 frames that display as 240x320 (a display matrix, as phones write)."""
@@ -87,12 +89,12 @@ class Samples:
         return path
 
     def audio_only(self) -> Path:
-        return self._make(
+        return self.make(
             "audio_only.m4a", ["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac", "-f", "mp4"]
         )
 
     def matroska(self) -> Path:
-        return self._make(
+        return self.make(
             "video.mkv", ["-f", "lavfi", "-i", "testsrc2=size=160x120:duration=0.5", "-c:v", "libx264"]
         )
 
@@ -102,6 +104,14 @@ class Samples:
             data = self.video().read_bytes()
             path.write_bytes(data[: len(data) // 2])
         return path
+
+
+async def chunked(data: bytes, size: int, pause_s: float = 0.0) -> AsyncIterator[bytes]:
+    """A body without Content-Length (chunked transfer encoding), optionally slow."""
+    for start in range(0, len(data), size):
+        yield data[start : start + size]
+        if pause_s:
+            await asyncio.sleep(pause_s)
 
 
 async def upload(client: Client, path: Path, filename: str | None = None) -> str:

@@ -18,7 +18,7 @@ import pytest
 
 from videosvc.media import Toolchain, probe
 
-from .helpers import Samples, ffmpeg_processes, leftovers, rows, stored_ids, upload, wait_for_job
+from .helpers import Samples, chunked, ffmpeg_processes, leftovers, rows, stored_ids, upload, wait_for_job
 from .server import ServerProcess
 
 
@@ -190,13 +190,12 @@ async def test_signal_finishes_in_flight_requests_stops_ffmpeg_and_resumes_jobs_
 
             data = samples.video().read_bytes()
 
-            async def slow_body():  # type: ignore[no-untyped-def]
-                for start in range(0, len(data), len(data) // 10 + 1):
-                    yield data[start : start + len(data) // 10 + 1]
-                    await asyncio.sleep(0.1)
-
             in_flight = asyncio.create_task(
-                client.post("/file/", data=slow_body(), headers={"Content-Type": "video/mp4"})
+                client.post(
+                    "/file/",
+                    data=chunked(data, len(data) // 10 + 1, pause_s=0.1),
+                    headers={"Content-Type": "video/mp4"},
+                )
             )
             await _wait_for(lambda: any((data_dir / "tmp").iterdir()), what="the upload to start")
             started = time.monotonic()

@@ -22,6 +22,7 @@ from videosvc.logs import AccessLogger
 from .helpers import (
     Client,
     Samples,
+    chunked,
     ffmpeg_processes,
     leftovers,
     rows,
@@ -118,11 +119,8 @@ async def test_a_full_disk_answers_507_and_leaves_nothing(
     client = await aiohttp_client(create_app(settings))
     big = b"\x00\x00\x00\x18ftypisom" + os.urandom(40 * 1024**2)
 
-    async def chunked():  # no Content-Length: only the write itself can find the disk full
-        for start in range(0, len(big), 1024**2):
-            yield big[start : start + 1024**2]
-
-    response = await client.post("/file/", data=chunked(), headers={"Content-Type": "video/mp4"})
+    # No Content-Length: only the write itself can find the disk full.
+    response = await client.post("/file/", data=chunked(big, 1024**2), headers={"Content-Type": "video/mp4"})
     assert response.status == 507, await response.text()
     assert "disk" in (await response.json())["error"]
     # Declared too large for the free space: refused before reading.

@@ -8,7 +8,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import FormData
 
-from .helpers import Client, Samples, leftovers, probe_stored, rows, stored_ids, upload
+from .helpers import Client, Samples, chunked, leftovers, probe_stored, rows, stored_ids, upload
 
 
 async def test_multipart_upload_is_stored_and_described(
@@ -66,16 +66,14 @@ async def test_raw_upload_takes_its_filename_from_headers_or_query(
 async def test_raw_upload_streams_a_chunked_body(client: Client, samples: Samples) -> None:
     data = samples.video().read_bytes()
 
-    async def body():  # no Content-Length: chunked transfer encoding
-        for start in range(0, len(data), 7000):
-            yield data[start : start + 7000]
-
-    response = await client.post("/file/", data=body(), headers={"Content-Type": "application/octet-stream"})
+    response = await client.post(
+        "/file/", data=chunked(data, 7000), headers={"Content-Type": "application/octet-stream"}
+    )
     assert response.status == 200, await response.text()
 
 
 async def test_quicktime_mov_counts_as_mp4_family(client: Client, samples: Samples) -> None:
-    mov = samples._make(
+    mov = samples.make(
         "clip.mov",
         ["-f", "lavfi", "-i", "testsrc2=size=160x120:duration=0.5", "-c:v", "libx264", "-f", "mov"],
     )
@@ -161,11 +159,7 @@ async def test_chunked_body_over_the_limit_is_413_while_reading(
     data = samples.video(duration_s=2).read_bytes()
     assert len(data) > limit
 
-    async def body():
-        for start in range(0, len(data), 4096):
-            yield data[start : start + 4096]
-
-    response = await client.post("/file/", data=body(), headers={"Content-Type": "video/mp4"})
+    response = await client.post("/file/", data=chunked(data, 4096), headers={"Content-Type": "video/mp4"})
     assert response.status == 413
     assert str(limit) in await _error(response)
     _assert_nothing_stored(data_dir)
@@ -193,7 +187,7 @@ async def test_not_an_mp4_with_video_is_415(
 async def test_truncated_faststart_mp4_is_415(client: Client, samples: Samples, data_dir: Path) -> None:
     """With the index first, a cut file still probes fine: only its media box runs short."""
     source = samples.video(320, 240, duration_s=2)
-    faststart = samples._make(
+    faststart = samples.make(
         "faststart.mp4", ["-i", str(source), "-c", "copy", "-movflags", "+faststart", "-f", "mp4"]
     )
     data = faststart.read_bytes()

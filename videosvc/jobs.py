@@ -255,7 +255,9 @@ class JobRunner:
             elif result.outcome is Outcome.SUCCEEDED and result.output and result.info:
                 # Replace first, then record. A crash in between leaves the new video
                 # with an active row, which the next start recognises and records.
-                size = await asyncio.to_thread(self._storage.replace_video, Path(result.output), job.video_id)
+                size = await asyncio.to_thread(
+                    self._storage.move_into_place, Path(result.output), job.video_id
+                )
                 if self._pause_before_record_s:
                     await asyncio.sleep(self._pause_before_record_s)
                 await self._db.succeed_job(job, size, result.info)

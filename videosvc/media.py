@@ -85,6 +85,12 @@ def check_complete(path: str) -> None:
             offset += size
 
 
+def probe_complete(path: str, tools: Toolchain) -> MediaInfo:
+    """`probe`, for a file that must also be whole (an upload): complete boxes first."""
+    check_complete(path)
+    return probe(path, tools)
+
+
 def probe(path: str, tools: Toolchain) -> MediaInfo:
     if tools.ffprobe:
         return _probe_with_ffprobe(path, tools.ffprobe)

@@ -30,7 +30,7 @@ from .errors import (
     VideoNotFound,
 )
 from .jobs import JobRunner
-from .media import MediaInfo, ProbeError, Toolchain, check_complete, has_ftyp_header, probe
+from .media import MediaInfo, ProbeError, Toolchain, has_ftyp_header, probe_complete
 from .storage import BackgroundWriter, Storage, remove, sync_file
 from .worker import read_progress
 
@@ -104,7 +104,7 @@ class VideoService:
             received = time.monotonic()
             # Probing and flushing to disk are independent: do both at once.
             probed, synced = await asyncio.gather(
-                asyncio.to_thread(_check_upload, str(temp), self._tools),
+                asyncio.to_thread(probe_complete, str(temp), self._tools),
                 asyncio.to_thread(sync_file, temp),
                 return_exceptions=True,
             )
@@ -118,7 +118,7 @@ class VideoService:
             if not info.is_mp4_family:
                 raise NotAnMp4(f"the container is {','.join(info.format_names)}, not MP4")
             try:
-                await asyncio.to_thread(self._storage.commit, temp, video_id)
+                await asyncio.to_thread(self._storage.move_into_place, temp, video_id)
             except OSError as e:
                 raise _disk_full_as_507(e) from None
         finally:
@@ -226,11 +226,6 @@ class VideoService:
                 await self._db.delete_video(video_id)
             await asyncio.to_thread(remove, self._storage.video_path(video_id))
         log.info("video deleted", extra={"video_id": video_id})
-
-
-def _check_upload(path: str, tools: Toolchain) -> MediaInfo:
-    check_complete(path)
-    return probe(path, tools)
 
 
 def _disk_full_as_507(error: BaseException) -> BaseException:

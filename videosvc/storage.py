@@ -79,19 +79,16 @@ class Storage:
                 f" and {self.min_free_bytes} must stay free (min_free_bytes)"
             )
 
-    def replace_video(self, finished: Path, video_id: str) -> int:
-        """Swap in a resized video (already fsynced by the worker); returns its size."""
+    def move_into_place(self, finished: Path, video_id: str) -> int:
+        """Rename a complete, already fsynced file to the video's path, durably; returns its size.
+
+        Used for new uploads and for resized videos alike: either way, a reader or a
+        crash sees the old bytes or the new ones.
+        """
         target = self.video_path(video_id)
         os.replace(finished, target)
         _fsync_dir(self.videos_dir)
         return target.stat().st_size
-
-    def commit(self, temp: Path, video_id: str) -> Path:
-        """Move a complete, synced (`sync_file`) temp file into place, durably."""
-        target = self.video_path(video_id)
-        os.replace(temp, target)
-        _fsync_dir(self.videos_dir)
-        return target
 
 
 class BackgroundWriter:
