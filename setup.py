@@ -2,13 +2,13 @@
 
 `sql/` stays at the top of the repository (plain files anyone can read); a
 build copies it into the package as `videosvc/sql/`, and an editable install
-reads it where it is (see `videosvc.db.migrations_dir`).
+reads it where it is (see `videosvc.store.db.migrations_dir`).
 """
 
 import shutil
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 from setuptools.command.build_py import build_py
 
 
@@ -28,7 +28,7 @@ setup(
     long_description=Path("README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
-    packages=["videosvc"],
+    packages=find_packages(include=["videosvc", "videosvc.*"]),
     package_data={"videosvc": ["py.typed"]},
     cmdclass={"build_py": BuildPyWithMigrations},
     install_requires=[

@@ -1,7 +1,7 @@
 """ffmpeg for the benchmark: making inputs, running timed commands, measuring SSIM.
 
 The "same arguments" baseline is built by the service's own
-`videosvc.worker.build_resize_args`, so it cannot drift from what a job runs.
+`videosvc.jobs.worker.build_resize_args`, so it cannot drift from what a job runs.
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from videosvc.media import Toolchain, probe
-from videosvc.worker import MP4_AUDIO_CODECS, JobFiles, ResizeJob, build_resize_args
+from videosvc.jobs.worker import MP4_AUDIO_CODECS, JobFiles, ResizeJob, build_resize_args
+from videosvc.media.probe import Toolchain, probe
 
 #: Flags for every command we run ourselves: no banner, no stdin, no chatter.
 QUIET = ["-hide_banner", "-nostdin", "-loglevel", "error", "-y"]

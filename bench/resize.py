@@ -8,8 +8,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from videosvc.media import Toolchain
-from videosvc.storage import Storage
+from videosvc.media.probe import Toolchain
+from videosvc.store.storage import Storage
 
 from .media import (
     Completed,
@@ -26,7 +26,7 @@ from .servers import ServiceClient, ServiceError
 
 TARGET_SIZE = (640, 360)
 FFMPEG_TIMEOUT_S = 600.0
-#: What `videosvc.worker.init_worker` sets for the workers, and so for their ffmpeg.
+#: What `videosvc.jobs.worker.init_worker` sets for the workers, and so for their ffmpeg.
 WORKER_NICENESS = 10
 
 MAX_SERVICE_OVER_BARE = 1.10

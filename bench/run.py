@@ -47,9 +47,9 @@ from bench.servers import (
 )
 from bench.upload import measure_uploads, upload_rows
 from videosvc.config import load_settings
-from videosvc.media import Toolchain
-from videosvc.storage import Storage
-from videosvc.toolchain import inspect_toolchain
+from videosvc.media.probe import Toolchain
+from videosvc.media.toolchain import inspect_toolchain
+from videosvc.store.storage import Storage
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORKERS = 2

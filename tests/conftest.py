@@ -13,8 +13,8 @@ import pytest
 
 from videosvc.app import create_app
 from videosvc.config import Settings, load_settings
-from videosvc.media import Toolchain
-from videosvc.toolchain import inspect_toolchain
+from videosvc.media.probe import Toolchain
+from videosvc.media.toolchain import inspect_toolchain
 
 from .helpers import Client, Samples
 

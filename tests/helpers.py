@@ -14,7 +14,7 @@ import pytest
 from aiohttp import FormData
 from aiohttp.test_utils import TestClient
 
-from videosvc.media import MediaInfo, Toolchain, probe
+from videosvc.media.probe import MediaInfo, Toolchain, probe
 
 JOB_WAIT_S = 60.0
 

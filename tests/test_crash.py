@@ -16,7 +16,7 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from videosvc.media import Toolchain, probe
+from videosvc.media.probe import Toolchain, probe
 
 from .helpers import Samples, chunked, ffmpeg_processes, leftovers, rows, stored_ids, upload, wait_for_job
 from .server import ServerProcess

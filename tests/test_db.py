@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from videosvc.db import Database, JobState, VideoRecord, utc_now
+from videosvc.store.db import Database, JobState, VideoRecord, utc_now
 
 
 @pytest.fixture

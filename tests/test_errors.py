@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from videosvc.keys import JOB_RUNNER, SERVICE
+from videosvc.web.keys import JOB_RUNNER, SERVICE
 
 from .helpers import Client, Samples, upload
 

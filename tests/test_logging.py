@@ -26,7 +26,7 @@ async def test_json_logs_have_a_line_per_request_and_per_job_event(data_dir: Pat
     assert any(e["method"] == "GET" and e["status"] == 404 for e in requests)
     assert all(isinstance(e["duration_ms"], int | float) for e in requests)
 
-    jobs = {e["message"]: e for e in entries if e["logger"] == "videosvc.jobs"}
+    jobs = {e["message"]: e for e in entries if e["logger"] == "videosvc.jobs.runner"}
     assert {"job queued", "job started", "job finished"} <= set(jobs)
     assert jobs["job finished"]["video_id"] == video_id
     assert jobs["job finished"]["elapsed_s"] > 0

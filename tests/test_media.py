@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from videosvc.media import ProbeError, Toolchain, has_ftyp_header, probe
+from videosvc.media.probe import ProbeError, Toolchain, has_ftyp_header, probe
 
 from .helpers import Samples
 

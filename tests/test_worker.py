@@ -7,8 +7,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from videosvc.media import Toolchain
-from videosvc.worker import JobFiles, Outcome, ResizeJob, run_resize
+from videosvc.jobs.worker import JobFiles, Outcome, ResizeJob, run_resize
+from videosvc.media.probe import Toolchain
 
 from .helpers import Samples
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, Settings, load_settings
+from .jobs.worker import Outcome, ResizeJob, run_resize
 from .logs import setup_logging
+from .media.toolchain import ToolchainError, inspect_toolchain
 from .server import ListenError
 from .server import serve as serve_forever
-from .toolchain import ToolchainError, inspect_toolchain
-from .worker import Outcome, ResizeJob, run_resize
 
 DEFAULT_CONFIG = Path("config.toml")
 

@@ -13,17 +13,17 @@ from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
 
 from . import __version__
 from .config import Settings
-from .db import Database
-from .inflight import InFlightRequests
-from .jobs import JobRunner
-from .keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, STORAGE, TOOLCHAIN
-from .middlewares import auth_middleware, error_middleware, in_flight_middleware, video_id_middleware
-from .routes import add_routes, add_slashless_aliases
-from .schemas import document_limits
+from .jobs.runner import JobRunner
+from .media.toolchain import inspect_toolchain
 from .service import VideoService
-from .storage import Storage
-from .toolchain import inspect_toolchain
-from .validation import JsonBodyParser
+from .store.db import Database
+from .store.storage import Storage
+from .web.inflight import InFlightRequests
+from .web.keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, STORAGE, TOOLCHAIN
+from .web.middlewares import auth_middleware, error_middleware, in_flight_middleware, video_id_middleware
+from .web.routes import add_routes, add_slashless_aliases
+from .web.schemas import document_limits
+from .web.validation import JsonBodyParser
 
 log = logging.getLogger(__name__)
 

@@ -16,8 +16,8 @@ from aiohttp import web
 
 from .app import create_app
 from .config import Settings
-from .keys import IN_FLIGHT
 from .logs import AccessLogger
+from .web.keys import IN_FLIGHT
 
 log = logging.getLogger(__name__)
 

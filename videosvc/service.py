@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .db import Database, VideoRecord, VideoStatus, utc_now
 from .errors import (
     EmptyUpload,
     InsufficientStorage,
@@ -29,10 +28,11 @@ from .errors import (
     UploadTooLarge,
     VideoNotFound,
 )
-from .jobs import JobRunner
-from .media import MediaInfo, ProbeError, Toolchain, has_ftyp_header, probe_complete
-from .storage import BackgroundWriter, Storage, remove, sync_file
-from .worker import read_progress
+from .jobs.runner import JobRunner
+from .jobs.worker import read_progress
+from .media.probe import MediaInfo, ProbeError, Toolchain, has_ftyp_header, probe_complete
+from .store.db import Database, VideoRecord, VideoStatus, utc_now
+from .store.storage import BackgroundWriter, Storage, remove, sync_file
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import InsufficientStorage
+from ..errors import InsufficientStorage
 
 log = logging.getLogger(__name__)
 

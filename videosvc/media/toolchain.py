@@ -7,8 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import FfmpegSettings
-from .media import Toolchain
+from ..config import FfmpegSettings
+from .probe import Toolchain
 
 REQUIRED_ENCODER = "libx264"
 

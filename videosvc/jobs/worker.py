@@ -22,7 +22,7 @@ from pathlib import Path
 
 import ffmpeg
 
-from .media import MediaInfo, ProbeError, Toolchain, probe
+from ..media.probe import MediaInfo, ProbeError, Toolchain, probe
 
 #: How often a running job looks at its cancel file and its deadline.
 POLL_INTERVAL_S = 0.1

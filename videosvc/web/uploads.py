@@ -13,8 +13,8 @@ from aiohttp import BodyPartReader, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from .errors import EmptyUpload, InvalidRequest, UploadStalled
-from .service import IncomingUpload
+from ..errors import EmptyUpload, InvalidRequest, UploadStalled
+from ..service import IncomingUpload
 
 #: What aiohttp's parsers raise on a body that breaks the HTTP or multipart rules.
 MALFORMED = (HttpProcessingError, ValueError, AssertionError)

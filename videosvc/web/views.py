@@ -7,7 +7,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp_apigami import docs, json_schema, response_schema
 
-from .db import JobState
+from ..service import VideoView
+from ..store.db import JobState
 from .keys import JOB_RUNNER, SERVICE, SETTINGS, VIDEO_ID
 from .schemas import (
     ErrorSchema,
@@ -17,7 +18,6 @@ from .schemas import (
     SuccessSchema,
     UploadResponseSchema,
 )
-from .service import VideoView
 from .uploads import read_upload
 
 ID_PARAMETER = {

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from .config import Settings
-from .db import Database
+from ..config import Settings
+from ..jobs.runner import JobRunner
+from ..media.probe import Toolchain
+from ..service import VideoService
+from ..store.db import Database
+from ..store.storage import Storage
 from .inflight import InFlightRequests
-from .jobs import JobRunner
-from .media import Toolchain
-from .service import VideoService
-from .storage import Storage
 
 SETTINGS = web.AppKey("settings", Settings)
 TOOLCHAIN = web.AppKey("toolchain", Toolchain)

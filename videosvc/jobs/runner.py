@@ -18,11 +18,11 @@ import os
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
-from .config import Settings
-from .db import Database, JobRecord
-from .errors import JobQueueUnavailable
-from .media import ProbeError, Toolchain, probe
-from .storage import Storage, remove
+from ..config import Settings
+from ..errors import JobQueueUnavailable
+from ..media.probe import ProbeError, Toolchain, probe
+from ..store.db import Database, JobRecord
+from ..store.storage import Storage, remove
 from .worker import JobFiles, Outcome, ResizeJob, ResizeResult, init_worker, run_resize, warm_up
 
 log = logging.getLogger(__name__)

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler, Middleware
 
-from .errors import (
+from ..errors import (
     EmptyUpload,
     InsufficientStorage,
     InvalidRequest,

@@ -15,7 +15,7 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 from webargs.aiohttpparser import AIOHTTPParser
 
-from .errors import InvalidRequest
+from ..errors import InvalidRequest
 
 
 class JsonBodyParser(AIOHTTPParser):

@@ -20,8 +20,8 @@ from typing import TypeVar
 
 import aiosqlite
 
-from .errors import JobAlreadyActive, VideoNotFound
-from .media import MediaInfo
+from ..errors import JobAlreadyActive, VideoNotFound
+from ..media.probe import MediaInfo
 
 log = logging.getLogger(__name__)
 
@@ -348,8 +348,9 @@ WHERE v.id = ?
 
 def migrations_dir() -> Path:
     """`videosvc/sql/` in an installed package, else the repository's `sql/`."""
-    packaged = Path(__file__).with_name("sql")
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parent.parent / "sql"
+    package = Path(__file__).resolve().parent.parent
+    packaged = package / "sql"
+    return packaged if packaged.is_dir() else package.parent / "sql"
 
 
 def migration_scripts() -> list[tuple[str, str]]:

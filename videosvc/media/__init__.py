@@ -1,0 +1,1 @@
+"""Reading and checking media files, and finding ffmpeg. Imports nothing else of videosvc but config."""
