@@ -152,6 +152,7 @@ def service_args(
         x264_preset=encoder.preset,
         x264_crf=encoder.crf,
         timeout_s=0,  # unused by build_resize_args
+        max_memory_bytes=0,  # likewise
     )
     return build_resize_args(job, files, audio_codec), files.output
 

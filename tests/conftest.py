@@ -11,8 +11,14 @@ from typing import Any
 
 import pytest
 
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
 from videosvc.app import create_app
 from videosvc.config import Settings, load_settings
+from videosvc.logs import AccessLogger
+from videosvc.web.keys import SETTINGS
+from videosvc.web.protocol import GuardedAppRunner
 from videosvc.media.probe import Toolchain
 from videosvc.media.toolchain import inspect_toolchain
 
@@ -49,12 +55,20 @@ def make_settings(data_dir: Path) -> Callable[..., Settings]:
     return make
 
 
+class ServiceTestServer(TestServer):
+    """The app served as `python -m videosvc run` serves it: guarded connections, our access log."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
+        kwargs.pop("handler_cancellation", None)  # the real server does not cancel handlers either
+        return GuardedAppRunner(self.app, self.app[SETTINGS].http, access_log_class=AccessLogger, **kwargs)
+
+
 @pytest.fixture
 def make_client(
     aiohttp_client: Callable[..., Awaitable[Client]], make_settings: Callable[..., Settings]
 ) -> Callable[..., Awaitable[Client]]:
     async def make(**overrides: Any) -> Client:
-        return await aiohttp_client(create_app(make_settings(**overrides)))
+        return await aiohttp_client(ServiceTestServer(create_app(make_settings(**overrides))))
 
     return make
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from videosvc.media.probe import ProbeError, Toolchain, has_ftyp_header, probe
+from videosvc.media.isobmff import has_ftyp_header
+from videosvc.media.probe import ProbeError, Toolchain, probe
 
 from .helpers import Samples
 

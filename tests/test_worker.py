@@ -24,6 +24,7 @@ def _job(source: Path, folder: Path, tools: Toolchain, width: int, height: int) 
         x264_preset="ultrafast",
         x264_crf=23,
         timeout_s=60,
+        max_memory_bytes=2 * 1024**3,
     )
 
 

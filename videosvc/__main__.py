@@ -87,6 +87,7 @@ def check(settings: Settings) -> int:
                 x264_preset=settings.ffmpeg.x264_preset,
                 x264_crf=settings.ffmpeg.x264_crf,
                 timeout_s=60,
+                max_memory_bytes=settings.ffmpeg.ffmpeg_max_memory_bytes,
             )
         )
     if result.outcome is not Outcome.SUCCEEDED:

@@ -20,8 +20,14 @@ from .store.db import Database
 from .store.storage import Storage
 from .web.inflight import InFlightRequests
 from .web.keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, STORAGE, TOOLCHAIN
-from .web.middlewares import auth_middleware, error_middleware, in_flight_middleware, video_id_middleware
-from .web.routes import add_routes, add_slashless_aliases
+from .web.middlewares import (
+    error_middleware,
+    guard_middleware,
+    in_flight_middleware,
+    set_server_header,
+    video_id_middleware,
+)
+from .web.routes import add_aliases, add_routes
 from .web.schemas import document_limits
 from .web.validation import JsonBodyParser
 
@@ -35,18 +41,19 @@ def create_app(settings: Settings) -> web.Application:
         middlewares=[
             in_flight_middleware,
             error_middleware,
-            auth_middleware(settings.http.api_keys),
+            guard_middleware,
             video_id_middleware,
             validation_middleware,
         ],
     )
     app[SETTINGS] = settings
     app[IN_FLIGHT] = InFlightRequests()
+    app.on_response_prepare.append(set_server_header)
     # Resources, in dependency order; torn down in reverse.
     app.cleanup_ctx.extend([toolchain_ctx, storage_ctx, database_ctx, job_runner_ctx, service_ctx])
     add_routes(app)
     setup_docs(app, settings)
-    add_slashless_aliases(app)
+    add_aliases(app)
     return app
 
 
@@ -113,3 +120,4 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[JOB_RUNNER].resume_interrupted()
     app[SERVICE] = service
     yield
+    await service.close()

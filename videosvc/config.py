@@ -49,6 +49,24 @@ class HttpSettings:
     upload_idle_timeout_s: float = 60.0
     #: How long SIGTERM waits for in-flight requests before closing.
     shutdown_grace_s: float = 10.0
+    #: The request line and headers must arrive whole within this (408, then the connection closes).
+    header_timeout_s: float = 10.0
+    #: An idle keep-alive connection is closed after this long.
+    keepalive_timeout_s: float = 15.0
+    #: A JSON body, and the form fields and part headers around an upload's file, must arrive within this.
+    body_timeout_s: float = 30.0
+    #: The request line and all headers of one request, in bytes (431 above it).
+    max_header_bytes: int = 32 * 1024
+    #: Open connections; more are refused with a 503 (kept below the open-file limit).
+    max_connections: int = 1000
+    #: Parts in a multipart upload, the file included (400 above it).
+    max_form_parts: int = 16
+    #: Bytes of a multipart upload that are not the file: preamble, part headers, fields (400 above it).
+    max_form_bytes: int = 64 * 1024
+    #: Pixels per frame of any video track of an upload (415 above it); 8192x4320 (8K).
+    max_input_pixels: int = 8192 * 4320
+    #: Tracks (video, audio, subtitles, data) in an upload (415 above it).
+    max_input_streams: int = 8
 
 
 @dataclass(frozen=True)
@@ -65,6 +83,14 @@ class JobSettings:
     job_timeout_s: float = 3600.0
     job_max_attempts: int = 3
     max_dimension: int = 8192
+    #: width x height of a resize (400 above it); 4096x2160 (DCI 4K).
+    max_output_pixels: int = 4096 * 2160
+    #: width x height x frames of a resize: the work one job may cost (400 above it).
+    max_job_pixel_frames: int = 500_000_000_000
+    #: Jobs queued or running at once, overall (429 above it).
+    max_queued_jobs: int = 64
+    #: Jobs queued or running at once for one API key (429 above it; with no keys, the overall cap only).
+    max_queued_jobs_per_key: int = 16
 
 
 @dataclass(frozen=True)
@@ -75,6 +101,14 @@ class FfmpegSettings:
     ffprobe_path: str = ""
     x264_preset: str = "veryfast"
     x264_crf: int = 21
+    #: Memory one ffmpeg of a job may allocate (RLIMIT_DATA); past it the job fails, not the host.
+    ffmpeg_max_memory_bytes: int = 2 * 1024**3
+    #: Memory one ffprobe of an upload may allocate.
+    probe_max_memory_bytes: int = 512 * 1024**2
+    #: Longest one probe may run.
+    probe_timeout_s: float = 30.0
+    #: Probes running at once; more uploads wait for a turn (each probe is a process).
+    probe_concurrency: int = 2
 
 
 @dataclass(frozen=True)
@@ -188,6 +222,29 @@ def validate(settings: Settings) -> None:
         (settings.http.max_json_bytes >= 64, "max_json_bytes must be at least 64"),
         (settings.http.upload_idle_timeout_s > 0, "upload_idle_timeout_s must be positive"),
         (settings.http.shutdown_grace_s >= 0, "shutdown_grace_s must not be negative"),
+        (settings.http.header_timeout_s > 0, "header_timeout_s must be positive"),
+        (settings.http.keepalive_timeout_s > 0, "keepalive_timeout_s must be positive"),
+        (settings.http.body_timeout_s > 0, "body_timeout_s must be positive"),
+        (settings.http.max_header_bytes >= 1024, "max_header_bytes must be at least 1024"),
+        (settings.http.max_connections >= 1, "max_connections must be at least 1"),
+        (settings.http.max_form_parts >= 1, "max_form_parts must be at least 1"),
+        (settings.http.max_form_bytes >= 1024, "max_form_bytes must be at least 1024"),
+        (settings.http.max_input_pixels >= 22 * 22, "max_input_pixels must be at least 484"),
+        (settings.http.max_input_streams >= 1, "max_input_streams must be at least 1"),
+        (settings.jobs.max_output_pixels >= 22 * 22, "max_output_pixels must be at least 484"),
+        (settings.jobs.max_job_pixel_frames >= 22 * 22, "max_job_pixel_frames must be at least 484"),
+        (settings.jobs.max_queued_jobs >= 1, "max_queued_jobs must be at least 1"),
+        (settings.jobs.max_queued_jobs_per_key >= 1, "max_queued_jobs_per_key must be at least 1"),
+        (
+            settings.ffmpeg.ffmpeg_max_memory_bytes >= 64 * 1024**2,
+            "ffmpeg_max_memory_bytes must be at least 64 MiB",
+        ),
+        (
+            settings.ffmpeg.probe_max_memory_bytes >= 64 * 1024**2,
+            "probe_max_memory_bytes must be at least 64 MiB",
+        ),
+        (settings.ffmpeg.probe_timeout_s > 0, "probe_timeout_s must be positive"),
+        (settings.ffmpeg.probe_concurrency >= 1, "probe_concurrency must be at least 1"),
         (settings.storage.min_free_bytes >= 0, "min_free_bytes must not be negative"),
         (settings.jobs.workers >= 0, "workers must be 0 (one per CPU) or more"),
         (settings.jobs.job_timeout_s > 0, "job_timeout_s must be positive"),

@@ -8,12 +8,16 @@ class VideoServiceError(Exception):
 
 
 class InvalidRequest(VideoServiceError):
-    """The request itself is malformed (bad JSON, bad field, no file)."""
+    """The request itself is malformed (bad JSON, bad field, no file, too many form parts)."""
 
 
 class VideoNotFound(VideoServiceError):
+    #: Ids are echoed in messages; a path-sized one is cut to this.
+    ECHO_CHARS = 64
+
     def __init__(self, video_id: str) -> None:
-        super().__init__(f"no video with id {video_id!r}")
+        shown = video_id if len(video_id) <= self.ECHO_CHARS else video_id[: self.ECHO_CHARS] + "..."
+        super().__init__(f"no video with id {shown!r}")
 
 
 class JobAlreadyActive(VideoServiceError):
@@ -21,6 +25,14 @@ class JobAlreadyActive(VideoServiceError):
         super().__init__(
             f"video {video_id} already has a resize queued or running; wait until processing is false"
         )
+
+
+class TooManyJobs(VideoServiceError):
+    """The job queue (overall, or this client's share of it) is full."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
 
 
 class EmptyUpload(VideoServiceError):
@@ -38,9 +50,21 @@ class NotAnMp4(VideoServiceError):
         super().__init__(f"not an MP4 video: {reason}")
 
 
-class UploadStalled(VideoServiceError):
+class UnsupportedMedia(VideoServiceError):
+    """An MP4, but over a limit of what this service takes (pixels, tracks), or content-coded."""
+
+
+class BodyTimeout(VideoServiceError):
+    """The client stopped sending the body."""
+
+
+class UploadStalled(BodyTimeout):
     def __init__(self, idle_s: float) -> None:
-        super().__init__(f"the upload sent nothing for {idle_s:g} s and was cut off")
+        super().__init__(f"the upload sent nothing for {idle_s:g} s and was cut off (upload_idle_timeout_s)")
+
+
+class ClientGone(VideoServiceError):
+    """The client closed the connection before the request was whole: nobody to answer."""
 
 
 class InsufficientStorage(VideoServiceError):
@@ -49,3 +73,7 @@ class InsufficientStorage(VideoServiceError):
 
 class JobQueueUnavailable(VideoServiceError):
     """The worker pool cannot take a job now (shutting down, or broken)."""
+
+
+class ServiceBusy(VideoServiceError):
+    """Out of a resource that frees itself (file handles): retry later."""

@@ -3,7 +3,8 @@
 aiohttp's own `run_app` stops reading from open connections as soon as a signal
 arrives, so an upload in flight would stall and be cut. Here the listening
 socket closes first, in-flight requests get `shutdown_grace_s` to finish, and
-only then does the app (and its job runner) shut down.
+requests still running after that are cancelled and answered 503 (each one
+logged), and only then does the app (and its job runner) shut down.
 """
 
 from __future__ import annotations
@@ -18,8 +19,12 @@ from .app import create_app
 from .config import Settings
 from .logs import AccessLogger
 from .web.keys import IN_FLIGHT
+from .web.protocol import GuardedAppRunner
 
 log = logging.getLogger(__name__)
+
+#: After cutting requests off, how long their 503 answers get to be written.
+CUT_OFF_WAIT_S = 1.0
 
 
 class ListenError(Exception):
@@ -29,8 +34,9 @@ class ListenError(Exception):
 async def serve(settings: Settings) -> None:
     app = create_app(settings)
     grace_s = settings.http.shutdown_grace_s
-    runner = web.AppRunner(
+    runner = GuardedAppRunner(
         app,
+        settings.http,
         handle_signals=False,
         access_log_class=AccessLogger,
         access_log=logging.getLogger("videosvc.access"),
@@ -59,6 +65,8 @@ async def serve(settings: Settings) -> None:
         await site.stop()
         if not await in_flight.wait_idle(grace_s):
             log.warning("%d request(s) still running after %g s; cutting them off", in_flight.count, grace_s)
+            in_flight.cut_off()  # each answers 503 and is logged
+            await in_flight.wait_idle(CUT_OFF_WAIT_S)
     finally:
         await runner.cleanup()
     log.info("stopped")

@@ -7,6 +7,7 @@ and raises the errors of `errors.py`.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import errno
 import logging
@@ -25,12 +26,15 @@ from .errors import (
     InsufficientStorage,
     InvalidRequest,
     NotAnMp4,
+    ServiceBusy,
+    UnsupportedMedia,
     UploadTooLarge,
     VideoNotFound,
 )
 from .jobs.runner import JobRunner
 from .jobs.worker import read_progress
-from .media.probe import MediaInfo, ProbeError, Toolchain, has_ftyp_header, probe_complete
+from .media.isobmff import BoxError, has_ftyp_header, read_tracks
+from .media.probe import InputLimits, MediaInfo, MediaOverLimit, ProbeError, Toolchain, inspect_upload
 from .store.db import Database, VideoRecord, VideoStatus, utc_now
 from .store.storage import BackgroundWriter, Storage, remove, sync_file
 
@@ -69,6 +73,11 @@ class VideoService:
         self._storage = storage
         self._runner = runner
         self._tools = tools
+        self._input_limits = InputLimits(settings.http.max_input_pixels, settings.http.max_input_streams)
+        # Probes are processes that may take seconds: a pool of their own bounds how many run.
+        self._probes = concurrent.futures.ThreadPoolExecutor(
+            settings.ffmpeg.probe_concurrency, thread_name_prefix="probe"
+        )
         # One lock per video for PATCH and DELETE, so neither sees the other half-done.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -77,6 +86,9 @@ class VideoService:
         if lock is None:
             lock = self._locks[video_id] = asyncio.Lock()
         return lock
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._probes.shutdown, wait=True, cancel_futures=True)
 
     async def reconcile(self) -> None:
         """Make rows and files agree after a crash: each without the other is dropped."""
@@ -102,17 +114,23 @@ class VideoService:
         try:
             size = await self._receive(upload.chunks, temp, limit)
             received = time.monotonic()
-            # Probing and flushing to disk are independent: do both at once.
+            # Probing and flushing to disk are independent: do both at once. Probes have an
+            # executor of their own, so a slow one never delays another request's file I/O.
+            loop = asyncio.get_running_loop()
             probed, synced = await asyncio.gather(
-                asyncio.to_thread(probe_complete, str(temp), self._tools),
+                loop.run_in_executor(
+                    self._probes, inspect_upload, str(temp), self._tools, self._input_limits
+                ),
                 asyncio.to_thread(sync_file, temp),
                 return_exceptions=True,
             )
+            if isinstance(probed, MediaOverLimit):
+                raise UnsupportedMedia(f"the video is over a limit of this service: {probed}")
             if isinstance(probed, ProbeError):
                 raise NotAnMp4(str(probed))
             for outcome in (probed, synced):
                 if isinstance(outcome, BaseException):
-                    raise _disk_full_as_507(outcome)
+                    raise _resource_error(outcome)
             assert isinstance(probed, MediaInfo)
             info = probed
             if not info.is_mp4_family:
@@ -120,7 +138,7 @@ class VideoService:
             try:
                 await asyncio.to_thread(self._storage.move_into_place, temp, video_id)
             except OSError as e:
-                raise _disk_full_as_507(e) from None
+                raise _resource_error(e) from None
         finally:
             await asyncio.to_thread(remove, temp)
         now = utc_now()
@@ -134,6 +152,7 @@ class VideoService:
             created_at=now,
             updated_at=now,
             audio_codecs=info.audio_codecs,
+            frame_count=info.frame_count,
         )
         try:
             await self._db.insert_video(record)
@@ -156,7 +175,7 @@ class VideoService:
         try:
             return await self._write_chunks(chunks, temp, limit)
         except OSError as e:
-            raise _disk_full_as_507(e) from None
+            raise _resource_error(e) from None
 
     async def _write_chunks(self, chunks: AsyncIterator[bytes], temp: Path, limit: int) -> int:
         size = 0
@@ -201,19 +220,50 @@ class VideoService:
             progress = read_progress(files, status.video.duration_s)
         return VideoView(status, progress)
 
-    async def start_resize(self, video_id: str, width: int, height: int) -> None:
-        limit = self._settings.jobs.max_dimension
+    async def start_resize(self, video_id: str, width: int, height: int, client: str | None = None) -> None:
+        """Queue a resize; `client` (an API key's name) has its own share of the queue."""
+        limits = self._settings.jobs
         for name, value in (("width", width), ("height", height)):
-            if value > limit:
-                raise InvalidRequest(f"{name}: must be at most {limit} (max_dimension), got {value}")
-        async with self._lock(video_id):
-            job = await self._db.create_job(video_id, width, height)
-            try:
-                self._runner.submit(job)
-            except BaseException:
-                # Refused (503): as if the request never came, so no failure to report later.
-                await self._db.discard_job(job)
-                raise
+            if value > limits.max_dimension:
+                raise InvalidRequest(
+                    f"{name}: must be at most {limits.max_dimension} (max_dimension), got {value}"
+                )
+        if width * height > limits.max_output_pixels:
+            raise InvalidRequest(
+                f"{width}x{height} is {width * height} pixels, over the limit of {limits.max_output_pixels}"
+                " (max_output_pixels); ask for a smaller size"
+            )
+        video = (await self._db.get_status(video_id)).video
+        frames = video.frame_count or await self._count_frames(video)
+        work = width * height * frames
+        if work > limits.max_job_pixel_frames:
+            raise InvalidRequest(
+                f"resizing {frames} frames to {width}x{height} is {work} pixel-frames of work, over the limit"
+                f" of {limits.max_job_pixel_frames} (max_job_pixel_frames); ask for a smaller size"
+            )
+        with self._runner.admission(client):  # 429 when the queue, or this client's share, is full
+            async with self._lock(video_id):
+                job = await self._db.create_job(video_id, width, height)
+                try:
+                    self._runner.submit(job, client)
+                except BaseException:
+                    # Refused (503): as if the request never came, so no failure to report later.
+                    await self._db.discard_job(job)
+                    raise
+
+    async def _count_frames(self, video: VideoRecord) -> int:
+        """Frames of a video stored before they were recorded: read its index once, and keep it."""
+        path = str(self._storage.video_path(video.id))
+        loop = asyncio.get_running_loop()
+        try:
+            tracks = await loop.run_in_executor(self._probes, read_tracks, path)
+            frames = max((t.sample_count for t in tracks if t.kind == "vide"), default=0)
+        except (BoxError, OSError):
+            frames = 0
+        if not frames:  # a fragmented file has no count in its index: assume 60 fps
+            frames = max(1, round((video.duration_s or 0) * 60))
+        await self._db.set_frame_count(video.id, frames)
+        return frames
 
     async def delete(self, video_id: str) -> None:
         async with self._lock(video_id):
@@ -228,14 +278,16 @@ class VideoService:
         log.info("video deleted", extra={"video_id": video_id})
 
 
-def _disk_full_as_507(error: BaseException) -> BaseException:
-    """A full disk is the client's 507, not our 500; any other error stays what it is."""
+def _resource_error(error: BaseException) -> BaseException:
+    """A full disk is the client's 507 and a lack of file handles a 503, not our 500; else as is."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientStorage("the disk filled up: the upload could not be stored")
+        return InsufficientStorage("not enough free disk space: the upload could not be stored")
+    if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+        return ServiceBusy("the service is out of file handles for the moment; retry shortly")
     return error
 
 
-_UNSAFE_CHARS = re.compile(r"[\x00-\x1f\x7f\"\\/]")
+_UNSAFE_CHARS = re.compile(r"[\"\\/]")
 
 
 def clean_filename(name: str | None) -> str:
@@ -244,6 +296,9 @@ def clean_filename(name: str | None) -> str:
         return ""
     name = unicodedata.normalize("NFC", name)
     name = name.replace("\\", "/").rsplit("/", 1)[-1]
+    # Control and format characters (C0, C1, bidi overrides, zero-width) would let a
+    # name pose as another in a listing or a log: each becomes "_".
+    name = "".join("_" if unicodedata.category(c) in ("Cc", "Cf") else c for c in name)
     name = _UNSAFE_CHARS.sub("_", name).strip(" .")
     # Surrogates from undecodable bytes would break JSON encoders downstream.
     name = name.encode("utf-8", "replace").decode("utf-8")

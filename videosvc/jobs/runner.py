@@ -15,11 +15,13 @@ import contextlib
 import logging
 import multiprocessing
 import os
+from collections import Counter
+from collections.abc import Iterator
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import JobQueueUnavailable
+from ..errors import JobQueueUnavailable, TooManyJobs
 from ..media.probe import ProbeError, Toolchain, probe
 from ..store.db import Database, JobRecord
 from ..store.storage import Storage, remove
@@ -27,6 +29,8 @@ from .worker import JobFiles, Outcome, ResizeJob, ResizeResult, init_worker, run
 
 log = logging.getLogger(__name__)
 
+#: What a 429 tells the client to wait before asking again.
+RETRY_AFTER_S = 5
 #: At shutdown, how long running jobs get to notice their cancel file (they look every 0.1 s).
 STOP_TIMEOUT_S = 5.0
 
@@ -43,6 +47,10 @@ class JobRunner:
         self._deleted: set[int] = set()
         self._waiting: set[int] = set()
         self._slots = asyncio.Semaphore(settings.worker_count)
+        #: Which client (API key name) each active job belongs to, for its share of the queue.
+        self._clients: dict[int, str | None] = {}
+        #: Admissions granted whose job is not yet submitted (a PATCH between check and submit).
+        self._admitted: Counter[str | None] = Counter()
         # Test-only: widen the window between replacing a video and recording it, so a
         # crash test can kill the server inside it. Never set in production.
         self._pause_before_record_s = float(os.environ.get("VIDEOSVC_TEST_PAUSE_BEFORE_RECORD_S", "0"))
@@ -74,14 +82,45 @@ class JobRunner:
             await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
             self._pool = None
 
-    def submit(self, job: JobRecord) -> None:
+    @contextlib.contextmanager
+    def admission(self, client: str | None) -> Iterator[None]:
+        """Hold a place in the queue while a job is being created; raises TooManyJobs when full.
+
+        Counted synchronously, so PATCHes racing through their awaits cannot overfill it.
+        """
+        limits = self._settings.jobs
+        if len(self._tasks) + self._admitted.total() >= limits.max_queued_jobs:
+            raise TooManyJobs(
+                f"{limits.max_queued_jobs} jobs are queued or running (max_queued_jobs); retry later",
+                RETRY_AFTER_S,
+            )
+        if client is not None:
+            mine = sum(1 for owner in self._clients.values() if owner == client) + self._admitted[client]
+            if mine >= limits.max_queued_jobs_per_key:
+                raise TooManyJobs(
+                    f"this API key has {mine} jobs queued or running (max_queued_jobs_per_key); retry later",
+                    RETRY_AFTER_S,
+                )
+        self._admitted[client] += 1
+        try:
+            yield
+        finally:
+            self._admitted[client] -= 1
+
+    def submit(self, job: JobRecord, client: str | None = None) -> None:
         """Queue a job; returns at once. Raises JobQueueUnavailable when closing."""
         if self._closing or self._pool is None:
             raise JobQueueUnavailable("the service is shutting down and takes no new jobs")
         self._storage.job_dir(job.id).mkdir(parents=True, exist_ok=True)
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
         self._tasks[job.id] = task
-        task.add_done_callback(lambda _: self._tasks.pop(job.id, None))
+        self._clients[job.id] = client
+
+        def forget(_: object) -> None:
+            self._tasks.pop(job.id, None)
+            self._clients.pop(job.id, None)
+
+        task.add_done_callback(forget)
         log.info(
             "job queued",
             extra={"job_id": job.id, "video_id": job.video_id, "size": f"{job.width}x{job.height}"},
@@ -211,6 +250,8 @@ class JobRunner:
                 x264_preset=self._settings.ffmpeg.x264_preset,
                 x264_crf=self._settings.ffmpeg.x264_crf,
                 timeout_s=self._settings.jobs.job_timeout_s,
+                max_memory_bytes=self._settings.ffmpeg.ffmpeg_max_memory_bytes,
+                min_free_bytes=self._settings.storage.min_free_bytes,
             )
             log.info("job started", extra={"job_id": job.id, "video_id": job.video_id, "attempt": attempt})
             try:

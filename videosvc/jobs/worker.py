@@ -13,6 +13,7 @@ import contextlib
 import enum
 import os
 import select
+import shutil
 import signal
 import subprocess
 import threading
@@ -22,12 +23,14 @@ from pathlib import Path
 
 import ffmpeg
 
-from ..media.probe import MediaInfo, ProbeError, Toolchain, probe
+from ..media.probe import MediaInfo, ProbeError, Toolchain, limit_memory, probe, ran_out_of_memory
 
 #: How often a running job looks at its cancel file and its deadline.
 POLL_INTERVAL_S = 0.1
 #: How many of ffmpeg's last stderr lines a failure keeps.
 STDERR_TAIL_LINES = 5
+
+NO_DISK_ERROR = "not enough free disk space for the resized video (min_free_bytes); ffmpeg was stopped"
 
 #: Audio codecs the MP4 muxer takes as they are; anything else is re-encoded.
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
@@ -90,6 +93,10 @@ class ResizeJob:
     x264_preset: str
     x264_crf: int
     timeout_s: float
+    #: RLIMIT_DATA of ffmpeg: past it an allocation fails, and so does the job.
+    max_memory_bytes: int
+    #: The job fails rather than leave less free disk than this where it writes.
+    min_free_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -196,6 +203,8 @@ def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: f
     files.output.unlink(missing_ok=True)
     if files.cancel.exists():
         return ResizeResult(Outcome.CANCELLED, elapsed_s=time.monotonic() - started)
+    if _free_bytes(files.directory) < job.min_free_bytes:
+        return ResizeResult(Outcome.FAILED, error=NO_DISK_ERROR, elapsed_s=time.monotonic() - started)
     args = build_resize_args(job, files, audio_codec)
     with open(files.ffmpeg_log, "wb") as log:
         process = subprocess.Popen(
@@ -203,7 +212,7 @@ def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: f
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
-            preexec_fn=_die_with_parent,
+            preexec_fn=lambda: _child_limits(job.max_memory_bytes),
         )
     deadline = started + job.timeout_s
     exit_watch = _ExitWatch(process)
@@ -219,9 +228,19 @@ def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: f
                     error=f"timed out after {job.timeout_s:g} s (job_timeout_s); ffmpeg was stopped",
                     elapsed_s=time.monotonic() - started,
                 )
+            if _free_bytes(files.directory) < job.min_free_bytes:
+                _stop(process)
+                return ResizeResult(Outcome.FAILED, error=NO_DISK_ERROR, elapsed_s=time.monotonic() - started)
     finally:
         exit_watch.close()
     if returncode != 0:
+        if ran_out_of_memory(_log_head(files.ffmpeg_log)):
+            return ResizeResult(
+                Outcome.FAILED,
+                error=f"ffmpeg ran out of memory: a job may use at most {job.max_memory_bytes // 2**20} MiB"
+                " (ffmpeg_max_memory_bytes); ask for a smaller size",
+                elapsed_s=time.monotonic() - started,
+            )
         tail = _stderr_tail(files.ffmpeg_log)
         return ResizeResult(
             Outcome.FAILED,
@@ -333,11 +352,29 @@ def _stderr_tail(path: Path) -> str:
     return " | ".join(lines)
 
 
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
+def _log_head(path: Path) -> bytes:
+    """The first 64 KiB of ffmpeg's log: an allocation failure is reported where it happens."""
+    try:
+        with open(path, "rb") as f:
+            return f.read(65536)
+    except OSError:
+        return b""
+
+
+def _child_limits(max_memory_bytes: int) -> None:
+    """In the ffmpeg child before exec: a memory ceiling, and death with its parent."""
+    limit_memory(max_memory_bytes)
+    _die_with_parent()
+
+
 def _die_with_parent() -> None:
     """Ask Linux to SIGKILL this process when its parent dies.
 
-    Run in the ffmpeg child before exec: without it a killed worker would leave
-    ffmpeg encoding into a directory nobody owns.
+    Without it a killed worker would leave ffmpeg encoding into a directory nobody owns.
     """
     try:
         import ctypes

@@ -7,25 +7,43 @@ aiohttp nor the database.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
 import re
+import resource
 import subprocess
 from dataclasses import dataclass
 
-#: Longest a probe may take; a file that ffprobe cannot read by then is not one we want.
-PROBE_TIMEOUT_S = 60.0
+from .isobmff import BoxError, read_tracks
 
 #: ISO-BMFF brands that ffmpeg's demuxer names "mov,mp4,m4a,3gp,3g2,mj2".
 MP4_FAMILY = frozenset({"mov", "mp4", "m4a", "3gp", "3g2", "mj2"})
 
 
 @dataclass(frozen=True)
+class Ceiling:
+    """What one ffmpeg or ffprobe process may take before it is stopped."""
+
+    timeout_s: float
+    #: RLIMIT_DATA: its heap and private mappings; an allocation past it fails.
+    max_memory_bytes: int
+
+
+@dataclass(frozen=True)
 class Toolchain:
-    """Where the ffmpeg binaries are; ffprobe is optional."""
+    """Where the ffmpeg binaries are (ffprobe is optional), and the ceiling of a probe."""
 
     ffmpeg: str
     ffprobe: str | None = None
+    probe_ceiling: Ceiling = Ceiling(timeout_s=30.0, max_memory_bytes=512 * 1024**2)
+
+
+@dataclass(frozen=True)
+class InputLimits:
+    """What an uploaded video may hold (checked before any decoder runs)."""
+
+    max_pixels: int
+    max_streams: int
 
 
 @dataclass(frozen=True)
@@ -39,6 +57,8 @@ class MediaInfo:
     audio_codecs: tuple[str, ...]
     #: Degrees of the display matrix, 0 when none.
     rotation: int = 0
+    #: Frames of the video stream, from the index (or duration x frame rate); None when unknown.
+    frame_count: int | None = None
 
     @property
     def is_mp4_family(self) -> bool:
@@ -49,64 +69,72 @@ class ProbeError(Exception):
     """The file is not media that ffmpeg can read, or has no video stream."""
 
 
-def has_ftyp_header(head: bytes) -> bool:
-    """ISO-BMFF files (MP4, MOV, 3GP) open with a `ftyp` box."""
-    return len(head) >= 8 and head[4:8] == b"ftyp"
+class MediaOverLimit(ProbeError):
+    """The file is media, but holds more (pixels, tracks) than this service takes."""
 
 
-def check_complete(path: str) -> None:
-    """Raise ProbeError unless the file's top-level ISO-BMFF boxes tile it exactly.
+def limit_memory(max_bytes: int) -> None:
+    """In a child before exec: cap its data segment, so a runaway allocation fails instead of the host."""
+    resource.setrlimit(resource.RLIMIT_DATA, (max_bytes, max_bytes))
 
-    A truncated upload whose index (moov) comes first, as `+faststart` writes
-    it, still probes fine: only its media box (mdat) runs past the end of the
-    file. Walking the box headers (8 or 16 bytes each) catches that without
-    decoding anything.
+
+def run_bounded(args: list[str], ceiling: Ceiling) -> subprocess.CompletedProcess[bytes]:
+    """Run a probe-like command under `ceiling`; raises ProbeError when it times out."""
+    try:
+        return subprocess.run(
+            args,
+            capture_output=True,
+            timeout=ceiling.timeout_s,
+            check=False,
+            stdin=subprocess.DEVNULL,
+            preexec_fn=lambda: limit_memory(ceiling.max_memory_bytes),
+        )
+    except subprocess.TimeoutExpired:
+        raise ProbeError(f"probing the file took longer than {ceiling.timeout_s:g} s") from None
+
+
+def inspect_upload(path: str, tools: Toolchain, limits: InputLimits) -> MediaInfo:
+    """What an uploaded file is, or ProbeError/MediaOverLimit: whole, within limits, then probed.
+
+    The limits are checked from the file's own index before ffprobe runs, so a
+    file built to make a decoder allocate gigabytes never reaches one.
     """
-    with open(path, "rb") as f:
-        end = f.seek(0, os.SEEK_END)
-        offset = 0
-        while offset < end:
-            f.seek(offset)
-            header = f.read(16)
-            if len(header) < 8:
-                raise ProbeError("the file is truncated (a box header is cut off)")
-            size = int.from_bytes(header[:4], "big")
-            if size == 1:  # 64-bit size follows the type
-                if len(header) < 16:
-                    raise ProbeError("the file is truncated (a box header is cut off)")
-                size = int.from_bytes(header[8:16], "big")
-            elif size == 0:  # "to the end of the file"
-                return
-            if size < 8 or offset + size > end:
-                raise ProbeError(
-                    f"the file is truncated: its '{header[4:8].decode('latin-1')}' box needs"
-                    f" {offset + size - end} more bytes"
-                )
-            offset += size
-
-
-def probe_complete(path: str, tools: Toolchain) -> MediaInfo:
-    """`probe`, for a file that must also be whole (an upload): complete boxes first."""
-    check_complete(path)
-    return probe(path, tools)
+    try:
+        tracks = read_tracks(path)
+    except BoxError as e:
+        raise ProbeError(str(e)) from None
+    if len(tracks) > limits.max_streams:
+        raise MediaOverLimit(
+            f"the file has {len(tracks)} tracks, over the limit of {limits.max_streams} (max_input_streams)"
+        )
+    for track in tracks:
+        if track.pixels > limits.max_pixels:
+            raise MediaOverLimit(
+                f"a video track is {track.width}x{track.height} ({track.pixels} pixels), over the limit"
+                f" of {limits.max_pixels} pixels (max_input_pixels)"
+            )
+    info = probe(path, tools)
+    if info.width * info.height > limits.max_pixels:  # the index can under-report (a missing entry)
+        raise MediaOverLimit(
+            f"the video is {info.width}x{info.height}, over the limit of {limits.max_pixels} pixels"
+            " (max_input_pixels)"
+        )
+    frames = max((t.sample_count for t in tracks if t.kind == "vide"), default=0)
+    return dataclasses.replace(info, frame_count=frames or info.frame_count)
 
 
 def probe(path: str, tools: Toolchain) -> MediaInfo:
     if tools.ffprobe:
-        return _probe_with_ffprobe(path, tools.ffprobe)
-    return _probe_with_ffmpeg(path, tools.ffmpeg)
+        return _probe_with_ffprobe(path, tools.ffprobe, tools.probe_ceiling)
+    return _probe_with_ffmpeg(path, tools.ffmpeg, tools.probe_ceiling)
 
 
-def _probe_with_ffprobe(path: str, ffprobe_cmd: str) -> MediaInfo:
+def _probe_with_ffprobe(path: str, ffprobe_cmd: str, ceiling: Ceiling) -> MediaInfo:
+    # ffmpeg.probe has no timeout and no memory ceiling; the same call, bounded.
     args = ["-show_format", "-show_streams", "-of", "json", "-v", "error", path]
-    try:
-        # ffmpeg.probe has no timeout; the same call, bounded.
-        completed = subprocess.run(
-            [ffprobe_cmd, *args], capture_output=True, timeout=PROBE_TIMEOUT_S, check=False
-        )
-    except subprocess.TimeoutExpired:
-        raise ProbeError("probing the file timed out") from None
+    completed = run_bounded([ffprobe_cmd, *args], ceiling)
     if completed.returncode != 0:
+        _raise_if_out_of_memory(completed.stderr, ceiling)
         raise ProbeError(_last_line(completed.stderr, path) or "ffprobe could not read the file")
     data = json.loads(completed.stdout)
     streams = data.get("streams", [])
@@ -124,6 +152,7 @@ def _probe_with_ffprobe(path: str, ffprobe_cmd: str) -> MediaInfo:
         raise ProbeError("the file has no video stream")
     rotation = _ffprobe_rotation(video)
     duration = data.get("format", {}).get("duration") or video.get("duration")
+    frames = str(video.get("nb_frames") or "")
     return _info(
         formats=data.get("format", {}).get("format_name", ""),
         width=int(video["width"]),
@@ -132,7 +161,18 @@ def _probe_with_ffprobe(path: str, ffprobe_cmd: str) -> MediaInfo:
         duration_s=float(duration) if duration else None,
         video_codec=video.get("codec_name", ""),
         audio_codecs=[s.get("codec_name", "") for s in streams if s.get("codec_type") == "audio"],
+        frame_count=int(frames) if frames.isdigit() else _frames(duration, video.get("avg_frame_rate")),
     )
+
+
+def _frames(duration: object, rate: object) -> int | None:
+    """duration x frame rate; rate as ffprobe writes it ("30000/1001") or a number."""
+    try:
+        num, _, den = str(rate).partition("/")
+        fps = float(num) / float(den or 1)
+        return round(float(str(duration)) * fps) or None
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def _ffprobe_rotation(stream: dict[str, object]) -> int:
@@ -150,25 +190,19 @@ _DURATION_RE = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _STREAM_RE = re.compile(r"^\s*Stream #0:\d+.*?: (Video|Audio): (\w+)(.*)$", re.M)
 _SIZE_RE = re.compile(r", (\d{2,5})x(\d{2,5})[, \[]")
 # ffmpeg 5 prints "displaymatrix:", ffmpeg 7 and later "Display Matrix:".
+_FPS_RE = re.compile(r", ([\d.]+) fps")
 _ROTATION_RE = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 
 
-def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str) -> MediaInfo:
+def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str, ceiling: Ceiling) -> MediaInfo:
     """Read `ffmpeg -i` output, for machines that have ffmpeg but no ffprobe."""
-    try:
-        completed = subprocess.run(
-            [ffmpeg_cmd, "-hide_banner", "-nostdin", "-i", path],
-            capture_output=True,
-            timeout=PROBE_TIMEOUT_S,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        raise ProbeError("probing the file timed out") from None
+    completed = run_bounded([ffmpeg_cmd, "-hide_banner", "-nostdin", "-i", path], ceiling)
+    _raise_if_out_of_memory(completed.stderr, ceiling)
     text = completed.stderr.decode("utf-8", "replace")
     header = _INPUT_RE.search(text)
     if header is None:
         raise ProbeError(_last_line(completed.stderr, path) or "ffmpeg could not read the file")
-    video_codec, width, height, rotation = "", 0, 0, 0
+    video_codec, width, height, rotation, fps = "", 0, 0, 0, ""
     audio_codecs: list[str] = []
     streams = list(_STREAM_RE.finditer(text))
     for index, match in enumerate(streams):
@@ -180,6 +214,8 @@ def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str) -> MediaInfo:
             if size is None:
                 continue
             video_codec, width, height = codec, int(size[1]), int(size[2])
+            rate = _FPS_RE.search(rest)
+            fps = rate[1] if rate else ""
             # Side data (the display matrix) sits between this stream and the next.
             end = streams[index + 1].start() if index + 1 < len(streams) else len(text)
             turn = _ROTATION_RE.search(text, match.end(), end)
@@ -188,7 +224,9 @@ def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str) -> MediaInfo:
         raise ProbeError("the file has no video stream")
     duration = _DURATION_RE.search(text)
     seconds = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
-    return _info(header[1], width, height, rotation, seconds, video_codec, audio_codecs)
+    return _info(
+        header[1], width, height, rotation, seconds, video_codec, audio_codecs, _frames(seconds, fps)
+    )
 
 
 def _info(
@@ -199,6 +237,7 @@ def _info(
     duration_s: float | None,
     video_codec: str,
     audio_codecs: list[str],
+    frame_count: int | None = None,
 ) -> MediaInfo:
     if rotation % 180:
         width, height = height, width
@@ -210,7 +249,24 @@ def _info(
         video_codec=video_codec,
         audio_codecs=tuple(audio_codecs),
         rotation=rotation,
+        frame_count=frame_count,
     )
+
+
+#: What ffmpeg's libraries print when an allocation fails (as under RLIMIT_DATA).
+OUT_OF_MEMORY_MARKERS = (b"Cannot allocate memory", b"malloc of size", b"out of memory")
+
+
+def ran_out_of_memory(stderr: bytes) -> bool:
+    return any(marker in stderr for marker in OUT_OF_MEMORY_MARKERS)
+
+
+def _raise_if_out_of_memory(stderr: bytes, ceiling: Ceiling) -> None:
+    if ran_out_of_memory(stderr):
+        raise ProbeError(
+            f"reading the file needs more than {ceiling.max_memory_bytes // 2**20} MiB"
+            " (probe_max_memory_bytes)"
+        )
 
 
 def _last_line(stderr: bytes, path: str) -> str:

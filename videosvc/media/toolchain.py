@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import FfmpegSettings
-from .probe import Toolchain
+from .probe import Ceiling, Toolchain
 
 REQUIRED_ENCODER = "libx264"
 
@@ -36,7 +36,11 @@ def inspect_toolchain(settings: FfmpegSettings) -> ToolchainReport:
         raise ToolchainError(f"ffmpeg at {ffmpeg_cmd} does not run")
     encoders = _output([ffmpeg_cmd, "-hide_banner", "-encoders"]) or ""
     report = ToolchainReport(
-        tools=Toolchain(ffmpeg=ffmpeg_cmd, ffprobe=ffprobe_cmd),
+        tools=Toolchain(
+            ffmpeg=ffmpeg_cmd,
+            ffprobe=ffprobe_cmd,
+            probe_ceiling=Ceiling(settings.probe_timeout_s, settings.probe_max_memory_bytes),
+        ),
         ffmpeg_source=source,
         ffmpeg_version=version,
         ffprobe_version=_first_line([ffprobe_cmd, "-hide_banner", "-version"]) if ffprobe_cmd else None,
@@ -65,7 +69,8 @@ def _find_ffmpeg(settings: FfmpegSettings) -> tuple[str, str]:
         pass
     raise ToolchainError(
         "no ffmpeg found: install it (apt-get install ffmpeg), "
-        "pip install 'videosvc[ffmpeg]', or set ffmpeg_path"
+        "pip install imageio-ffmpeg (the [ffmpeg] extra of this checkout: pip install '.[ffmpeg]'),"
+        " or set ffmpeg_path"
     )
 
 

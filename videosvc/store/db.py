@@ -49,6 +49,8 @@ class VideoRecord:
     updated_at: str
     #: What the last probe found; None when unknown (stored before it was recorded).
     audio_codecs: tuple[str, ...] | None = None
+    #: Frames of the video stream; None when unknown (stored before it was recorded).
+    frame_count: int | None = None
 
 
 @dataclass(frozen=True)
@@ -178,7 +180,7 @@ class Database:
         async def change(conn: aiosqlite.Connection) -> None:
             await conn.execute(
                 "INSERT INTO videos (id, filename, size_bytes, width, height, duration_s,"
-                " created_at, updated_at, audio_codecs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " created_at, updated_at, audio_codecs, frame_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     video.id,
                     video.filename,
@@ -189,6 +191,7 @@ class Database:
                     video.created_at,
                     video.updated_at,
                     None if video.audio_codecs is None else ",".join(video.audio_codecs),
+                    video.frame_count,
                 ),
             )
 
@@ -212,6 +215,12 @@ class Database:
             cursor = await conn.execute("DELETE FROM videos WHERE id = ?", (video_id,))
             if cursor.rowcount == 0:
                 raise VideoNotFound(video_id)
+
+        await self._write(change, video_id)
+
+    async def set_frame_count(self, video_id: str, frames: int) -> None:
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.execute("UPDATE videos SET frame_count = ? WHERE id = ?", (frames, video_id))
 
         await self._write(change, video_id)
 
@@ -282,13 +291,14 @@ class Database:
             )
             await conn.execute(
                 "UPDATE videos SET size_bytes = ?, width = ?, height = ?, duration_s = ?, audio_codecs = ?,"
-                " updated_at = ? WHERE id = ?",
+                " frame_count = coalesce(?, frame_count), updated_at = ? WHERE id = ?",
                 (
                     size_bytes,
                     info.width,
                     info.height,
                     info.duration_s,
                     ",".join(info.audio_codecs),
+                    info.frame_count,
                     now,
                     job.video_id,
                 ),
@@ -368,6 +378,7 @@ def _video(row: sqlite3.Row) -> VideoRecord:
         created_at=row["created_at"],
         updated_at=row["updated_at"],
         audio_codecs=None if row["audio_codecs"] is None else _split(row["audio_codecs"]),
+        frame_count=row["frame_count"],
     )
 
 

@@ -1,4 +1,4 @@
-"""Counting requests in flight, so a graceful shutdown knows when they are done."""
+"""Requests in flight: a graceful stop waits for them, then cuts off the ones still running."""
 
 from __future__ import annotations
 
@@ -6,24 +6,26 @@ import asyncio
 
 
 class InFlightRequests:
-    """Counts requests being handled, so shutdown can wait for them."""
+    """The tasks handling requests, so shutdown can wait for them and then end them with a 503."""
 
     def __init__(self) -> None:
-        self._count = 0
+        self._tasks: set[asyncio.Task[object]] = set()
         self._idle = asyncio.Event()
         self._idle.set()
+        #: Set once shutdown gave up waiting: a cancelled handler then answers 503.
+        self.cutting_off = False
 
     @property
     def count(self) -> int:
-        return self._count
+        return len(self._tasks)
 
-    def started(self) -> None:
-        self._count += 1
+    def started(self, task: asyncio.Task[object]) -> None:
+        self._tasks.add(task)
         self._idle.clear()
 
-    def finished(self) -> None:
-        self._count -= 1
-        if self._count == 0:
+    def finished(self, task: asyncio.Task[object]) -> None:
+        self._tasks.discard(task)
+        if not self._tasks:
             self._idle.set()
 
     async def wait_idle(self, timeout_s: float) -> bool:
@@ -33,3 +35,9 @@ class InFlightRequests:
             return True
         except TimeoutError:
             return False
+
+    def cut_off(self) -> None:
+        """Cancel every handler still running; each answers 503 (see `in_flight_middleware`)."""
+        self.cutting_off = True
+        for task in self._tasks:
+            task.cancel()

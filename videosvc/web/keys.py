@@ -22,3 +22,5 @@ IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
 
 #: The canonical (lowercase) id of the video a request names, set by `video_id_middleware`.
 VIDEO_ID = web.RequestKey("video_id", str)
+#: Which configured API key the request carried ("key-0", ...), set when keys are configured.
+API_KEY = web.RequestKey("api_key", str)

@@ -1,55 +1,54 @@
-"""The web layer's edges: one JSON error shape, domain errors to statuses, API keys."""
+"""The web layer's edges: one JSON error shape, domain errors to statuses, API keys, checks before a body."""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import re
 from collections.abc import Mapping
 
 from aiohttp import hdrs, web
-from aiohttp.typedefs import Handler, Middleware
+from aiohttp.typedefs import Handler
 
-from ..errors import (
-    EmptyUpload,
-    InsufficientStorage,
-    InvalidRequest,
-    JobAlreadyActive,
-    JobQueueUnavailable,
-    NotAnMp4,
-    UploadStalled,
-    UploadTooLarge,
-    VideoNotFound,
-    VideoServiceError,
-)
-from .keys import IN_FLIGHT, VIDEO_ID
+from ..errors import ClientGone, TooManyJobs, VideoNotFound, VideoServiceError
+from .errortable import CLIENT_GONE_STATUS, status_for
+from .keys import API_KEY, IN_FLIGHT, SETTINGS, VIDEO_ID
+from .protocol import SERVER_NAME
 
 log = logging.getLogger(__name__)
 
-STATUS_FOR_ERROR: Mapping[type[VideoServiceError], int] = {
-    InvalidRequest: 400,
-    EmptyUpload: 400,
-    VideoNotFound: 404,
-    UploadStalled: 408,
-    JobAlreadyActive: 409,
-    UploadTooLarge: 413,
-    NotAnMp4: 415,
-    JobQueueUnavailable: 503,
-    InsufficientStorage: 507,
-}
-
-#: Routes that need a key when keys are configured; the docs stay public.
+#: Routes that need a key when keys are configured; the docs and /health stay public.
 PROTECTED_PREFIX = "/file"
+#: Content codings a body may carry: none. Decompressing would put a 1 MB request behind a 1 GB file.
+IDENTITY = ("", "identity")
+
+
+def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
+    """The one error body of this service: {"error": "<what was wrong>"}."""
+    return web.json_response({"error": message}, status=status, headers=headers)
 
 
 @web.middleware
 async def in_flight_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Counts the request as in flight; a handler cut off by shutdown answers 503."""
     counter = request.app[IN_FLIGHT]
-    counter.started()
+    task = asyncio.current_task()
+    assert task is not None
+    counter.started(task)
     try:
         return await handler(request)
+    except asyncio.CancelledError:
+        if not counter.cutting_off or not task.cancelling():
+            raise
+        task.uncancel()
+        return error_response(
+            503,
+            "the service is shutting down and stopped this request; retry it",
+            {hdrs.CONNECTION: "close", hdrs.RETRY_AFTER: "5"},
+        )
     finally:
-        counter.finished()
+        counter.finished(task)
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}", re.I)
@@ -66,25 +65,28 @@ async def video_id_middleware(request: web.Request, handler: Handler) -> web.Str
     return await handler(request)
 
 
-def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
-    """The one error body of this service: {"error": "<what was wrong>"}."""
-    return web.json_response({"error": message}, status=status, headers=headers)
-
-
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     try:
         return await handler(request)
+    except ClientGone as e:
+        log.info("client went away during %s %s: %s", request.method, request.rel_url.raw_path[:200], e)
+        return web.Response(status=CLIENT_GONE_STATUS)
     except VideoServiceError as e:
-        return error_response(STATUS_FOR_ERROR.get(type(e), 500), str(e))
+        headers = {"Retry-After": str(e.retry_after_s)} if isinstance(e, TooManyJobs) else None
+        return error_response(status_for(e), str(e), headers)
     except web.HTTPException as e:
         if e.status < 400:
             raise
-        headers = {k: v for k, v in e.headers.items() if k in (hdrs.ALLOW, hdrs.WWW_AUTHENTICATE)}
+        headers = {str(k): v for k, v in e.headers.items() if k in (hdrs.ALLOW, hdrs.WWW_AUTHENTICATE)}
         return error_response(e.status, _http_error_message(request, e), headers)
     except Exception:
-        log.exception("unhandled error on %s %s", request.method, request.rel_url.raw_path)
+        log.exception("unhandled error on %s %s", request.method, request.rel_url.raw_path[:200])
         return error_response(500, "internal server error; the details are in the server log")
+
+
+#: A path echoed in a 404 is cut to this many characters.
+ECHO_PATH_CHARS = 100
 
 
 def _http_error_message(request: web.Request, e: web.HTTPException) -> str:
@@ -92,7 +94,12 @@ def _http_error_message(request: web.Request, e: web.HTTPException) -> str:
         allowed = ", ".join(sorted(e.allowed_methods))
         return f"method {e.method} is not allowed here; allowed: {allowed}"
     if isinstance(e, web.HTTPNotFound):
-        return f"no such route: {request.method} {request.rel_url.raw_path}"
+        path = request.rel_url.raw_path
+        shown = path if len(path) <= ECHO_PATH_CHARS else path[:ECHO_PATH_CHARS] + "..."
+        return f"no such route: {request.method} {shown}"
+    if isinstance(e, web.HTTPRequestEntityTooLarge):
+        limit = request.app[SETTINGS].http.max_json_bytes
+        return f"the request body is larger than the limit of {limit} bytes (max_json_bytes)"
     text = e.text or ""
     # aiohttp's default text is "<status>: <reason>"; a specific one says more.
     if not text or text == f"{e.status}: {e.reason}":
@@ -100,24 +107,67 @@ def _http_error_message(request: web.Request, e: web.HTTPException) -> str:
     return text
 
 
-def auth_middleware(api_keys: tuple[str, ...]) -> Middleware:
-    keys = [key.encode() for key in api_keys]
+@web.middleware
+async def guard_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Refusals that need only the head: a missing key, a content-coded body."""
+    refusal = refusal_before_body(request)
+    if refusal is not None:
+        return refusal
+    return await handler(request)
 
-    @web.middleware
-    async def check_api_key(request: web.Request, handler: Handler) -> web.StreamResponse:
-        if keys and request.path.startswith(PROTECTED_PREFIX):
-            scheme, _, token = request.headers.get(hdrs.AUTHORIZATION, "").partition(" ")
-            given = token.strip().encode("utf-8", "replace")
-            # Compare against every key, always: timing must not tell which one nearly matched.
-            matched = False
-            for key in keys:
-                matched |= hmac.compare_digest(given, key)
-            if scheme.lower() != "bearer" or not matched:
-                return error_response(
-                    401,
-                    "missing or wrong API key: send 'Authorization: Bearer <key>'",
-                    {hdrs.WWW_AUTHENTICATE: "Bearer"},
-                )
-        return await handler(request)
 
-    return check_api_key
+def refusal_before_body(request: web.Request) -> web.Response | None:
+    """The answer to a request that its head alone rules out, else None (and the key is noted)."""
+    settings = request.app[SETTINGS].http
+    if settings.api_keys and request.path.startswith(PROTECTED_PREFIX):
+        key_index = matching_key(request.headers.get(hdrs.AUTHORIZATION, ""), settings.api_keys)
+        if key_index is None:
+            return error_response(
+                401,
+                "missing or wrong API key: send 'Authorization: Bearer <key>'",
+                {hdrs.WWW_AUTHENTICATE: "Bearer"},
+            )
+        request[API_KEY] = f"key-{key_index}"
+    coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
+    if coding not in IDENTITY:
+        shown = coding[:40]
+        return error_response(
+            415, f"content codings are not accepted on request bodies (got {shown!r}); send it uncompressed"
+        )
+    return None
+
+
+def matching_key(authorization: str, api_keys: tuple[str, ...]) -> int | None:
+    """The index of the bearer key that `authorization` carries, or None."""
+    scheme, _, token = authorization.partition(" ")
+    given = token.strip().encode("utf-8", "replace")
+    # Compare against every key, always: timing must not tell which one nearly matched.
+    found = None
+    for index, key in enumerate(api_keys):
+        if hmac.compare_digest(given, key.encode()):
+            found = index
+    return found if scheme.lower() == "bearer" else None
+
+
+async def expect_continue(request: web.Request) -> web.Response | None:
+    """`Expect: 100-continue`: refuse at once what the head rules out, before the client sends the body."""
+    refusal = refusal_before_body(request)
+    if refusal is None and request.content_length is not None:
+        limit = request.app[SETTINGS].http.max_upload_bytes
+        if request.content_length > limit:
+            refusal = error_response(
+                413, f"the upload is larger than the limit of {limit} bytes (max_upload_bytes)"
+            )
+    if refusal is not None:
+        refusal.force_close()  # the body that follows the head is not read
+        return refusal
+    if request.headers.get(hdrs.EXPECT, "").lower() != "100-continue":
+        return error_response(417, "the only expectation understood is '100-continue'")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # as aiohttp's own handler: the response proper has not started
+    return None
+
+
+async def set_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: name the service without versions."""
+    response.headers[hdrs.SERVER] = SERVER_NAME

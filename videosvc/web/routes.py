@@ -1,31 +1,37 @@
-"""The route table. Each route also answers without its trailing slash."""
+"""The route table. Each route also answers without its trailing slash, and each GET answers HEAD."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
 from . import views
+from .middlewares import expect_continue
 
 ROUTES = [
     ("POST", "/file/", views.upload_file),
     ("GET", "/file/{id}/", views.get_file),
     ("PATCH", "/file/{id}/", views.resize_file),
     ("DELETE", "/file/{id}/", views.delete_file),
+    #: Not under /file, so API keys do not apply: container health checks need no secret.
+    ("GET", "/health", views.health),
 ]
-#: Not under /file, so API keys do not apply: container health checks need no secret.
-HEALTH_PATH = "/health"
 
 
 def add_routes(app: web.Application) -> None:
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path, handler)
-    app.router.add_get(HEALTH_PATH, views.health, allow_head=False)
+        app.router.add_route(method, path, handler, expect_handler=expect_continue)
 
 
-def add_slashless_aliases(app: web.Application) -> None:
-    """`/file` as well as `/file/`, answered directly: a redirect would lose PATCH bodies in some clients.
+def add_aliases(app: web.Application) -> None:
+    """`/file` as well as `/file/` (answered directly: a redirect would lose PATCH bodies in some
+    clients), and HEAD for every GET (aiohttp drops the body).
 
-    Added after the OpenAPI document is built, so each route is documented once.
+    Added after the OpenAPI document is built, so each operation is documented once.
     """
     for method, path, handler in ROUTES:
-        app.router.add_route(method, path.rstrip("/"), handler)
+        slashless = path.rstrip("/")
+        if slashless != path:
+            app.router.add_route(method, slashless, handler, expect_handler=expect_continue)
+        if method == "GET":
+            for alias in {path, slashless}:
+                app.router.add_route("HEAD", alias, handler, expect_handler=expect_continue)

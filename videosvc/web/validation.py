@@ -8,6 +8,7 @@ message that names the field and the rule, so errors keep the one JSON shape.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, NoReturn
 
@@ -15,18 +16,33 @@ from aiohttp import web
 from marshmallow import Schema, ValidationError
 from webargs.aiohttpparser import AIOHTTPParser
 
-from ..errors import InvalidRequest
+from ..errors import BodyTimeout, ClientGone, InvalidRequest
+from .keys import SETTINGS
+from .uploads import MALFORMED, first_line
 
 
 class JsonBodyParser(AIOHTTPParser):
     async def load_json(self, req: web.Request, schema: Schema) -> Any:
-        body = await req.read()
+        timeout_s = req.app[SETTINGS].http.body_timeout_s
+        try:
+            async with asyncio.timeout(timeout_s):
+                body = await req.read()
+        except TimeoutError:
+            raise BodyTimeout(
+                f"the request body did not arrive within {timeout_s:g} s (body_timeout_s)"
+            ) from None
+        except ConnectionError as e:
+            raise ClientGone(str(e) or type(e).__name__) from None
+        except MALFORMED as e:
+            raise InvalidRequest(f"the request body is malformed: {first_line(e)}") from None
         if not body.strip():
             raise InvalidRequest("the request body is empty: send a JSON object")
         try:
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidRequest(f"the request body is not valid JSON: {e}") from None
+            raise InvalidRequest(f"the request body is not valid JSON: {first_line(e)}") from None
+        except ValueError:  # an integer of thousands of digits (int_max_str_digits)
+            raise InvalidRequest("the request body is not valid JSON: a number in it is too long") from None
         except RecursionError:  # thousands of nested brackets fit in the size cap
             raise InvalidRequest("the request body is not valid JSON: nested too deeply") from None
 

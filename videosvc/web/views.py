@@ -9,9 +9,9 @@ from aiohttp_apigami import docs, json_schema, response_schema
 
 from ..service import VideoView
 from ..store.db import JobState
-from .keys import JOB_RUNNER, SERVICE, SETTINGS, VIDEO_ID
+from .errortable import documented
+from .keys import API_KEY, JOB_RUNNER, SERVICE, SETTINGS, VIDEO_ID
 from .schemas import (
-    ErrorSchema,
     FileInfoSchema,
     HealthSchema,
     ResizeRequestSchema,
@@ -27,22 +27,6 @@ ID_PARAMETER = {
     "schema": {"type": "string", "format": "uuid"},
     "description": "The video's id, as returned by POST /file/",
 }
-
-
-def _errors(*statuses: int) -> dict[int, dict[str, Any]]:
-    descriptions = {
-        400: "Bad request: the body or a field is invalid",
-        401: "Missing or wrong API key (only when api_keys is set)",
-        404: "No video with this id (or a malformed id)",
-        408: "The upload stalled for longer than upload_idle_timeout_s",
-        409: "A resize of this video is already queued or running",
-        413: "The upload is larger than max_upload_bytes, or the JSON body too large",
-        415: "Not an MP4 with a video stream",
-        500: "Internal error (details in the server log)",
-        503: "The job queue cannot take the job now (shutting down)",
-        507: "Not enough free disk space",
-    }
-    return {s: {"schema": ErrorSchema, "description": descriptions[s]} for s in (*statuses, 401, 500)}
 
 
 @docs(
@@ -77,12 +61,12 @@ def _errors(*statuses: int) -> dict[int, dict[str, Any]]:
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
-    responses=_errors(400, 408, 413, 415, 507),
+    responses=documented(400, 408, 413, 415, 503, 507),
 )
 @response_schema(UploadResponseSchema, 200, description="Stored")
 async def upload_file(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    upload = await read_upload(request, settings.http.upload_idle_timeout_s)
+    upload = await read_upload(request, settings.http)
     video = await request.app[SERVICE].store(upload)
     return web.json_response({"id": video.id})
 
@@ -96,14 +80,14 @@ async def upload_file(request: web.Request) -> web.Response:
         "Each dimension must be a JSON integer, even, greater than 20 and at most max_dimension."
     ),
     parameters=[ID_PARAMETER],
-    responses=_errors(400, 404, 409, 413, 503),
+    responses=documented(400, 404, 408, 409, 413, 415, 429, 503),
 )
 @json_schema(ResizeRequestSchema, required=True)
 @response_schema(SuccessSchema, 200, description="The job was accepted")
 async def resize_file(request: web.Request) -> web.Response:
     video_id = request[VIDEO_ID]
     body = request["json"]
-    await request.app[SERVICE].start_resize(video_id, body["width"], body["height"])
+    await request.app[SERVICE].start_resize(video_id, body["width"], body["height"], request.get(API_KEY))
     return web.json_response({"success": True})
 
 
@@ -111,7 +95,7 @@ async def resize_file(request: web.Request) -> web.Response:
     tags=["files"],
     summary="Describe a video and its processing status",
     parameters=[ID_PARAMETER],
-    responses=_errors(404),
+    responses=documented(404),
 )
 @response_schema(FileInfoSchema, 200, description="The video")
 async def get_file(request: web.Request) -> web.Response:
@@ -124,7 +108,7 @@ async def get_file(request: web.Request) -> web.Response:
     summary="Delete a video",
     description="Drops a queued resize, stops a running one, and removes every stored byte before answering.",
     parameters=[ID_PARAMETER],
-    responses=_errors(404),
+    responses=documented(404),
 )
 @response_schema(SuccessSchema, 200, description="Deleted")
 async def delete_file(request: web.Request) -> web.Response:
