@@ -10,17 +10,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from videosvc.app import create_app
 from videosvc.config import Settings, load_settings
 from videosvc.logs import AccessLogger
-from videosvc.web.keys import SETTINGS
-from videosvc.web.protocol import GuardedAppRunner
 from videosvc.media.probe import Toolchain
 from videosvc.media.toolchain import inspect_toolchain
+from videosvc.web.keys import SETTINGS
+from videosvc.web.protocol import GuardedAppRunner
 
 from .helpers import Client, Samples
 
