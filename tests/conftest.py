@@ -5,6 +5,7 @@ Test videos are made here with ffmpeg's lavfi sources, once per session.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,13 @@ class ServiceTestServer(TestServer):
 
     async def _make_runner(self, **kwargs: Any) -> web.AppRunner:
         kwargs.pop("handler_cancellation", None)  # the real server does not cancel handlers either
-        return GuardedAppRunner(self.app, self.app[SETTINGS].http, access_log_class=AccessLogger, **kwargs)
+        return GuardedAppRunner(
+            self.app,
+            self.app[SETTINGS].http,
+            access_log_class=AccessLogger,
+            access_log=logging.getLogger("videosvc.access"),
+            **kwargs,
+        )
 
 
 @pytest.fixture

@@ -37,6 +37,8 @@ class ServerProcess:
             **{f"VIDEOSVC_{name.upper()}": str(value) for name, value in settings.items()},
         }
         self.process: subprocess.Popen[bytes] | None = None
+        #: Run the server under these, e.g. ["prlimit", "--nofile=300:300", "--"].
+        self.prefix: list[str] = []
 
     @property
     def url(self) -> str:
@@ -47,7 +49,7 @@ class ServerProcess:
         data_dir_parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "videosvc", "run"],
+            [*self.prefix, sys.executable, "-m", "videosvc", "run"],
             cwd=data_dir_parent,
             env=self.env,
             stdout=log,

@@ -231,6 +231,11 @@ def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: f
             if _free_bytes(files.directory) < job.min_free_bytes:
                 _stop(process)
                 return ResizeResult(Outcome.FAILED, error=NO_DISK_ERROR, elapsed_s=time.monotonic() - started)
+            if ran_out_of_memory(_log_head(files.ffmpeg_log)):
+                # Some of ffmpeg's threads wait forever once an allocation failed: do not wait with them.
+                _stop(process)
+                returncode = -1
+                break
     finally:
         exit_watch.close()
     if returncode != 0:
@@ -357,7 +362,7 @@ def _free_bytes(folder: Path) -> int:
 
 
 def _log_head(path: Path) -> bytes:
-    """The first 64 KiB of ffmpeg's log: an allocation failure is reported where it happens."""
+    """The first 64 KiB of ffmpeg's log (empty while all goes well, at -loglevel error)."""
     try:
         with open(path, "rb") as f:
             return f.read(65536)

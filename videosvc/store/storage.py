@@ -74,9 +74,9 @@ class Storage:
         """Raise unless `incoming_bytes` more still leaves `min_free_bytes` free."""
         free = shutil.disk_usage(self.root).free
         if free - incoming_bytes < self.min_free_bytes:
+            # The free bytes and the threshold stay in the operator's log, not in the answer.
             raise InsufficientStorage(
-                f"not enough free disk space: {free} bytes free, the upload needs {incoming_bytes}"
-                f" and {self.min_free_bytes} must stay free (min_free_bytes)"
+                f"not enough free disk space to store an upload of {incoming_bytes} bytes"
             )
 
     def move_into_place(self, finished: Path, video_id: str) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from ..errors import ClientGone, TooManyJobs, VideoNotFound, VideoServiceError
+from ..errors import BodyTimeout, ClientGone, TooManyJobs, VideoNotFound, VideoServiceError
 from .errortable import CLIENT_GONE_STATUS, status_for
 from .keys import API_KEY, IN_FLIGHT, SETTINGS, VIDEO_ID
 from .protocol import SERVER_NAME
@@ -74,7 +74,10 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         return web.Response(status=CLIENT_GONE_STATUS)
     except VideoServiceError as e:
         headers = {"Retry-After": str(e.retry_after_s)} if isinstance(e, TooManyJobs) else None
-        return error_response(status_for(e), str(e), headers)
+        response = error_response(status_for(e), str(e), headers)
+        if isinstance(e, BodyTimeout):
+            response.force_close()  # the client stopped sending: do not linger for the rest
+        return response
     except web.HTTPException as e:
         if e.status < 400:
             raise

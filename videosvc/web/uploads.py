@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import time
 import warnings
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import cast
 
 from aiohttp import BodyPartReader, MultipartReader, StreamReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -35,6 +35,9 @@ FILE_FIELD = "file"
 MAX_PART_HEADERS = 16
 #: The event loop gets a turn at least every this many reads of buffered data.
 YIELD_EVERY_READS = 32
+#: Form fields are skipped in reads of this size; aiohttp's part reader looks up to two ahead.
+FIELD_READ_BYTES = 8192
+READ_AHEAD_BYTES = 2 * FIELD_READ_BYTES
 #: Transfer encodings of a part that leave its bytes as they are.
 PLAIN_TRANSFER = ("", "binary", "8bit", "7bit")
 
@@ -76,13 +79,25 @@ class BodyStream:
         self._deadline = time.monotonic() + self._limits.form_timeout_s
 
     def file_mode(self) -> None:
+        self.check_form_budget()
         self._deadline = None
 
+    def check_form_budget(self, slack: int = 0) -> None:
+        """Net of what the multipart reader read ahead and gave back.
+
+        Exact between parts; within one, `slack` allows for the reader's look-ahead.
+        """
+        if self._form_bytes > self._limits.max_form_bytes + slack:
+            raise InvalidRequest(
+                "the multipart body holds more than"
+                f" {self._limits.max_form_bytes} bytes besides the file (max_form_bytes)"
+            )
+
     async def read(self, n: int = -1) -> bytes:
-        return await self._guarded(self._content.read(n))
+        return await self._guarded(lambda: self._content.read(n))
 
     async def readline(self, *, max_line_length: int | None = None) -> bytes:
-        return await self._guarded(self._content.readline(max_line_length=max_line_length))
+        return await self._guarded(lambda: self._content.readline(max_line_length=max_line_length))
 
     def at_eof(self) -> bool:
         return self._content.at_eof()
@@ -94,17 +109,18 @@ class BodyStream:
             warnings.simplefilter("ignore", DeprecationWarning)
             self._content.unread_data(data)
 
-    async def _guarded(self, read: Any) -> bytes:
+    async def _guarded(self, read: Callable[[], Awaitable[bytes]]) -> bytes:
         self._reads += 1
         if self._reads % YIELD_EVERY_READS == 0:
             await asyncio.sleep(0)  # buffered reads never suspend: give the loop its turn
         limits = self._limits
         timeout = limits.idle_timeout_s
         if self._deadline is not None:
+            self.check_form_budget(slack=READ_AHEAD_BYTES)
             timeout = min(timeout, self._deadline - time.monotonic())
         try:
             async with asyncio.timeout(max(timeout, 0)):
-                data = cast(bytes, await read)
+                data = await read()
         except TimeoutError:
             if self._deadline is not None:
                 raise BodyTimeout(
@@ -116,16 +132,8 @@ class BodyStream:
             raise ClientGone(str(e) or type(e).__name__) from None
         except MALFORMED as e:
             raise InvalidRequest(f"the request body is malformed: {first_line(e)}") from None
-        finally:
-            if asyncio.iscoroutine(read):
-                read.close()  # not awaited when the timeout was already spent
         if self._deadline is not None:
             self._form_bytes += len(data)
-            if self._form_bytes > limits.max_form_bytes:
-                raise InvalidRequest(
-                    "the multipart body holds more than"
-                    f" {limits.max_form_bytes} bytes besides the file (max_form_bytes)"
-                )
         return data
 
 
@@ -164,7 +172,7 @@ async def _read_multipart(request: web.Request, limits: BodyLimits) -> IncomingU
         raise InvalidRequest(f"the multipart body is malformed: {first_line(e)}") from None
     parts = _PartCounter(limits.max_form_parts)
     while True:
-        part = await _next_part(reader, parts)
+        part = await _next_part(reader, stream, parts)
         if part is None:
             raise EmptyUpload("the multipart body has no file part: send the video in a field named 'file'")
         if part.name == FILE_FIELD or part.filename:
@@ -190,7 +198,10 @@ class _PartCounter:
             raise InvalidRequest(f"the multipart body has more than {self.limit} parts (max_form_parts)")
 
 
-async def _next_part(reader: MultipartReader, parts: _PartCounter) -> BodyPartReader | None:
+async def _next_part(
+    reader: MultipartReader, stream: BodyStream, parts: _PartCounter
+) -> BodyPartReader | None:
+    stream.check_form_budget()
     try:
         part = await reader.next()
     except MALFORMED as e:
@@ -213,7 +224,7 @@ async def _next_part(reader: MultipartReader, parts: _PartCounter) -> BodyPartRe
 async def _skip(part: BodyPartReader) -> None:
     """Read a form field to the void; its bytes count against the form budget of the stream."""
     try:
-        while await part.read_chunk(8192):
+        while await part.read_chunk(FIELD_READ_BYTES):
             pass
     except MALFORMED as e:
         raise InvalidRequest(f"the multipart body is malformed: {first_line(e)}") from None
@@ -229,10 +240,11 @@ async def _file_then_rest(
     except MALFORMED as e:
         raise InvalidRequest(f"the multipart body is malformed: {first_line(e)}") from None
     stream.form_mode()
-    while (part := await _next_part(reader, parts)) is not None:
+    while (part := await _next_part(reader, stream, parts)) is not None:
         if part.name == FILE_FIELD or part.filename:
             raise InvalidRequest("the multipart body has more than one file part: send one video per upload")
         await _skip(part)
+    stream.check_form_budget()
     if not reader.at_eof():
         raise InvalidRequest("the multipart body is malformed: it ends without its closing boundary")
 
