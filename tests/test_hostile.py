@@ -142,6 +142,18 @@ async def test_a_second_file_part_or_a_nested_multipart_is_refused(client: Clien
     assert status_of(answer) == 400 and "nested" in json_body(answer)["error"]
 
 
+async def test_a_body_in_tiny_chunks_is_refused(client: Client, samples: Samples, data_dir: Path) -> None:
+    """1-byte chunks make every byte a parser callback: the attack that held the loop longest."""
+    data = samples.video().read_bytes()
+    body = b"".join(b"1\r\n" + data[i : i + 1] + b"\r\n" for i in range(len(data))) + b"0\r\n\r\n"
+    head = b"POST /file/ HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\nTransfer-Encoding: chunked\r\n\r\n"
+    answer = await exchange(client.port, head + body)
+    assert status_of(answer) == 400
+    assert "chunks smaller than" in json_body(answer)["error"]
+    await asyncio.sleep(0.2)
+    assert leftovers(data_dir) == [] and stored_ids(data_dir) == []
+
+
 # -- 2. resizes as memory and time bombs
 
 

@@ -30,6 +30,12 @@ log = logging.getLogger(__name__)
 SERVER_NAME = "videosvc"
 #: File descriptors kept for everything that is not a connection: the database, logs, probes, jobs.
 RESERVED_FDS = 128
+#: Bytes read from a socket per event-loop callback (asyncio's default is 256 KiB).
+READ_BYTES = 32 * 1024
+#: A chunked body whose chunks average less than this is refused: each chunk costs a Python call to
+#: parse, and a body of 1-byte chunks turns every byte into one (checked on reads of 4 KiB or more).
+MIN_AVERAGE_CHUNK_BYTES = 256
+MIN_CHUNK_CHECK_BYTES = 4096
 #: The open-file limit is raised towards the hard limit, up to this.
 MAX_FDS = 65536
 #: Longest piece of a parser's message repeated to the client or the log.
@@ -97,6 +103,7 @@ class GuardedRequestHandler(RequestHandler):
         self._head_bytes = 0
         self._head_tail = b""
         self._last_payload: Any = None
+        self._chunked = False
         if self._refused:
             self._manager = None  # never registered: nothing to clean up
             assert isinstance(transport, asyncio.Transport)
@@ -114,6 +121,10 @@ class GuardedRequestHandler(RequestHandler):
             )
             return
         guard.open += 1
+        # asyncio reads up to 256 KiB per callback; parsing that much of a body sent in 1-byte
+        # chunks holds the loop for tens of milliseconds. Smaller reads keep each callback short.
+        if hasattr(transport, "max_size"):
+            transport.max_size = READ_BYTES
         super().connection_made(transport)
         # aiohttp starts its keep-alive timer on a new connection; the head deadline replaces it there.
         if self._keepalive_handle is not None:
@@ -140,12 +151,26 @@ class GuardedRequestHandler(RequestHandler):
                     " (max_header_bytes)",
                 )
                 return
+        elif self._chunked and len(data) >= MIN_CHUNK_CHECK_BYTES and self._tiny_chunks(data):
+            self._reject(
+                400,
+                "Bad Request",
+                "the chunked body is cut into chunks smaller than"
+                f" {MIN_AVERAGE_CHUNK_BYTES} bytes on average; send larger chunks",
+            )
+            return
         before = self._request_count
         super().data_received(data)
         if self._request_count > before and self._messages:
-            self._last_payload = self._messages[-1][1]
+            message, self._last_payload = self._messages[-1]
+            self._chunked = bool(getattr(message, "chunked", False))
             self._head_bytes, self._head_tail = 0, b""
             self._stop_head_timer()
+
+    @staticmethod
+    def _tiny_chunks(data: bytes) -> bool:
+        """Each chunk costs two CRLFs (after its size, after its data); random bytes hold one per 64 KiB."""
+        return data.count(b"\r\n") * MIN_AVERAGE_CHUNK_BYTES > 2 * len(data)
 
     def _awaiting_head(self) -> bool:
         """No request, or the last one's body is complete: bytes now belong to the next head."""
