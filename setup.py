@@ -46,6 +46,7 @@ setup(
             "pytest-aiohttp>=1.1",
             "pytest-timeout>=2",
             "imageio-ffmpeg>=0.5",
+            "openapi-spec-validator>=0.7",
         ],
         # Lint, types and the schemathesis fuzzer, as .ci/run uses them.
         "dev": ["ruff", "mypy", "schemathesis>=4"],

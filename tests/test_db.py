@@ -45,7 +45,7 @@ async def test_a_write_cancelled_midway_still_completes_and_leaves_the_writer_us
     await db.fail_job(job, "stopped")
     status = await db.get_status(video_id)
     assert status.active_job is None
-    assert status.last_job is not None and status.last_job.state is JobState.FAILED
+    assert status.job is not None and status.job.state is JobState.FAILED
     await db.delete_video(video_id)
 
 
@@ -61,4 +61,4 @@ async def test_get_never_serves_a_state_older_than_the_last_commit(db: Database)
     await read
     status = await db.get_status(video_id)
     assert status.active_job is None
-    assert status.last_job is not None and status.last_job.error == "boom"
+    assert status.job is not None and status.job.error == "boom"

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from openapi_spec_validator import validate
+
 from videosvc.config import Settings, load_settings, setting_names
 
 from .helpers import Client
@@ -19,17 +21,21 @@ async def test_openapi_documents_every_route_with_its_errors(client: Client) -> 
     assert spec["openapi"].startswith("3.")
     operations = {(path, method) for path, item in spec["paths"].items() for method in item}
     assert operations == {
+        ("/file/", "get"),
         ("/file/", "post"),
         ("/file/{id}/", "get"),
         ("/file/{id}/", "patch"),
         ("/file/{id}/", "delete"),
+        ("/file/{id}/content", "get"),
         ("/health", "get"),
     }
     expected_errors = {
-        ("/file/", "post"): {"400", "413", "415", "507", "500"},
-        ("/file/{id}/", "patch"): {"400", "404", "409", "503", "500"},
+        ("/file/", "get"): {"400", "500"},
+        ("/file/", "post"): {"400", "408", "413", "415", "507", "500"},
+        ("/file/{id}/", "patch"): {"400", "404", "408", "409", "429", "503", "500"},
         ("/file/{id}/", "get"): {"404", "500"},
         ("/file/{id}/", "delete"): {"404", "500"},
+        ("/file/{id}/content", "get"): {"403", "404", "416", "500"},
     }
     for (path, method), errors in expected_errors.items():
         responses = spec["paths"][path][method]["responses"]
@@ -49,6 +55,31 @@ async def test_openapi_documents_every_route_with_its_errors(client: Client) -> 
     assert {"multipart/form-data", "video/mp4"} <= set(upload_body)
     info = spec["components"]["schemas"]["FileInfo"]
     assert {"id", "filename", "processing", "processingSuccess"} <= set(info["required"])
+
+
+async def test_the_served_document_is_valid_openapi_3_with_links_from_upload(make_client) -> None:
+    for keys in ((), ("secret",)):
+        client = await make_client(api_keys=keys)
+        spec = await (await client.get("/swagger.json")).json()
+        validate(spec)  # raises on anything OpenAPI 3 does not allow (e.g. Swagger 2's `produces`)
+        links = spec["paths"]["/file/"]["post"]["responses"]["200"]["links"]
+        operation_ids = {op["operationId"] for item in spec["paths"].values() for op in item.values()}
+        assert {"getFile", "resizeFile", "deleteFile", "getFileContent"} <= set(links) <= operation_ids
+        assert links["getFile"]["parameters"] == {"id": "$response.body#/id"}
+        # /health never needs a key, and says so when keys are set.
+        assert spec["paths"]["/health"]["get"]["security"] == []
+        assert "401" not in spec["paths"]["/health"]["get"]["responses"]
+        # The documented range of progress is the one the code keeps to.
+        progress = spec["components"]["schemas"]["FileInfo"]["properties"]["progress"]
+        assert (progress["minimum"], progress["maximum"]) == (0, 99)
+
+
+async def test_swagger_ui_is_served_and_the_root_leads_to_it(client: Client) -> None:
+    for path in ("/", "/swagger/"):
+        response = await client.get(path, allow_redirects=False)
+        assert response.status == 302 and response.headers["Location"] == "/swagger"
+    response = await client.get("/swagger/")
+    assert response.status == 200 and "swagger" in (await response.text()).lower()
 
 
 async def test_swagger_ui_is_served(client: Client) -> None:

@@ -14,10 +14,12 @@ UNKNOWN = "00000000-0000-4000-8000-000000000000"
 async def _error_cases(client: Client, samples: Samples) -> list[tuple[str, str, dict, int]]:  # type: ignore[type-arg]
     video_id = await upload(client, samples.video())
     return [
-        ("GET", "/", {}, 404),
+        ("GET", "/nothing-here", {}, 404),
         ("GET", "/files/", {}, 404),
         ("PUT", "/file/", {}, 405),
-        ("GET", "/file/", {}, 405),
+        ("GET", "/file/?limit=0", {}, 400),
+        ("GET", "/file/?cursor=forged", {}, 400),
+        ("GET", f"/file/{video_id}/content", {"headers": {"Range": "bytes=999999999-"}}, 416),
         ("POST", f"/file/{video_id}/", {}, 405),
         ("POST", "/file/", {}, 400),
         ("POST", "/file/", {"data": b"not a video", "headers": {"Content-Type": "video/mp4"}}, 415),

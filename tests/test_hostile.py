@@ -128,6 +128,12 @@ async def test_a_multipart_body_without_its_closing_boundary_is_refused(
     assert leftovers(data_dir) == [] and stored_ids(data_dir) == []
 
 
+async def test_a_charset_field_aiohttp_cannot_take_is_a_400(client: Client, samples: Samples) -> None:
+    body = multipart([("_charset_", b"x" * 40, None), ("file", samples.video().read_bytes(), "a.mp4")])
+    answer = await exchange(client.port, post("/file/", body, "multipart/form-data; boundary=b0undary"))
+    assert status_of(answer) == 400 and "malformed" in json_body(answer)["error"]
+
+
 async def test_a_second_file_part_or_a_nested_multipart_is_refused(client: Client, samples: Samples) -> None:
     video = samples.video().read_bytes()
     two = multipart([("file", video, "a.mp4"), ("other", video, "b.mp4")])
@@ -215,6 +221,25 @@ async def test_ffmpeg_over_its_memory_ceiling_fails_the_job_with_the_reason(
     assert "out of memory" in done["processingError"] and "ffmpeg_max_memory_bytes" in done["processingError"]
     assert (data_dir / "videos" / f"{video_id}.mp4").read_bytes() == before
     assert leftovers(data_dir) == []
+
+
+async def test_an_ffmpeg_that_hangs_after_a_failed_allocation_is_stopped(
+    make_client, samples: Samples, tools, tmp_path: Path
+) -> None:
+    """Some ffmpeg builds hang once an allocation fails (seen with lavfi sources): the job must not wait
+    out job_timeout_s. A stand-in ffmpeg prints what a failed allocation prints, then hangs."""
+    hanging = tmp_path / "ffmpeg"
+    hanging.write_text(
+        "#!/bin/sh\n"
+        'case "$*" in *-progress*) echo "malloc of size 1234567 failed" >&2; exec sleep 3600;; esac\n'
+        f'exec {tools.ffmpeg} "$@"\n'
+    )
+    hanging.chmod(0o755)
+    client = await make_client(ffmpeg_path=str(hanging), ffprobe_path=str(tools.ffprobe), job_timeout_s=600)
+    video_id = await upload(client, samples.video(64, 64, audio=False))
+    assert (await client.patch(f"/file/{video_id}/", json={"width": 128, "height": 128})).status == 200
+    done = await wait_for_job(client, video_id, timeout_s=15)
+    assert done["processingSuccess"] is False and "out of memory" in done["processingError"]
 
 
 async def test_the_job_queue_is_capped_overall_and_per_key_with_retry_after(
@@ -480,6 +505,21 @@ async def test_four_hundred_fat_header_connections_cost_little_memory(data_dir: 
         for _, writer in streams:
             writer.close()
         assert grown_mb < 100, f"{grown_mb:.0f} MB for 400 connections"
+        # Heads far over the cap (450 KB each) are cut at it, not buffered.
+        before = _rss_kb(server.process.pid)
+        fat = b"GET /health HTTP/1.1\r\nHost: x\r\n" + b"".join(
+            b"X-P%d: %s\r\n" % (i, b"e" * 7000) for i in range(64)
+        )
+        streams = []
+        for _ in range(400):
+            reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.write(fat)
+            streams.append((reader, writer))
+        await asyncio.sleep(1.0)
+        grown_mb = (_rss_kb(server.process.pid) - before) / 1024
+        for _, writer in streams:
+            writer.close()
+        assert grown_mb < 100, f"{grown_mb:.0f} MB for 400 over-cap connections"
 
 
 # -- 5. content codings
@@ -524,7 +564,8 @@ async def _stalled(port: int, head_and_some: bytes) -> bytes:
 
 
 async def test_every_stalled_body_gets_408(make_client, samples: Samples, data_dir: Path) -> None:
-    client = await make_client(body_timeout_s=0.5, upload_idle_timeout_s=0.5, header_timeout_s=0.5)
+    # The idle timeout is long: the form fields' own deadline (body_timeout_s) must cut them off.
+    client = await make_client(body_timeout_s=0.5, upload_idle_timeout_s=30, header_timeout_s=0.5)
     video_id = await upload(client, samples.video())
     inside_a_field = (
         b"POST /file/ HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b0undary\r\n"

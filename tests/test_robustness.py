@@ -223,7 +223,7 @@ async def test_client_text_never_reaches_the_ffmpeg_command_line(
     (pid,) = ffmpeg_processes(data_dir)
     args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert not any(b"evil" in arg for arg in args)
-    assert str(data_dir / "videos" / f"{video_id}.mp4").encode() in args
+    assert str(data_dir / "originals" / f"{video_id}.mp4").encode() in args  # resizes start from it
     assert any(b"scale=640:360" in arg for arg in args)
     await client.delete(f"/file/{video_id}/")
 

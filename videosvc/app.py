@@ -16,10 +16,11 @@ from .config import Settings
 from .jobs.runner import JobRunner
 from .media.toolchain import inspect_toolchain
 from .service import VideoService
+from .signing import Signer
 from .store.db import Database
 from .store.storage import Storage
 from .web.inflight import InFlightRequests
-from .web.keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, STORAGE, TOOLCHAIN
+from .web.keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, SIGNER, STORAGE, TOOLCHAIN
 from .web.middlewares import (
     error_middleware,
     guard_middleware,
@@ -27,8 +28,8 @@ from .web.middlewares import (
     set_server_header,
     video_id_middleware,
 )
+from .web.openapi import finish_document
 from .web.routes import add_aliases, add_routes
-from .web.schemas import document_limits
 from .web.validation import JsonBodyParser
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[IN_FLIGHT] = InFlightRequests()
+    app[SIGNER] = Signer(settings.http.url_signing_key)
     app.on_response_prepare.append(set_server_header)
     # Resources, in dependency order; torn down in reverse.
     app.cleanup_ctx.extend([toolchain_ctx, storage_ctx, database_ctx, job_runner_ctx, service_ctx])
@@ -73,7 +75,7 @@ def setup_docs(app: web.Application, settings: Settings) -> None:
     if settings.http.api_keys:
         docs.spec.components.security_scheme("bearerAuth", {"type": "http", "scheme": "bearer"})
     docs.register(app, in_place=True)
-    document_limits(app[SWAGGER_DICT], settings.jobs.max_dimension)
+    finish_document(app[SWAGGER_DICT], settings)
     # Our parser reads any body as JSON and raises errors in the service's one shape.
     app[APISPEC_PARSER] = JsonBodyParser()
 
@@ -114,7 +116,9 @@ async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def service_ctx(app: web.Application) -> AsyncIterator[None]:
-    service = VideoService(app[SETTINGS], app[DATABASE], app[STORAGE], app[JOB_RUNNER], app[TOOLCHAIN])
+    service = VideoService(
+        app[SETTINGS], app[DATABASE], app[STORAGE], app[JOB_RUNNER], app[TOOLCHAIN], app[SIGNER]
+    )
     # Rows and files must agree before interrupted jobs are run again.
     await service.reconcile()
     await app[JOB_RUNNER].resume_interrupted()

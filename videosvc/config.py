@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import math
 import os
 import tomllib
 import typing
@@ -67,6 +68,10 @@ class HttpSettings:
     max_input_pixels: int = 8192 * 4320
     #: Tracks (video, audio, subtitles, data) in an upload (415 above it).
     max_input_streams: int = 8
+    #: Signs the contentUrl that GET returns when api_keys are set; empty: a random key per start.
+    url_signing_key: str = ""
+    #: How long a signed contentUrl stays valid.
+    signed_url_ttl_s: float = 4 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class StorageSettings:
     data_dir: Path = Path("data")
     #: Uploads are refused (507) when they would leave less than this free.
     min_free_bytes: int = 256 * 1024**2
+    #: Keep each upload as it came, and encode every resize from it (not from the last rendition).
+    keep_original: bool = True
 
 
 @dataclass(frozen=True)
@@ -127,7 +134,22 @@ class Settings:
 
     @property
     def worker_count(self) -> int:
-        return self.jobs.workers or os.cpu_count() or 1
+        return self.jobs.workers or usable_cpus()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity, and a container's CPU quota (cgroup v2 cpu.max)."""
+    try:
+        count = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        count = os.cpu_count() or 1
+    try:
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, count)
 
 
 def sections() -> dict[str, type[Any]]:
@@ -231,6 +253,7 @@ def validate(settings: Settings) -> None:
         (settings.http.max_form_bytes >= 1024, "max_form_bytes must be at least 1024"),
         (settings.http.max_input_pixels >= 22 * 22, "max_input_pixels must be at least 484"),
         (settings.http.max_input_streams >= 1, "max_input_streams must be at least 1"),
+        (settings.http.signed_url_ttl_s > 0, "signed_url_ttl_s must be positive"),
         (settings.jobs.max_output_pixels >= 22 * 22, "max_output_pixels must be at least 484"),
         (settings.jobs.max_job_pixel_frames >= 22 * 22, "max_job_pixel_frames must be at least 484"),
         (settings.jobs.max_queued_jobs >= 1, "max_queued_jobs must be at least 1"),

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import enum
 import errno
 import logging
 import re
@@ -34,8 +35,9 @@ from .errors import (
 from .jobs.runner import JobRunner
 from .jobs.worker import read_progress
 from .media.isobmff import BoxError, has_ftyp_header, read_tracks
-from .media.probe import InputLimits, MediaInfo, MediaOverLimit, ProbeError, Toolchain, inspect_upload
-from .store.db import Database, VideoRecord, VideoStatus, utc_now
+from .media.probe import InputLimits, MediaInfo, MediaOverLimit, ProbeError, Toolchain, inspect_upload, probe
+from .signing import BadSignature, Signer
+from .store.db import Database, JobRecord, JobState, Original, PageKey, VideoRecord, VideoStatus, utc_now
 from .store.storage import BackgroundWriter, Storage, remove, sync_file
 
 log = logging.getLogger(__name__)
@@ -56,19 +58,81 @@ class IncomingUpload:
 
 
 @dataclass(frozen=True)
-class VideoView:
-    """What GET shows of a video."""
+class JobInfo:
+    """The newest job of a video, as clients see it."""
 
-    status: VideoStatus
-    #: 0-100 while a job runs and ffmpeg has reported, else None.
+    state: JobState
+    width: int
+    height: int
+    #: 0-99 while it runs (from ffmpeg's reports), 100 once it succeeded, else None.
     progress: int | None
+    error: str | None
+    queued_at: str | None
+    started_at: str | None
+    finished_at: str | None
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What GET /file/{id}/ shows of a video: the view model the web layer renders."""
+
+    id: str
+    filename: str
+    size_bytes: int
+    width: int
+    height: int
+    duration_s: float | None
+    created_at: str
+    updated_at: str
+    #: None when originals are not kept.
+    original: Original | None
+    job: JobInfo | None
+
+    @property
+    def processing(self) -> bool:
+        return self.job is not None and self.job.state.active
+
+    @property
+    def processing_success(self) -> bool | None:
+        """The outcome of the newest job; None before the first, and while one is queued or running."""
+        if self.job is None or self.job.state.active:
+            return None
+        return self.job.state is JobState.SUCCEEDED
+
+    @property
+    def processing_error(self) -> str | None:
+        return None if self.job is None or self.job.state.active else self.job.error
+
+    @property
+    def progress(self) -> int | None:
+        return self.job.progress if self.processing and self.job else None
+
+
+@dataclass(frozen=True)
+class Page:
+    videos: list[VideoInfo]
+    #: Opaque; None on the last page.
+    next_cursor: str | None
+
+
+class Variant(enum.StrEnum):
+    CURRENT = "current"  #: the stored video, resized or not
+    ORIGINAL = "original"  #: the upload as it came
 
 
 class VideoService:
     def __init__(
-        self, settings: Settings, db: Database, storage: Storage, runner: JobRunner, tools: Toolchain
+        self,
+        settings: Settings,
+        db: Database,
+        storage: Storage,
+        runner: JobRunner,
+        tools: Toolchain,
+        signer: Signer,
     ) -> None:
         self._settings = settings
+        self._signer = signer
+        self._keep_original = settings.storage.keep_original
         self._db = db
         self._storage = storage
         self._runner = runner
@@ -91,17 +155,44 @@ class VideoService:
         await asyncio.to_thread(self._probes.shutdown, wait=True, cancel_futures=True)
 
     async def reconcile(self) -> None:
-        """Make rows and files agree after a crash: each without the other is dropped."""
+        """Make rows and files agree after a crash or an upgrade.
+
+        A file without a row, or a row without its file, is dropped. Rows from
+        before originals were kept take their stored video as the original.
+        """
         rows = await self._db.video_ids()
-        files = await asyncio.to_thread(self._storage.stored_video_ids)
-        for orphan in sorted(files - rows):
+        storage = self._storage
+        files = await asyncio.to_thread(storage.stored_video_ids)
+        originals = await asyncio.to_thread(storage.stored_original_ids)
+        for orphan in sorted((files | originals) - rows):
             log.warning("removing stored file with no database row", extra={"video_id": orphan})
-            await asyncio.to_thread(remove, self._storage.video_path(orphan))
+            await asyncio.to_thread(storage.remove_video, orphan)
         missing = sorted(rows - files)
         if missing:
             for video_id in missing:
                 log.warning("removing database row whose file is gone", extra={"video_id": video_id})
             await self._db.delete_videos(missing)
+        if self._keep_original:
+            await self._adopt_originals(originals)
+
+    async def _adopt_originals(self, originals: set[str]) -> None:
+        """Rows with no original recorded (an upgrade from a version that kept none): the stored
+        video becomes the original, by hard link. A row whose original file is gone likewise."""
+        adopted = 0
+        for video in await self._db.videos_without_original():
+            await asyncio.to_thread(self._storage.keep_as_original, video.id)
+            await self._db.set_original(video.id, _original_of(video))
+            adopted += 1
+        for video_id in sorted(await self._db.video_ids()):
+            if video_id not in originals:
+                status = await self._db.get_status(video_id)
+                if status.video.original is not None:
+                    log.warning("original missing; keeping the stored video as the original",
+                                extra={"video_id": video_id})  # fmt: skip
+                    await asyncio.to_thread(self._storage.keep_as_original, video_id)
+                    await self._db.set_original(video_id, _original_of(status.video))
+        if adopted:
+            log.info("kept %d stored video(s) as their originals (upgrade)", adopted)
 
     async def store(self, upload: IncomingUpload) -> VideoRecord:
         limit = self._settings.http.max_upload_bytes
@@ -137,7 +228,10 @@ class VideoService:
                 raise NotAnMp4(f"the container is {','.join(info.format_names)}, not MP4")
             try:
                 await asyncio.to_thread(self._storage.move_into_place, temp, video_id)
+                if self._keep_original:
+                    await asyncio.to_thread(self._storage.keep_as_original, video_id)
             except OSError as e:
+                await asyncio.to_thread(self._storage.remove_video, video_id)
                 raise _resource_error(e) from None
         finally:
             await asyncio.to_thread(remove, temp)
@@ -153,11 +247,14 @@ class VideoService:
             updated_at=now,
             audio_codecs=info.audio_codecs,
             frame_count=info.frame_count,
+            original=Original(info.width, info.height, size, info.audio_codecs)
+            if self._keep_original
+            else None,
         )
         try:
             await self._db.insert_video(record)
         except BaseException:
-            await asyncio.to_thread(remove, self._storage.video_path(video_id))
+            await asyncio.to_thread(self._storage.remove_video, video_id)
             raise
         log.info(
             "video stored",
@@ -212,16 +309,77 @@ class VideoService:
             raise NotAnMp4("the file is too short to be an MP4")
         return size
 
-    async def describe(self, video_id: str) -> VideoView:
-        status = await self._db.get_status(video_id)
-        progress = None
-        if status.active_job is not None and status.video.duration_s:
-            files = self._runner.progress_file(status.active_job.id)
-            progress = read_progress(files, status.video.duration_s)
-        return VideoView(status, progress)
+    async def describe(self, video_id: str) -> VideoInfo:
+        return self._info(await self._db.get_status(video_id))
+
+    async def catalogue(self, limit: int, cursor: str | None, processing: bool | None) -> Page:
+        """A page of videos, newest first. The cursor is opaque and signed; a forged one is refused."""
+        after = None
+        if cursor is not None:
+            try:
+                state = self._signer.decode_cursor(cursor)
+                after = PageKey(str(state["c"]), str(state["i"]))
+            except (BadSignature, KeyError):
+                raise InvalidRequest(
+                    "cursor: not one this service handed out (or from before a restart);"
+                    " start from the first page"
+                ) from None
+        statuses = await self._db.list_statuses(limit + 1, after, processing)
+        more = len(statuses) > limit
+        videos = [self._info(status) for status in statuses[:limit]]
+        next_cursor = None
+        if more:
+            last = videos[-1]
+            next_cursor = self._signer.encode_cursor({"c": last.created_at, "i": last.id})
+        return Page(videos, next_cursor)
+
+    def _info(self, status: VideoStatus) -> VideoInfo:
+        video, job = status.video, status.job
+        job_info = None
+        if job is not None:
+            progress = None
+            if job.state is JobState.SUCCEEDED:
+                progress = 100
+            elif job.state.active and video.duration_s:
+                progress = read_progress(self._runner.progress_file(job.id), video.duration_s)
+            job_info = JobInfo(
+                state=job.state,
+                width=job.width,
+                height=job.height,
+                progress=progress,
+                error=job.error,
+                queued_at=job.created_at,
+                started_at=job.started_at,
+                finished_at=job.finished_at,
+            )
+        return VideoInfo(
+            id=video.id,
+            filename=video.filename,
+            size_bytes=video.size_bytes,
+            width=video.width,
+            height=video.height,
+            duration_s=video.duration_s,
+            created_at=video.created_at,
+            updated_at=video.updated_at,
+            original=video.original if self._keep_original else None,
+            job=job_info,
+        )
+
+    async def content_path(self, video_id: str, variant: Variant) -> tuple[Path, VideoInfo]:
+        """Where the bytes of a video (or its original) are, and what it is."""
+        info = await self.describe(video_id)
+        if variant is Variant.ORIGINAL:
+            if not self._keep_original:
+                raise VideoNotFound(f"{video_id} (variant=original: this service keeps no originals)")
+            return self._storage.original_path(video_id), info
+        return self._storage.video_path(video_id), info
 
     async def start_resize(self, video_id: str, width: int, height: int, client: str | None = None) -> None:
-        """Queue a resize; `client` (an API key's name) has its own share of the queue."""
+        """Queue a resize; `client` (an API key's name) has its own share of the queue.
+
+        A resize to the size the video has now, or (originals kept) to the original's
+        size, needs no encoding: it ends at once, and GET shows it succeeded.
+        """
         limits = self._settings.jobs
         for name, value in (("width", width), ("height", height)):
             if value > limits.max_dimension:
@@ -244,12 +402,34 @@ class VideoService:
         with self._runner.admission(client):  # 429 when the queue, or this client's share, is full
             async with self._lock(video_id):
                 job = await self._db.create_job(video_id, width, height)
+                video = (await self._db.get_status(video_id)).video
+                original = video.original if self._keep_original else None
+                if (width, height) == (video.width, video.height):
+                    await self._db.end_job(job, JobState.SUCCEEDED)
+                    log.info("job finished: the video already has that size", extra={"job_id": job.id})
+                    return
+                if original is not None and (width, height) == (original.width, original.height):
+                    await self._restore_original(job, original)
+                    return
                 try:
                     self._runner.submit(job, client)
                 except BaseException:
                     # Refused (503): as if the request never came, so no failure to report later.
                     await self._db.discard_job(job)
                     raise
+
+    async def _restore_original(self, job: JobRecord, original: Original) -> None:
+        """The original's size was asked for: it is the answer, swapped in without encoding."""
+        try:
+            size = await asyncio.to_thread(self._storage.restore_original, job.video_id)
+            info = await asyncio.get_running_loop().run_in_executor(
+                self._probes, probe, str(self._storage.video_path(job.video_id)), self._tools
+            )
+        except (OSError, ProbeError) as e:
+            await self._db.fail_job(job, f"restoring the original failed: {e}")
+            raise
+        await self._db.succeed_job(job, size, info)
+        log.info("job finished: the original restored", extra={"job_id": job.id, "video_id": job.video_id})
 
     async def _count_frames(self, video: VideoRecord) -> int:
         """Frames of a video stored before they were recorded: read its index once, and keep it."""
@@ -274,8 +454,12 @@ class VideoService:
             # removes the orphan; the reverse order would show a video with no bytes.
             with contextlib.suppress(VideoNotFound):  # gone meanwhile: the outcome is the same
                 await self._db.delete_video(video_id)
-            await asyncio.to_thread(remove, self._storage.video_path(video_id))
+            await asyncio.to_thread(self._storage.remove_video, video_id)
         log.info("video deleted", extra={"video_id": video_id})
+
+
+def _original_of(video: VideoRecord) -> Original:
+    return Original(video.width, video.height, video.size_bytes, video.audio_codecs or ())
 
 
 def _resource_error(error: BaseException) -> BaseException:

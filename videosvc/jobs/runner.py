@@ -23,7 +23,7 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import JobQueueUnavailable, TooManyJobs
 from ..media.probe import ProbeError, Toolchain, probe
-from ..store.db import Database, JobRecord
+from ..store.db import Database, JobRecord, JobState
 from ..store.storage import Storage, remove
 from .worker import JobFiles, Outcome, ResizeJob, ResizeResult, init_worker, run_resize, warm_up
 
@@ -240,9 +240,15 @@ class JobRunner:
                 return ResizeResult(Outcome.CANCELLED)
             attempt = await self._db.mark_running(job)
             video = (await self._db.get_status(job.video_id)).video
+            # From the original when it is kept: repeated resizes never compound their losses.
+            original = video.original if self._settings.storage.keep_original else None
             spec = ResizeJob(
-                source=str(self._storage.video_path(job.video_id)),
-                source_audio_codecs=video.audio_codecs,
+                source=str(
+                    self._storage.original_path(job.video_id)
+                    if original
+                    else self._storage.video_path(job.video_id)
+                ),
+                source_audio_codecs=original.audio_codecs if original else video.audio_codecs,
                 directory=str(files.directory),
                 width=job.width,
                 height=job.height,
@@ -292,7 +298,7 @@ class JobRunner:
                     await self._db.requeue(job)
                     log.info("job interrupted by shutdown; it will resume at next start", extra=fields)
                 else:
-                    await self._db.fail_job(job, "the job was cancelled")
+                    await self._db.end_job(job, JobState.CANCELLED, "the job was cancelled")
             elif result.outcome is Outcome.SUCCEEDED and result.output and result.info:
                 # Replace first, then record. A crash in between leaves the new video
                 # with an active row, which the next start recognises and records.

@@ -35,6 +35,21 @@ class JobState(enum.StrEnum):
     RUNNING = "running"  #: handed to a worker (it may still wait in the pool's queue)
     SUCCEEDED = "succeeded"  #: the stored video is the resized one
     FAILED = "failed"  #: the stored video is unchanged; `error` says why
+    CANCELLED = "cancelled"  #: stopped before it ended; the stored video is unchanged
+
+    @property
+    def active(self) -> bool:
+        return self in (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class Original:
+    """The upload as it came, kept so that every resize starts from it."""
+
+    width: int
+    height: int
+    size_bytes: int
+    audio_codecs: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -51,6 +66,8 @@ class VideoRecord:
     audio_codecs: tuple[str, ...] | None = None
     #: Frames of the video stream; None when unknown (stored before it was recorded).
     frame_count: int | None = None
+    #: None when originals are not kept, or not recorded yet (a row from before they were).
+    original: Original | None = None
 
 
 @dataclass(frozen=True)
@@ -62,15 +79,28 @@ class JobRecord:
     state: JobState
     attempts: int
     error: str | None = None
+    created_at: str | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
 
 
 @dataclass(frozen=True)
 class VideoStatus:
     video: VideoRecord
-    #: The queued or running job, if any.
-    active_job: JobRecord | None
-    #: The newest finished job, if any.
-    last_job: JobRecord | None
+    #: The newest job, whatever its state (at most one is ever active, and it is the newest).
+    job: JobRecord | None
+
+    @property
+    def active_job(self) -> JobRecord | None:
+        return self.job if self.job is not None and self.job.state.active else None
+
+
+@dataclass(frozen=True)
+class PageKey:
+    """Where a page of the catalogue starts: after this (created_at, id), newest first."""
+
+    created_at: str
+    video_id: str
 
 
 def utc_now() -> str:
@@ -177,10 +207,14 @@ class Database:
     # -- videos ---------------------------------------------------------------
 
     async def insert_video(self, video: VideoRecord) -> None:
+        original = video.original
+
         async def change(conn: aiosqlite.Connection) -> None:
             await conn.execute(
-                "INSERT INTO videos (id, filename, size_bytes, width, height, duration_s,"
-                " created_at, updated_at, audio_codecs, frame_count) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO videos (id, filename, size_bytes, width, height, duration_s, created_at,"
+                " updated_at, audio_codecs, frame_count, original_width, original_height,"
+                " original_size_bytes, original_audio_codecs)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     video.id,
                     video.filename,
@@ -190,8 +224,12 @@ class Database:
                     video.duration_s,
                     video.created_at,
                     video.updated_at,
-                    None if video.audio_codecs is None else ",".join(video.audio_codecs),
+                    _join(video.audio_codecs),
                     video.frame_count,
+                    original.width if original else None,
+                    original.height if original else None,
+                    original.size_bytes if original else None,
+                    _join(original.audio_codecs) if original else None,
                 ),
             )
 
@@ -202,13 +240,29 @@ class Database:
         if cached is not None:
             return cached
         generation = self._cache.generation
-        rows = list(await self._reader.execute_fetchall(STATUS_QUERY, (video_id,)))
+        rows = list(await self._reader.execute_fetchall(STATUS_QUERY + " WHERE v.id = ?", (video_id,)))
         if not rows:
             raise VideoNotFound(video_id)
-        row = rows[0]
-        status = VideoStatus(video=_video(row), active_job=_job(row, "a_"), last_job=_job(row, "l_"))
+        status = _status(rows[0])
         self._cache.put(status, generation)
         return status
+
+    async def list_statuses(
+        self, limit: int, after: PageKey | None, processing: bool | None
+    ) -> list[VideoStatus]:
+        """A page of the catalogue, newest first; keyset paging, so inserts and deletes never shift it."""
+        where, args = [], []
+        if after is not None:
+            where.append("(v.created_at < ? OR (v.created_at = ? AND v.id < ?))")
+            args += [after.created_at, after.created_at, after.video_id]
+        if processing is not None:
+            where.append(
+                ("" if processing else "NOT ") + "(j.state IS NOT NULL AND j.state IN ('queued', 'running'))"
+            )
+        sql = STATUS_QUERY + (" WHERE " + " AND ".join(where) if where else "")
+        sql += " ORDER BY v.created_at DESC, v.id DESC LIMIT ?"
+        rows = await self._reader.execute_fetchall(sql, (*args, limit))
+        return [_status(row) for row in rows]
 
     async def delete_video(self, video_id: str) -> None:
         async def change(conn: aiosqlite.Connection) -> None:
@@ -223,6 +277,28 @@ class Database:
             await conn.execute("UPDATE videos SET frame_count = ? WHERE id = ?", (frames, video_id))
 
         await self._write(change, video_id)
+
+    async def set_original(self, video_id: str, original: Original) -> None:
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE videos SET original_width = ?, original_height = ?, original_size_bytes = ?,"
+                " original_audio_codecs = ? WHERE id = ?",
+                (
+                    original.width,
+                    original.height,
+                    original.size_bytes,
+                    _join(original.audio_codecs),
+                    video_id,
+                ),
+            )
+
+        await self._write(change, video_id)
+
+    async def videos_without_original(self) -> list[VideoRecord]:
+        rows = await self._reader.execute_fetchall(
+            STATUS_QUERY + " WHERE v.original_width IS NULL ORDER BY v.created_at"
+        )
+        return [_status(row).video for row in rows]
 
     async def video_ids(self) -> set[str]:
         rows = await self._reader.execute_fetchall("SELECT id FROM videos")
@@ -239,11 +315,13 @@ class Database:
     # -- jobs -----------------------------------------------------------------
 
     async def create_job(self, video_id: str, width: int, height: int) -> JobRecord:
+        now = utc_now()
+
         async def change(conn: aiosqlite.Connection) -> int:
             cursor = await conn.execute(
                 "INSERT INTO jobs (video_id, width, height, state, created_at)"
                 " SELECT id, ?, ?, 'queued', ? FROM videos WHERE id = ?",
-                (width, height, utc_now(), video_id),
+                (width, height, now, video_id),
             )
             if cursor.rowcount == 0 or cursor.lastrowid is None:
                 raise VideoNotFound(video_id)
@@ -254,14 +332,16 @@ class Database:
         except sqlite3.IntegrityError:
             # The partial unique index: this video already has an active job.
             raise JobAlreadyActive(video_id) from None
-        return JobRecord(job_id, video_id, width, height, JobState.QUEUED, 0)
+        return JobRecord(job_id, video_id, width, height, JobState.QUEUED, 0, created_at=now)
 
     async def mark_running(self, job: JobRecord) -> int:
         """Record a hand-over to a worker; returns the attempt number."""
 
         async def change(conn: aiosqlite.Connection) -> int:
             await conn.execute(
-                "UPDATE jobs SET state = 'running', attempts = attempts + 1 WHERE id = ?", (job.id,)
+                "UPDATE jobs SET state = 'running', attempts = attempts + 1,"
+                " started_at = coalesce(started_at, ?) WHERE id = ?",
+                (utc_now(), job.id),
             )
             rows = list(await conn.execute_fetchall("SELECT attempts FROM jobs WHERE id = ?", (job.id,)))
             return int(rows[0]["attempts"]) if rows else 0
@@ -286,8 +366,9 @@ class Database:
 
         async def change(conn: aiosqlite.Connection) -> None:
             await conn.execute(
-                "UPDATE jobs SET state = 'succeeded', error = NULL, finished_at = ? WHERE id = ?",
-                (now, job.id),
+                "UPDATE jobs SET state = 'succeeded', error = NULL, started_at = coalesce(started_at, ?),"
+                " finished_at = ? WHERE id = ?",
+                (now, now, job.id),
             )
             await conn.execute(
                 "UPDATE videos SET size_bytes = ?, width = ?, height = ?, duration_s = ?, audio_codecs = ?,"
@@ -306,14 +387,22 @@ class Database:
 
         await self._write(change, job.video_id)
 
-    async def fail_job(self, job: JobRecord, error: str) -> None:
+    async def end_job(self, job: JobRecord, state: JobState, error: str | None = None) -> None:
+        """End a job that left its video as it was: failed, cancelled, or succeeded with nothing to do."""
+        assert not state.active
+        now = utc_now()
+
         async def change(conn: aiosqlite.Connection) -> None:
             await conn.execute(
-                "UPDATE jobs SET state = 'failed', error = ?, finished_at = ? WHERE id = ?",
-                (error, utc_now(), job.id),
+                "UPDATE jobs SET state = ?, error = ?, started_at = coalesce(started_at, ?), finished_at = ?"
+                " WHERE id = ?",
+                (state.value, error, now, now, job.id),
             )
 
         await self._write(change, job.video_id)
+
+    async def fail_job(self, job: JobRecord, error: str) -> None:
+        await self.end_job(job, JobState.FAILED, error)
 
     async def discard_job(self, job: JobRecord) -> None:
         """Forget a job that was never queued."""
@@ -340,19 +429,14 @@ async def _connect(path: Path) -> aiosqlite.Connection:
     return connection
 
 
-#: A video with its newest active job (a_*) and newest finished job (l_*), in one read.
+#: A video with its newest job (j_*), in one read; callers add WHERE and ORDER BY.
 STATUS_QUERY = """
 SELECT v.*,
-    a.id AS a_id, a.video_id AS a_video_id, a.width AS a_width, a.height AS a_height,
-    a.state AS a_state, a.attempts AS a_attempts, a.error AS a_error,
-    l.id AS l_id, l.video_id AS l_video_id, l.width AS l_width, l.height AS l_height,
-    l.state AS l_state, l.attempts AS l_attempts, l.error AS l_error
+    j.id AS j_id, j.video_id AS j_video_id, j.width AS j_width, j.height AS j_height,
+    j.state AS j_state, j.attempts AS j_attempts, j.error AS j_error, j.created_at AS j_created_at,
+    j.started_at AS j_started_at, j.finished_at AS j_finished_at
 FROM videos AS v
-LEFT JOIN jobs AS a ON a.id =
-    (SELECT max(id) FROM jobs WHERE video_id = v.id AND state IN ('queued', 'running'))
-LEFT JOIN jobs AS l ON l.id =
-    (SELECT max(id) FROM jobs WHERE video_id = v.id AND state IN ('succeeded', 'failed'))
-WHERE v.id = ?
+LEFT JOIN jobs AS j ON j.id = (SELECT max(id) FROM jobs WHERE video_id = v.id)
 """
 
 
@@ -367,7 +451,19 @@ def migration_scripts() -> list[tuple[str, str]]:
     return [(path.name, path.read_text(encoding="utf-8")) for path in sorted(migrations_dir().glob("*.sql"))]
 
 
+def _status(row: sqlite3.Row) -> VideoStatus:
+    return VideoStatus(video=_video(row), job=None if row["j_id"] is None else _job_from(row, "j_"))
+
+
 def _video(row: sqlite3.Row) -> VideoRecord:
+    original = None
+    if row["original_width"] is not None:
+        original = Original(
+            width=row["original_width"],
+            height=row["original_height"],
+            size_bytes=row["original_size_bytes"],
+            audio_codecs=_split(row["original_audio_codecs"] or ""),
+        )
     return VideoRecord(
         id=row["id"],
         filename=row["filename"],
@@ -379,7 +475,12 @@ def _video(row: sqlite3.Row) -> VideoRecord:
         updated_at=row["updated_at"],
         audio_codecs=None if row["audio_codecs"] is None else _split(row["audio_codecs"]),
         frame_count=row["frame_count"],
+        original=original,
     )
+
+
+def _join(codecs: tuple[str, ...] | None) -> str | None:
+    return None if codecs is None else ",".join(codecs)
 
 
 def _split(codecs: str) -> tuple[str, ...]:
@@ -395,9 +496,7 @@ def _job_from(row: sqlite3.Row, prefix: str = "") -> JobRecord:
         state=JobState(row[prefix + "state"]),
         attempts=row[prefix + "attempts"],
         error=row[prefix + "error"],
+        created_at=row[prefix + "created_at"],
+        started_at=row[prefix + "started_at"],
+        finished_at=row[prefix + "finished_at"],
     )
-
-
-def _job(row: sqlite3.Row, prefix: str) -> JobRecord | None:
-    """The joined job with this column prefix, or None when the join found none."""
-    return None if row[prefix + "id"] is None else _job_from(row, prefix)

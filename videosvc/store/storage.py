@@ -1,7 +1,8 @@
 """Where bytes live under `data_dir`, and how they get there safely.
 
     data_dir/videosvc.sqlite3   the database
-    data_dir/videos/<id>.mp4    stored videos, named by id, never by the client
+    data_dir/videos/<id>.mp4    stored videos (the current rendition), named by id, never by the client
+    data_dir/originals/<id>.mp4 each upload as it came (a hard link to the same bytes until a resize)
     data_dir/tmp/               uploads being received (emptied at start-up)
     data_dir/jobs/<job-id>/     one directory per running job (emptied at start-up)
 
@@ -42,6 +43,10 @@ class Storage:
         return self.root / "videos"
 
     @property
+    def originals_dir(self) -> Path:
+        return self.root / "originals"
+
+    @property
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
 
@@ -53,6 +58,9 @@ class Storage:
         # Callers pass canonical UUIDs only, so this can never leave videos_dir.
         return self.videos_dir / f"{video_id}{VIDEO_SUFFIX}"
 
+    def original_path(self, video_id: str) -> Path:
+        return self.originals_dir / f"{video_id}{VIDEO_SUFFIX}"
+
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
 
@@ -61,7 +69,7 @@ class Storage:
 
     def prepare(self) -> None:
         """Create the layout; throw away what a crash left half-done."""
-        for folder in (self.videos_dir, self.tmp_dir, self.jobs_dir):
+        for folder in (self.videos_dir, self.originals_dir, self.tmp_dir, self.jobs_dir):
             folder.mkdir(parents=True, exist_ok=True)
         for leftover in [*self.tmp_dir.iterdir(), *self.jobs_dir.iterdir()]:
             log.warning("removing leftover %s from an earlier run", leftover.relative_to(self.root))
@@ -69,6 +77,36 @@ class Storage:
 
     def stored_video_ids(self) -> set[str]:
         return {p.name.removesuffix(VIDEO_SUFFIX) for p in self.videos_dir.glob(f"*{VIDEO_SUFFIX}")}
+
+    def stored_original_ids(self) -> set[str]:
+        return {p.name.removesuffix(VIDEO_SUFFIX) for p in self.originals_dir.glob(f"*{VIDEO_SUFFIX}")}
+
+    def keep_as_original(self, video_id: str) -> None:
+        """Make the stored video the original too: a hard link, so no byte is copied."""
+        self._link_into_place(self.video_path(video_id), self.original_path(video_id), self.originals_dir)
+
+    def restore_original(self, video_id: str) -> int:
+        """Make the original the stored video again (a hard link, swapped in atomically); its size."""
+        return self._link_into_place(self.original_path(video_id), self.video_path(video_id), self.videos_dir)
+
+    def _link_into_place(self, source: Path, target: Path, folder: Path) -> int:
+        temp = self.new_temp_path()
+        try:
+            try:
+                os.link(source, temp)
+            except OSError:  # a filesystem without hard links: copy, durably
+                shutil.copyfile(source, temp)
+                sync_file(temp)
+            os.replace(temp, target)
+        finally:
+            temp.unlink(missing_ok=True)
+        _fsync_dir(folder)
+        return target.stat().st_size
+
+    def remove_video(self, video_id: str) -> None:
+        """Every byte stored for a video: the current rendition and the original."""
+        remove(self.video_path(video_id))
+        remove(self.original_path(video_id))
 
     def ensure_free(self, incoming_bytes: int) -> None:
         """Raise unless `incoming_bytes` more still leaves `min_free_bytes` free."""

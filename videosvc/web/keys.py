@@ -8,6 +8,7 @@ from ..config import Settings
 from ..jobs.runner import JobRunner
 from ..media.probe import Toolchain
 from ..service import VideoService
+from ..signing import Signer
 from ..store.db import Database
 from ..store.storage import Storage
 from .inflight import InFlightRequests
@@ -19,6 +20,7 @@ DATABASE = web.AppKey("database", Database)
 JOB_RUNNER = web.AppKey("job_runner", JobRunner)
 SERVICE = web.AppKey("service", VideoService)
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
+SIGNER = web.AppKey("signer", Signer)
 
 #: The canonical (lowercase) id of the video a request names, set by `video_id_middleware`.
 VIDEO_ID = web.RequestKey("video_id", str)

@@ -12,8 +12,9 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from ..errors import BodyTimeout, ClientGone, TooManyJobs, VideoNotFound, VideoServiceError
+from ..signing import BadSignature, Expired
 from .errortable import CLIENT_GONE_STATUS, status_for
-from .keys import API_KEY, IN_FLIGHT, SETTINGS, VIDEO_ID
+from .keys import API_KEY, IN_FLIGHT, SETTINGS, SIGNER, VIDEO_ID
 from .protocol import SERVER_NAME
 
 log = logging.getLogger(__name__)
@@ -124,6 +125,8 @@ def refusal_before_body(request: web.Request) -> web.Response | None:
     settings = request.app[SETTINGS].http
     if settings.api_keys and request.path.startswith(PROTECTED_PREFIX):
         key_index = matching_key(request.headers.get(hdrs.AUTHORIZATION, ""), settings.api_keys)
+        if key_index is None and "signature" in request.query and _accepts_signed_urls(request):
+            return _signature_refusal(request)
         if key_index is None:
             return error_response(
                 401,
@@ -136,6 +139,26 @@ def refusal_before_body(request: web.Request) -> web.Response | None:
         shown = coding[:40]
         return error_response(
             415, f"content codings are not accepted on request bodies (got {shown!r}); send it uncompressed"
+        )
+    return None
+
+
+def _accepts_signed_urls(request: web.Request) -> bool:
+    return bool(getattr(request.match_info.handler, "accepts_signed_urls", False))
+
+
+def _signature_refusal(request: web.Request) -> web.Response | None:
+    """None when the link's signature is genuine and current; else a 403 saying which."""
+    video_id = request.match_info.get("id", "").lower()
+    try:
+        request.app[SIGNER].verify_content(
+            video_id, request.query.get("expires", ""), request.query.get("signature", "")
+        )
+    except Expired:
+        return error_response(403, "this signed link has expired: GET the video again for a fresh contentUrl")
+    except BadSignature:
+        return error_response(
+            403, "this signed link is not valid for this video (altered, or from another key)"
         )
     return None
 

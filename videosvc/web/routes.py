@@ -8,10 +8,12 @@ from . import views
 from .middlewares import expect_continue
 
 ROUTES = [
+    ("GET", "/file/", views.list_files),
     ("POST", "/file/", views.upload_file),
     ("GET", "/file/{id}/", views.get_file),
     ("PATCH", "/file/{id}/", views.resize_file),
     ("DELETE", "/file/{id}/", views.delete_file),
+    ("GET", "/file/{id}/content", views.get_content),
     #: Not under /file, so API keys do not apply: container health checks need no secret.
     ("GET", "/health", views.health),
 ]
@@ -20,18 +22,24 @@ ROUTES = [
 def add_routes(app: web.Application) -> None:
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler, expect_handler=expect_continue)
+    # Somewhere useful for a person who opens the address in a browser.
+    app.router.add_get("/", _to_docs)
+    app.router.add_get("/swagger/", _to_docs)
+
+
+async def _to_docs(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPFound("/swagger")
 
 
 def add_aliases(app: web.Application) -> None:
-    """`/file` as well as `/file/` (answered directly: a redirect would lose PATCH bodies in some
-    clients), and HEAD for every GET (aiohttp drops the body).
+    """Each path with and without its trailing slash (answered directly: a redirect would lose
+    PATCH bodies in some clients), and HEAD for every GET (aiohttp drops the body).
 
     Added after the OpenAPI document is built, so each operation is documented once.
     """
     for method, path, handler in ROUTES:
-        slashless = path.rstrip("/")
-        if slashless != path:
-            app.router.add_route(method, slashless, handler, expect_handler=expect_continue)
+        other = path.rstrip("/") if path.endswith("/") else path + "/"
+        app.router.add_route(method, other, handler, expect_handler=expect_continue)
         if method == "GET":
-            for alias in {path, slashless}:
+            for alias in (path, other):
                 app.router.add_route("HEAD", alias, handler, expect_handler=expect_continue)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from marshmallow import RAISE, Schema, ValidationError, fields
+from marshmallow import RAISE, Schema, ValidationError, fields, validate
 
 MIN_DIMENSION_EXCLUSIVE = 20
 
@@ -43,19 +43,34 @@ class ResizeRequestSchema(Schema):
     height = Dimension(metadata={"description": "Target height in pixels", "example": 360, **DIMENSION_RULES})
 
 
-def document_limits(spec: dict[str, Any], max_dimension: int) -> None:
-    """Put the configured max_dimension into the generated OpenAPI document."""
-    properties = spec["components"]["schemas"]["ResizeRequest"]["properties"]
-    for name in ("width", "height"):
-        properties[name]["maximum"] = max_dimension
-
-
 class UploadResponseSchema(Schema):
     id = fields.UUID(required=True, metadata={"description": "The new video's id"})
 
 
 class SuccessSchema(Schema):
     success = fields.Boolean(required=True)
+
+
+class JobSchema(Schema):
+    state = fields.String(
+        required=True,
+        metadata={"enum": ["queued", "running", "succeeded", "failed", "cancelled"],
+                  "description": "queued and running are active; the others say how it ended"},
+    )  # fmt: skip
+    width = fields.Integer(required=True)
+    height = fields.Integer(required=True)
+    progress = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={"minimum": 0, "maximum": 100,
+                  "description": "0-99 while it runs (from ffmpeg), 100 once it succeeded, else null"},
+    )  # fmt: skip
+    error = fields.String(required=True, allow_none=True, metadata={"description": "Why it failed"})
+    queuedAt = fields.String(required=True, metadata={"description": "ISO 8601 UTC"})
+    startedAt = fields.String(
+        required=True, allow_none=True, metadata={"description": "First handed to a worker"}
+    )
+    finishedAt = fields.String(required=True, allow_none=True)
 
 
 class FileInfoSchema(Schema):
@@ -67,13 +82,22 @@ class FileInfoSchema(Schema):
     processingSuccess = fields.Boolean(
         required=True,
         allow_none=True,
-        metadata={"description": "Outcome of the last finished resize; null until one finishes"},
+        metadata={
+            "description": "Outcome of the newest resize: null before the first one and while one is queued"
+            " or running (its outcome is not known yet), then true or false"
+        },
     )
     processingError = fields.String(
-        allow_none=True, metadata={"description": "Why the last resize failed; null unless it did"}
+        allow_none=True, metadata={"description": "Why the newest resize failed; null unless it did"}
     )
     progress = fields.Integer(
-        allow_none=True, metadata={"description": "0-100 while a resize runs (from ffmpeg), else null"}
+        allow_none=True,
+        metadata={
+            "minimum": 0,
+            "maximum": 99,
+            "description": "0-99 while a resize runs (from ffmpeg's reports); null otherwise. It never shows"
+            " 100: a job is done when processing turns false",
+        },
     )
     size = fields.Integer(metadata={"description": "Stored size in bytes"})
     width = fields.Integer(metadata={"description": "Display width in pixels"})
@@ -81,6 +105,52 @@ class FileInfoSchema(Schema):
     duration = fields.Float(allow_none=True, metadata={"description": "Duration in seconds"})
     createdAt = fields.String(metadata={"description": "Upload time, ISO 8601 UTC"})
     updatedAt = fields.String(metadata={"description": "Last change of the stored video, ISO 8601 UTC"})
+    originalWidth = fields.Integer(allow_none=True, metadata={"description": "The upload's display width"})
+    originalHeight = fields.Integer(allow_none=True, metadata={"description": "The upload's display height"})
+    originalSize = fields.Integer(allow_none=True, metadata={"description": "The upload's size in bytes"})
+    contentUrl = fields.String(
+        metadata={
+            "description": "Where to GET the video's bytes. When API keys are set it carries an expiring"
+            " signature, so a browser's <video src> can use it without the key"
+        }
+    )
+    job = fields.Nested(
+        JobSchema, allow_none=True, metadata={"description": "The newest resize; null before the first"}
+    )
+
+
+class FileListSchema(Schema):
+    items = fields.List(fields.Nested(FileInfoSchema), required=True)
+    next = fields.String(
+        required=True, allow_none=True, metadata={"description": "Cursor of the next page; null on the last"}
+    )
+
+
+class ListQuerySchema(Schema):
+    limit = fields.Integer(
+        load_default=20,
+        validate=validate.Range(min=1, max=100, error="must be between 1 and 100, got {input}"),
+        metadata={"description": "Videos per page, 1-100"},
+    )
+    cursor = fields.String(metadata={"description": "The `next` of the previous page (opaque)"})
+    processing = fields.Boolean(
+        metadata={"description": "Only videos with (true) or without (false) an active job"}
+    )
+
+
+class ContentQuerySchema(Schema):
+    variant = fields.String(
+        load_default="current",
+        validate=validate.OneOf(["current", "original"], error="must be 'current' or 'original'"),
+        metadata={
+            "description": "current: the stored (maybe resized) video; original: the upload as it came"
+        },
+    )
+    download = fields.Boolean(
+        load_default=False, metadata={"description": "true: Content-Disposition attachment (save, not play)"}
+    )
+    expires = fields.String(metadata={"description": "From a signed contentUrl"})
+    signature = fields.String(metadata={"description": "From a signed contentUrl"})
 
 
 class ErrorSchema(Schema):

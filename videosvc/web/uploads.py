@@ -204,7 +204,7 @@ async def _next_part(
     stream.check_form_budget()
     try:
         part = await reader.next()
-    except MALFORMED as e:
+    except (*MALFORMED, RuntimeError) as e:  # RuntimeError: a `_charset_` field aiohttp cannot take
         raise InvalidRequest(f"the multipart body is malformed: {first_line(e)}") from None
     if part is None:
         return None
@@ -244,9 +244,9 @@ async def _file_then_rest(
         if part.name == FILE_FIELD or part.filename:
             raise InvalidRequest("the multipart body has more than one file part: send one video per upload")
         await _skip(part)
+    # The reader returned None: it saw the closing boundary (a body that ends without one is
+    # refused above, "Reading after EOF").
     stream.check_form_budget()
-    if not reader.at_eof():
-        raise InvalidRequest("the multipart body is malformed: it ends without its closing boundary")
 
 
 def _filename_from_headers(request: web.Request) -> str | None:

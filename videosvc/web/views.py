@@ -4,16 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from aiohttp import web
-from aiohttp_apigami import docs, json_schema, response_schema
+from aiohttp import hdrs, web
+from aiohttp_apigami import docs, json_schema, querystring_schema, response_schema
 
-from ..service import VideoView
-from ..store.db import JobState
+from ..service import Variant, VideoInfo
+from .content import send_video
 from .errortable import documented
-from .keys import API_KEY, JOB_RUNNER, SERVICE, SETTINGS, VIDEO_ID
+from .keys import API_KEY, JOB_RUNNER, SERVICE, SETTINGS, SIGNER, VIDEO_ID
 from .schemas import (
+    ContentQuerySchema,
     FileInfoSchema,
+    FileListSchema,
     HealthSchema,
+    ListQuerySchema,
     ResizeRequestSchema,
     SuccessSchema,
     UploadResponseSchema,
@@ -61,6 +64,7 @@ ID_PARAMETER = {
             "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
         },
     },
+    operation_id="uploadFile",
     responses=documented(400, 408, 413, 415, 503, 507),
 )
 @response_schema(UploadResponseSchema, 200, description="Stored")
@@ -79,6 +83,7 @@ async def upload_file(request: web.Request) -> web.Response:
         "GET shows `processing: true` until the job ends, then `processingSuccess`. "
         "Each dimension must be a JSON integer, even, greater than 20 and at most max_dimension."
     ),
+    operation_id="resizeFile",
     parameters=[ID_PARAMETER],
     responses=documented(400, 404, 408, 409, 413, 415, 429, 503),
 )
@@ -93,20 +98,83 @@ async def resize_file(request: web.Request) -> web.Response:
 
 @docs(
     tags=["files"],
+    summary="List videos, newest first",
+    description=(
+        "Pages through the catalogue with an opaque cursor: pass the `next` of one page as `cursor` to get"
+        ' the following one (also in the `Link: <...>; rel="next"` header). Paging while videos are added or'
+        " deleted never repeats an item, and never skips one that existed throughout."
+    ),
+    operation_id="listFiles",
+    responses=documented(400),
+)
+@querystring_schema(ListQuerySchema)
+@response_schema(FileListSchema, 200, description="A page of videos")
+async def list_files(request: web.Request) -> web.Response:
+    query = request["querystring"]
+    page = await request.app[SERVICE].catalogue(query["limit"], query.get("cursor"), query.get("processing"))
+    body = {"items": [file_info(request, video) for video in page.videos], "next": page.next_cursor}
+    headers = {}
+    if page.next_cursor is not None:
+        params = {k: v for k, v in request.query.items() if k != "cursor"} | {"cursor": page.next_cursor}
+        next_url = request.rel_url.with_query(params)
+        headers[hdrs.LINK] = f'<{next_url}>; rel="next"'
+    return web.json_response(body, headers=headers)
+
+
+@docs(
+    tags=["files"],
     summary="Describe a video and its processing status",
+    operation_id="getFile",
     parameters=[ID_PARAMETER],
     responses=documented(404),
 )
 @response_schema(FileInfoSchema, 200, description="The video")
 async def get_file(request: web.Request) -> web.Response:
-    view = await request.app[SERVICE].describe(request[VIDEO_ID])
-    return web.json_response(file_info(view))
+    info = await request.app[SERVICE].describe(request[VIDEO_ID])
+    return web.json_response(file_info(request, info))
+
+
+@docs(
+    tags=["files"],
+    summary="Download or play the video's bytes",
+    description=(
+        "The stored video (or, with `variant=original`, the upload as it came), sent from disk with"
+        " `Accept-Ranges: bytes`: one range gives 206 (`bytes=0-99`, `bytes=100-`, `bytes=-500`), several"
+        " the whole file. A strong `ETag` changes with each rendition: `If-None-Match` gives 304, a stale"
+        " `If-Range` the whole new file. When API keys are set, the signed `contentUrl` of GET works"
+        " without the key (403 once it expired or if it was altered)."
+    ),
+    operation_id="getFileContent",
+    parameters=[ID_PARAMETER],
+    responses={
+        200: {
+            "description": "The whole video",
+            "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        206: {
+            "description": "One byte range",
+            "content": {"video/mp4": {"schema": {"type": "string", "format": "binary"}}},
+        },
+        304: {"description": "Not modified (If-None-Match, If-Modified-Since)"},
+        **documented(400, 403, 404, 416),
+    },
+)
+@querystring_schema(ContentQuerySchema)
+async def get_content(request: web.Request) -> web.StreamResponse:
+    query = request["querystring"]
+    path, info = await request.app[SERVICE].content_path(request[VIDEO_ID], Variant(query["variant"]))
+    return await send_video(request, path, info.filename, query["download"])
+
+
+#: Signed links are accepted on this route (a browser's <video src> cannot send a bearer key).
+get_content.accepts_signed_urls = True  # type: ignore[attr-defined]
 
 
 @docs(
     tags=["files"],
     summary="Delete a video",
     description="Drops a queued resize, stops a running one, and removes every stored byte before answering.",
+    operation_id="deleteFile",
     parameters=[ID_PARAMETER],
     responses=documented(404),
 )
@@ -116,26 +184,58 @@ async def delete_file(request: web.Request) -> web.Response:
     return web.json_response({"success": True})
 
 
-@docs(tags=["service"], summary="Liveness: the service is up and its job runner takes jobs")
+@docs(
+    tags=["service"],
+    summary="Liveness: the service is up and its job runner takes jobs",
+    operation_id="health",
+    security=[],  # never needs a key: container health checks have none
+)
 @response_schema(HealthSchema, 200, description="Up")
 async def health(request: web.Request) -> web.Response:
     runner = request.app[JOB_RUNNER]
     return web.json_response({"status": "ok", "activeJobs": len(runner.active_job_ids)})
 
 
-def file_info(view: VideoView) -> dict[str, Any]:
-    video, last = view.status.video, view.status.last_job
+def content_url(request: web.Request, video_id: str) -> str:
+    """Where GET finds the bytes; signed (expiring) when API keys are set."""
+    path = f"/file/{video_id}/content"
+    settings = request.app[SETTINGS].http
+    if not settings.api_keys:
+        return path
+    expires, signature = request.app[SIGNER].sign_content(video_id, settings.signed_url_ttl_s)
+    return f"{path}?expires={expires}&signature={signature}"
+
+
+def file_info(request: web.Request, info: VideoInfo) -> dict[str, Any]:
+    job = info.job
+    original = info.original
     return {
-        "id": video.id,
-        "filename": video.filename,
-        "processing": view.status.active_job is not None,
-        "processingSuccess": None if last is None else last.state is JobState.SUCCEEDED,
-        "processingError": last.error if last is not None else None,
-        "progress": view.progress,
-        "size": video.size_bytes,
-        "width": video.width,
-        "height": video.height,
-        "duration": video.duration_s,
-        "createdAt": video.created_at,
-        "updatedAt": video.updated_at,
+        "id": info.id,
+        "filename": info.filename,
+        "processing": info.processing,
+        "processingSuccess": info.processing_success,
+        "processingError": info.processing_error,
+        "progress": info.progress,
+        "size": info.size_bytes,
+        "width": info.width,
+        "height": info.height,
+        "duration": info.duration_s,
+        "createdAt": info.created_at,
+        "updatedAt": info.updated_at,
+        "originalWidth": original.width if original else None,
+        "originalHeight": original.height if original else None,
+        "originalSize": original.size_bytes if original else None,
+        "contentUrl": content_url(request, info.id),
+        "job": None
+        if job is None
+        else {
+            "state": job.state.value,
+            "width": job.width,
+            "height": job.height,
+            "progress": job.progress,
+            "error": job.error,
+            "queuedAt": job.queued_at,
+            "startedAt": job.started_at,
+            "finishedAt": job.finished_at,
+        },
     }

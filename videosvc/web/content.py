@@ -1,0 +1,197 @@
+"""Serving a stored video's bytes: sendfile, one byte range, validators, and the download name.
+
+aiohttp's FileResponse answers several ranges with a 416 and reads If-Range only
+as a date; a player seeking with an ETag it holds needs both right. Here the
+file is opened first and everything (size, ETag, the bytes sent) comes from
+that one open file, so a download running while a resize replaces the video
+gets the old version whole, and the next request the new one with a new ETag.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from typing import BinaryIO
+from urllib.parse import quote
+
+from aiohttp import hdrs, web
+
+from ..errors import VideoNotFound
+from .middlewares import error_response
+
+log = logging.getLogger(__name__)
+
+#: Read size when sendfile cannot be used.
+FALLBACK_CHUNK_BYTES = 256 * 1024
+_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+
+
+@dataclass(frozen=True)
+class OpenVideo:
+    file: BinaryIO
+    size: int
+    mtime: float
+    etag: str
+
+
+def open_video(path: Path) -> OpenVideo:
+    """Open first, then stat the open file: what is sent and what is described are one version."""
+    file = open(path, "rb")  # noqa: SIM115 - closed by send_video
+    st = os.fstat(file.fileno())
+    # Inode, modification time and size: a new rendition is a new file (os.replace), so a new tag.
+    etag = f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
+    return OpenVideo(file, st.st_size, st.st_mtime, etag)
+
+
+async def send_video(
+    request: web.Request, path: Path, display_name: str, download: bool
+) -> web.StreamResponse:
+    try:
+        video = await asyncio.to_thread(open_video, path)
+    except FileNotFoundError:  # deleted a moment ago
+        raise VideoNotFound(request.match_info.get("id", "")) from None
+    try:
+        return await _respond(request, video, display_name, download)
+    finally:
+        await asyncio.to_thread(video.file.close)
+
+
+async def _respond(
+    request: web.Request, video: OpenVideo, display_name: str, download: bool
+) -> web.StreamResponse:
+    headers = {
+        hdrs.ETAG: video.etag,
+        hdrs.CACHE_CONTROL: "no-cache",  # may be stored, but asked again (cheaply: 304) before reuse
+        hdrs.ACCEPT_RANGES: "bytes",
+    }
+    if _not_modified(request, video):
+        response = web.StreamResponse(status=304, headers=headers)
+        response.last_modified = video.mtime
+        return response
+    headers[hdrs.CONTENT_TYPE] = "video/mp4"
+    headers[hdrs.CONTENT_DISPOSITION] = content_disposition(display_name, download)
+    selected = _selected_range(request, video)
+    if selected is UNSATISFIABLE:
+        return error_response(
+            416,
+            f"range not satisfiable: the video has {video.size} bytes",
+            {hdrs.CONTENT_RANGE: f"bytes */{video.size}", hdrs.ACCEPT_RANGES: "bytes", hdrs.ETAG: video.etag},
+        )
+    status, offset, count = 200, 0, video.size
+    if isinstance(selected, tuple):
+        offset, last = selected
+        status, count = 206, last - offset + 1
+        headers[hdrs.CONTENT_RANGE] = f"bytes {offset}-{last}/{video.size}"
+    response = web.StreamResponse(status=status, headers=headers)
+    response.last_modified = video.mtime
+    response.content_length = count
+    await response.prepare(request)
+    if request.method != hdrs.METH_HEAD and count:
+        try:
+            await _send_bytes(request, response, video.file, offset, count)
+        except ConnectionError:
+            log.info("client went away during a download of %s", request.rel_url.raw_path[:200])
+            return response
+    await response.write_eof()
+    return response
+
+
+async def _send_bytes(
+    request: web.Request, response: web.StreamResponse, file: BinaryIO, offset: int, count: int
+) -> None:
+    transport = request.transport
+    if transport is None:
+        raise ConnectionResetError("connection lost")
+    try:
+        # Zero-copy from the page cache to the socket: memory stays flat whatever the size.
+        await asyncio.get_running_loop().sendfile(transport, file, offset, count)
+    except NotImplementedError:  # TLS, or a platform without sendfile
+        file.seek(offset)
+        while count > 0:
+            chunk = await asyncio.to_thread(file.read, min(FALLBACK_CHUNK_BYTES, count))
+            if not chunk:
+                break
+            await response.write(chunk)
+            count -= len(chunk)
+
+
+def _not_modified(request: web.Request, video: OpenVideo) -> bool:
+    """If-None-Match (weak comparison), else If-Modified-Since."""
+    if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
+    if if_none_match is not None:
+        tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
+        return "*" in tags or video.etag in tags
+    since = _http_date(request.headers.get(hdrs.IF_MODIFIED_SINCE))
+    return since is not None and int(video.mtime) <= since
+
+
+class _Unsatisfiable:
+    """`_selected_range`'s answer when the Range cannot be served at all."""
+
+
+UNSATISFIABLE = _Unsatisfiable()
+
+
+def _selected_range(request: web.Request, video: OpenVideo) -> tuple[int, int] | _Unsatisfiable | None:
+    """(first, last) byte of a single range; None for the whole file; UNSATISFIABLE.
+
+    Several ranges are answered with the whole file (RFC 9110 allows it, and no
+    player needs multipart/byteranges); a Range that does not parse is ignored.
+    """
+    header = request.headers.get(hdrs.RANGE)
+    if header is None or not _if_range_holds(request, video):
+        return None
+    unit, _, spec = header.partition("=")
+    if unit.strip().lower() != "bytes" or "," in spec:
+        return None
+    match = _RANGE.match(spec)
+    if match is None or (not match[1] and not match[2]):
+        return None
+    size = video.size
+    if not match[1]:  # suffix: the last N bytes
+        suffix = int(match[2])
+        if suffix == 0 or size == 0:
+            return UNSATISFIABLE
+        return max(0, size - suffix), size - 1
+    first = int(match[1])
+    if match[2] and int(match[2]) < first:
+        return None  # not a valid range: ignored, as RFC 9110 says
+    if first >= size:
+        return UNSATISFIABLE
+    last = int(match[2]) if match[2] else size - 1
+    return first, min(last, size - 1)
+
+
+def _if_range_holds(request: web.Request, video: OpenVideo) -> bool:
+    """If-Range: the client's copy must be this very version (strong ETag, or the exact date)."""
+    if_range = request.headers.get(hdrs.IF_RANGE)
+    if if_range is None:
+        return True
+    if_range = if_range.strip()
+    if if_range.startswith(('"', "W/")):
+        return if_range == video.etag  # weak tags never match here
+    return _http_date(if_range) == int(video.mtime)
+
+
+def _http_date(value: str | None) -> int | None:
+    if not value:
+        return None
+    try:
+        return int(parsedate_to_datetime(value).timestamp())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+def content_disposition(display_name: str, download: bool) -> str:
+    """inline (play) or attachment (save), with an ASCII name and the real one (RFC 6266, RFC 8187)."""
+    kind = "attachment" if download else "inline"
+    name = display_name or "video.mp4"
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    ascii_name = re.sub(r"[^A-Za-z0-9._ ()-]", "_", ascii_name).strip() or "video.mp4"
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
