@@ -47,6 +47,8 @@ setup(
             "pytest-timeout>=2",
             "imageio-ffmpeg>=0.5",
             "openapi-spec-validator>=0.7",
+            # Browser tests drive Debian's chromium (installed by .ci/run), never a downloaded one.
+            "playwright>=1.40",
         ],
         # Lint, types and the schemathesis fuzzer, as .ci/run uses them.
         "dev": ["ruff", "mypy", "schemathesis>=4"],

@@ -34,6 +34,7 @@ import aiohttp
 from bench.api import api_rows, measure_api
 from bench.load import LoadSpec
 from bench.media import Encoder, make_clip, make_looped
+from bench.read import catalogue_rows, download_rows, fill_catalogue, measure_catalogue, measure_downloads
 from bench.report import Row, render_table
 from bench.resize import measure_resize, resize_rows, run_sweep, sweep_table
 from bench.servers import (
@@ -56,7 +57,7 @@ WORKERS = 2
 INPUT_TIMEOUT_S = 600.0
 MB = 1_000_000
 #: Under the temporary directory; "data" is the service's own.
-WORK_FOLDERS = ("inputs", "resize", "upload", "sweep")
+WORK_FOLDERS = ("inputs", "resize", "upload", "sweep")  # "catalogue" is made by fill_catalogue
 
 
 @dataclass(frozen=True)
@@ -68,6 +69,8 @@ class Plan:
     load: LoadSpec
     #: The whole benchmark stops after this long, whatever it is doing.
     deadline_s: float
+    #: Videos in the catalogue that pages are read from.
+    catalogue_videos: int = 10_000
 
 
 FULL = Plan(
@@ -79,7 +82,13 @@ FULL = Plan(
     deadline_s=3600,
 )
 QUICK = Plan(
-    clip_s=3, small_bytes=10 * MB, large_bytes=40 * MB, runs=1, load=LoadSpec(duration_s=2), deadline_s=900
+    clip_s=3,
+    small_bytes=10 * MB,
+    large_bytes=40 * MB,
+    runs=1,
+    load=LoadSpec(duration_s=2),
+    deadline_s=900,
+    catalogue_videos=1000,
 )
 
 
@@ -135,6 +144,7 @@ async def _main(plan: Plan, sweep: bool) -> int:
                 publish(context + "\n\n" + sweep_table(points, encoder), "sweep.md")
             else:
                 rows = await measure_service(plan, env, tmp, tools, encoder, inputs)
+                rows += await measure_catalogue_service(plan, tmp, inputs.clip)
                 publish(context + "\n\n" + render_table(rows), "latest.md")
     return 0
 
@@ -184,11 +194,30 @@ async def _measure_running_service(
     )
     progress(f"api: GET under load, idle and with {WORKERS} busy workers, {plan.runs} run(s)")
     video_id = await client.upload(inputs.clip)
-    async with running_trivial(tmp / "trivial.log") as trivial:
+    async with running_trivial(tmp / "trivial.log", files=inputs.large.parent) as trivial:
         api = await measure_api(
             client, trivial.base_url, video_id, inputs.small, WORKERS, plan.load, plan.runs
         )
-    return [*resize_rows(resize, encoder), *upload_rows(uploads), *api_rows(api, plan.load)]
+        progress(f"read: downloads of {inputs.large.stat().st_size // MB} MB vs cp, {plan.runs} run(s)")
+        downloads = await measure_downloads(
+            client, server.pid, trivial.base_url, inputs.large, tmp / "upload", plan.runs
+        )
+    return [
+        *resize_rows(resize, encoder),
+        *upload_rows(uploads),
+        *api_rows(api, plan.load),
+        *download_rows(downloads),
+    ]
+
+
+async def measure_catalogue_service(plan: Plan, tmp: Path, clip: Path) -> list[Row]:
+    """Its own service, on a data dir of `catalogue_videos` videos made directly."""
+    data_dir = tmp / "catalogue"
+    progress(f"read: catalogue of {plan.catalogue_videos} videos (filling the data dir)")
+    await asyncio.to_thread(fill_catalogue, data_dir, clip, plan.catalogue_videos)
+    async with running_service(service_env(data_dir, WORKERS), tmp / "catalogue.log") as server:
+        results = await measure_catalogue(server.base_url, plan.catalogue_videos)
+    return catalogue_rows(results, plan.catalogue_videos)
 
 
 def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs, ffmpeg_version: str) -> str:

@@ -71,9 +71,11 @@ async def running_service(env: Mapping[str, str], log_path: Path) -> AsyncIterat
 
 
 @asynccontextmanager
-async def running_trivial(log_path: Path) -> AsyncIterator[Server]:
+async def running_trivial(log_path: Path, files: Path | None = None) -> AsyncIterator[Server]:
     port = free_port()
     args = [sys.executable, "-m", "bench.trivial_app", "--port", str(port)]
+    if files is not None:
+        args += ["--files", str(files)]
     async with _running("trivial app", args, os.environ, port, log_path) as server:
         yield server
 

@@ -6,7 +6,7 @@ Test videos are made here with ffmpeg's lavfi sources, once per session.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +22,31 @@ from videosvc.media.toolchain import inspect_toolchain
 from videosvc.web.keys import SETTINGS
 from videosvc.web.protocol import GuardedAppRunner
 
+from .browser import launch_page
 from .helpers import Client, Samples
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Any:
+    """Keep each phase's report on the test, so a fixture can tell that its test failed."""
+    report = yield
+    setattr(item, f"report_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+async def page(request: pytest.FixtureRequest) -> AsyncIterator[Any]:
+    """A page in Debian's chromium (Playwright's async API); a screenshot is kept if the test fails."""
+    async with launch_page() as browser_page:
+        yield browser_page
+        report = getattr(request.node, "report_call", None)
+        if report is not None and report.failed:
+            RESULTS.mkdir(exist_ok=True)
+            await browser_page.screenshot(path=str(RESULTS / f"{request.node.name}.png"), full_page=True)
+
+
+#: Screenshots of failed browser tests (CI keeps the folder as an artifact).
+RESULTS = Path(__file__).resolve().parent.parent / "test-results"
 
 
 @pytest.fixture(scope="session")

@@ -55,6 +55,15 @@ class Samples:
         args += ["-c:v", "libx264", "-preset", preset, "-pix_fmt", pix_fmt, "-shortest"]
         return self.make(name, args)
 
+    def noisy(self, duration_s: float = 10.0) -> Path:
+        """A large video (about 5.7 MB a second): noise does not compress, so a download takes a while."""
+        return self.make(
+            f"noisy_{duration_s}.mp4",
+            ["-f", "lavfi", "-i", f"testsrc2=size=640x360:rate=25:duration={duration_s},noise=alls=60:allf=t",
+             "-f", "lavfi", "-i", f"sine=duration={duration_s}", "-c:v", "libx264", "-preset", "ultrafast",
+             "-crf", "12", "-c:a", "aac", "-shortest"],
+        )  # fmt: skip
+
     def rotated(self, degrees: int = 90) -> Path:
         """320x240 frames that display as 240x320 (a display matrix, as phones write)."""
         base = self.video(320, 240, 1.0)
@@ -164,6 +173,20 @@ def rows(data_dir: Path, sql: str) -> list[tuple[Any, ...]]:
 
 def stored_ids(data_dir: Path) -> list[str]:
     return sorted(p.stem for p in (data_dir / "videos").glob("*.mp4"))
+
+
+def original_ids(data_dir: Path) -> list[str]:
+    return sorted(p.stem for p in (data_dir / "originals").glob("*.mp4"))
+
+
+def ssim(tools: Toolchain, a: Path, b: Path) -> float:
+    """SSIM of two videos of one size (ffmpeg's ssim filter, all frames)."""
+    out = subprocess.run(
+        [tools.ffmpeg, "-hide_banner", "-nostdin", "-i", str(a), "-i", str(b), "-lavfi", "ssim",
+         "-f", "null", "-"],
+        capture_output=True, check=True, timeout=120,
+    ).stderr.decode()  # fmt: skip
+    return float(out.rsplit("All:", 1)[1].split()[0])
 
 
 def ffmpeg_processes(data_dir: Path) -> list[int]:

@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from videosvc.media.probe import probe
+
 
 def _run(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     import os
@@ -41,3 +43,23 @@ def test_run_rejects_a_bad_config_with_one_line(tmp_path: Path) -> None:
     result = _run("run", cwd=tmp_path)
     assert result.returncode == 2
     assert result.stderr.strip() == "videosvc: [http] port: expected int, got 'x'"
+
+
+def test_sample_makes_a_video_the_service_takes(tmp_path: Path, tools) -> None:
+    result = _run("sample", "cat.mp4", "--seconds", "1", "--size", "320x240", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    info = probe(str(tmp_path / "cat.mp4"), tools)
+    assert (info.width, info.height, info.audio_codecs) == (320, 240, ("aac",))
+
+
+def test_the_missing_ffmpeg_hint_names_an_install_that_exists(tmp_path: Path) -> None:
+    """A machine with neither an ffmpeg on PATH nor the imageio-ffmpeg package: one line that says
+    what to install, and not 'videosvc[ffmpeg]' (no such package on an index, and open to squatting)."""
+    absent = tmp_path / "no-imageio"
+    (absent / "imageio_ffmpeg").mkdir(parents=True)
+    (absent / "imageio_ffmpeg" / "__init__.py").write_text("raise ImportError('not installed')\n")
+    result = _run("check", cwd=tmp_path, env={"PATH": str(tmp_path), "PYTHONPATH": str(absent)})
+    assert result.returncode == 2
+    (line,) = result.stderr.strip().splitlines()
+    assert "videosvc[ffmpeg]" not in line
+    assert "pip install '.[ffmpeg]'" in line and "apt-get install ffmpeg" in line

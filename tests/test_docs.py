@@ -106,13 +106,27 @@ def test_config_toml_documents_every_setting_with_its_default() -> None:
     assert load_settings(ROOT / "config.toml", env={}) == Settings()
 
 
-def test_readme_mentions_every_setting() -> None:
-    readme = (ROOT / "README.md").read_text()
-    missing = [name for name in setting_names() if f"`{name}`" not in readme]
+def test_the_configuration_page_documents_every_setting() -> None:
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    missing = [name for name in setting_names() if f"| `{name}` |" not in page]
     assert missing == []
+
+
+def test_every_local_link_in_the_docs_leads_somewhere() -> None:
+    for doc in [ROOT / "README.md", *(ROOT / "docs").glob("*.md"), ROOT / "bench" / "README.md"]:
+        for target in re.findall(r"\]\(([^)#:]+)(?:#[^)]*)?\)", doc.read_text()):
+            assert (doc.parent / target).exists(), f"{doc.name} links to {target}, which does not exist"
 
 
 async def test_health_answers_without_a_key(make_client) -> None:
     client = await make_client(api_keys=("secret",))
     response = await client.get("/health")
     assert (response.status, await response.json()) == (200, {"status": "ok", "activeJobs": 0})
+
+
+def test_ci_runs_the_readme_test_command_word_for_word() -> None:
+    readme = (ROOT / "README.md").read_text()
+    ci = (ROOT / ".ci" / "run").read_text().strip().splitlines()
+    command = ci[-1]
+    assert "python -m pytest" in command
+    assert f"\n{command}\n" in readme, "the README's test command and .ci/run differ"

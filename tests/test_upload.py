@@ -165,9 +165,19 @@ async def test_chunked_body_over_the_limit_is_413_while_reading(
     _assert_nothing_stored(data_dir)
 
 
-@pytest.mark.parametrize("kind", ["random bytes", "audio only", "truncated", "matroska", "text"])
-async def test_not_an_mp4_with_video_is_415(
-    client: Client, samples: Samples, data_dir: Path, kind: str
+@pytest.mark.parametrize(
+    ("kind", "said"),
+    [
+        ("random bytes", "not a known media format"),
+        ("audio only", "no video stream"),
+        ("truncated", "truncated"),
+        ("matroska", "looks like WebM/Matroska"),
+        ("text", "looks like text"),
+        ("long text", "looks like text"),
+    ],
+)
+async def test_not_an_mp4_with_video_is_415_saying_what_it_looks_like(
+    client: Client, samples: Samples, data_dir: Path, kind: str, said: str
 ) -> None:
     data = {
         "random bytes": lambda: bytes(range(256)) * 64,
@@ -175,12 +185,14 @@ async def test_not_an_mp4_with_video_is_415(
         "truncated": lambda: samples.truncated().read_bytes(),
         "matroska": lambda: samples.matroska().read_bytes(),
         "text": lambda: b"just some text",
+        "long text": lambda: b"<html><body>not a video</body></html>\n" * 100,
     }[kind]()
     form = FormData()
     form.add_field("file", data, filename="x.mp4", content_type="video/mp4")
     response = await client.post("/file/", data=form)
     assert response.status == 415, await response.text()
-    assert "MP4" in await _error(response)
+    message = await _error(response)
+    assert "MP4" in message and said in message, message
     _assert_nothing_stored(data_dir)
 
 

@@ -28,7 +28,11 @@ def main(argv: list[str] | None = None) -> int:
     commands = parser.add_subparsers(dest="command", required=True)
     run_parser = commands.add_parser("run", help="start the HTTP service")
     check_parser = commands.add_parser("check", help="report the ffmpeg found and try a tiny resize")
-    for command in (run_parser, check_parser):
+    sample_parser = commands.add_parser("sample", help="make a short sample video to try the service with")
+    sample_parser.add_argument("path", type=Path, help="where to write it, e.g. cat.mp4")
+    sample_parser.add_argument("--seconds", type=float, default=5.0, help="its length (default 5)")
+    sample_parser.add_argument("--size", default="1280x720", help="WxH (default 1280x720)")
+    for command in (run_parser, check_parser, sample_parser):
         command.add_argument(
             "--config", type=Path, help=f"TOML settings file (default: ./{DEFAULT_CONFIG} if it exists)"
         )
@@ -42,6 +46,8 @@ def main(argv: list[str] | None = None) -> int:
         settings = load_settings(config_path, overrides=overrides)
         if args.command == "check":
             return check(settings)
+        if args.command == "sample":
+            return sample(settings, args.path, args.seconds, args.size)
         return serve(settings)
     except (ConfigError, ToolchainError, ListenError) as e:
         print(f"videosvc: {e}", file=sys.stderr)
@@ -52,6 +58,24 @@ def serve(settings: Settings) -> int:
 
     setup_logging(settings.log)
     asyncio.run(serve_forever(settings))
+    return 0
+
+
+def sample(settings: Settings, path: Path, seconds: float, size: str) -> int:
+    """A test pattern with a tone, H.264 and AAC in MP4, made with the ffmpeg the service would use."""
+    tools = inspect_toolchain(settings.ffmpeg).tools
+    made = subprocess.run(
+        [tools.ffmpeg, "-hide_banner", "-loglevel", "error", "-y",
+         "-f", "lavfi", "-i", f"testsrc2=size={size}:rate=30:duration={seconds}",
+         "-f", "lavfi", "-i", f"sine=frequency=440:duration={seconds}",
+         "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", "-shortest", "-movflags", "+faststart",
+         str(path)],
+        capture_output=True, timeout=600, check=False,
+    )  # fmt: skip
+    if made.returncode != 0:
+        print(f"videosvc: ffmpeg could not make the sample: {made.stderr.decode(errors='replace').strip()}")
+        return 1
+    print(f"{path}: {seconds:g} s of {size} test pattern with sound")
     return 0
 
 

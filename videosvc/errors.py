@@ -20,6 +20,13 @@ class VideoNotFound(VideoServiceError):
         super().__init__(f"no video with id {shown!r}")
 
 
+class OriginalNotKept(VideoNotFound):
+    def __init__(self) -> None:
+        VideoServiceError.__init__(
+            self, "variant=original: this service keeps no originals (keep_original = false)"
+        )
+
+
 class JobAlreadyActive(VideoServiceError):
     def __init__(self, video_id: str) -> None:
         super().__init__(

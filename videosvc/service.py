@@ -27,6 +27,7 @@ from .errors import (
     InsufficientStorage,
     InvalidRequest,
     NotAnMp4,
+    OriginalNotKept,
     ServiceBusy,
     UnsupportedMedia,
     UploadTooLarge,
@@ -36,6 +37,7 @@ from .jobs.runner import JobRunner
 from .jobs.worker import read_progress
 from .media.isobmff import BoxError, has_ftyp_header, read_tracks
 from .media.probe import InputLimits, MediaInfo, MediaOverLimit, ProbeError, Toolchain, inspect_upload, probe
+from .media.sniff import not_mp4_reason
 from .signing import BadSignature, Signer
 from .store.db import Database, JobRecord, JobState, Original, PageKey, VideoRecord, VideoStatus, utc_now
 from .store.storage import BackgroundWriter, Storage, remove, sync_file
@@ -47,6 +49,8 @@ DISK_CHECK_EVERY_BYTES = 8 * 1024**2
 #: Uploads are written in blocks of this size, each in a thread while the next is received.
 WRITE_BLOCK_BYTES = 4 * 1024**2
 MAX_FILENAME_CHARS = 255
+#: The first bytes of an upload, read to tell what a file that is not an MP4 looks like.
+SNIFF_BYTES = 1024
 
 
 @dataclass(frozen=True)
@@ -288,10 +292,10 @@ class VideoService:
                     raise UploadTooLarge(limit)
                 pending.append(chunk)
                 pending_bytes += len(chunk)
-                if not checked_header and pending_bytes >= 8:
-                    head = b"".join(pending)[:8]
+                if not checked_header and pending_bytes >= SNIFF_BYTES:
+                    head = b"".join(pending)[:SNIFF_BYTES]
                     if not has_ftyp_header(head):
-                        raise NotAnMp4("the file does not start with an ISO-BMFF 'ftyp' box")
+                        raise NotAnMp4(not_mp4_reason(head))
                     checked_header = True
                 if pending_bytes >= WRITE_BLOCK_BYTES:
                     await out.write(b"".join(pending))
@@ -306,7 +310,11 @@ class VideoService:
         if size == 0:
             raise EmptyUpload("the upload is empty: send an MP4 file")
         if not checked_header:
-            raise NotAnMp4("the file is too short to be an MP4")
+            head = b"".join(pending)[:SNIFF_BYTES] if pending else b""
+            if len(head) < 8:
+                raise NotAnMp4("the file is too short to be an MP4")
+            if not has_ftyp_header(head):
+                raise NotAnMp4(not_mp4_reason(head))
         return size
 
     async def describe(self, video_id: str) -> VideoInfo:
@@ -370,7 +378,7 @@ class VideoService:
         info = await self.describe(video_id)
         if variant is Variant.ORIGINAL:
             if not self._keep_original:
-                raise VideoNotFound(f"{video_id} (variant=original: this service keeps no originals)")
+                raise OriginalNotKept
             return self._storage.original_path(video_id), info
         return self._storage.video_path(video_id), info
 

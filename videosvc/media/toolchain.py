@@ -11,6 +11,10 @@ from ..config import FfmpegSettings
 from .probe import Ceiling, Toolchain
 
 REQUIRED_ENCODER = "libx264"
+NO_FFMPEG_HINT = (
+    "no ffmpeg found: install it (apt-get install ffmpeg), or from this checkout"
+    " pip install '.[ffmpeg]' (the imageio-ffmpeg package), or set ffmpeg_path"
+)
 
 
 class ToolchainError(Exception):
@@ -67,11 +71,7 @@ def _find_ffmpeg(settings: FfmpegSettings) -> tuple[str, str]:
         return str(imageio_ffmpeg.get_ffmpeg_exe()), "imageio-ffmpeg package"
     except (ImportError, RuntimeError):
         pass
-    raise ToolchainError(
-        "no ffmpeg found: install it (apt-get install ffmpeg), "
-        "pip install imageio-ffmpeg (the [ffmpeg] extra of this checkout: pip install '.[ffmpeg]'),"
-        " or set ffmpeg_path"
-    )
+    raise ToolchainError(NO_FFMPEG_HINT)
 
 
 def _find_ffprobe(settings: FfmpegSettings, ffmpeg_cmd: str) -> str | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import os
 import re
 import unicodedata
@@ -128,7 +129,7 @@ def _not_modified(request: web.Request, video: OpenVideo) -> bool:
         tags = {tag.strip().removeprefix("W/") for tag in if_none_match.split(",")}
         return "*" in tags or video.etag in tags
     since = _http_date(request.headers.get(hdrs.IF_MODIFIED_SINCE))
-    return since is not None and int(video.mtime) <= since
+    return since is not None and _seconds(video.mtime) <= since
 
 
 class _Unsatisfiable:
@@ -176,7 +177,12 @@ def _if_range_holds(request: web.Request, video: OpenVideo) -> bool:
     if_range = if_range.strip()
     if if_range.startswith(('"', "W/")):
         return if_range == video.etag  # weak tags never match here
-    return _http_date(if_range) == int(video.mtime)
+    return _http_date(if_range) == _seconds(video.mtime)
+
+
+def _seconds(mtime: float) -> int:
+    """A modification time as Last-Modified shows it (aiohttp rounds up to the second)."""
+    return math.ceil(mtime)
 
 
 def _http_date(value: str | None) -> int | None:

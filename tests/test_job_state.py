@@ -1,0 +1,79 @@
+"""Honest job state: GET shows the newest job, and processingSuccess is null until its outcome is known."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from .helpers import Client, Samples, upload, wait_for_job
+
+
+async def _get(client: Client, video_id: str) -> dict[str, Any]:
+    body: dict[str, Any] = await (await client.get(f"/file/{video_id}/")).json()
+    return body
+
+
+async def _until(client: Client, video_id: str, state: str) -> dict[str, Any]:
+    for _ in range(600):
+        body = await _get(client, video_id)
+        if body["job"] and body["job"]["state"] == state:
+            return body
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"job never reached {state}")
+
+
+async def test_no_job_before_the_first_resize(client: Client, samples: Samples) -> None:
+    body = await _get(client, await upload(client, samples.video()))
+    assert (body["job"], body["processing"], body["processingSuccess"], body["progress"]) == (
+        None,
+        False,
+        None,
+        None,
+    )
+
+
+async def test_a_new_job_hides_the_last_outcome_until_its_own_is_known(make_client, samples: Samples) -> None:
+    client = await make_client(workers=1, x264_preset="veryslow")
+    video_id = await upload(client, samples.video(1280, 720, duration_s=5))
+    blocker = await upload(client, samples.video(1280, 720, duration_s=5))
+    await client.patch(f"/file/{video_id}/", json={"width": 64, "height": 36})
+    first = await wait_for_job(client, video_id)
+    assert first["processingSuccess"] is True
+    assert first["job"]["state"] == "succeeded" and first["job"]["progress"] == 100
+    assert first["job"]["startedAt"] and first["job"]["finishedAt"] >= first["job"]["startedAt"]
+
+    # The only worker is busy with another video: the new job waits in the queue.
+    await client.patch(f"/file/{blocker}/", json={"width": 1920, "height": 1080})
+    await _until(client, blocker, "running")
+    await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})
+    queued = await _get(client, video_id)
+    assert queued["processing"] is True
+    assert queued["processingSuccess"] is None and queued["processingError"] is None  # not the old "true"
+    job = queued["job"]
+    assert (job["state"], job["width"], job["height"], job["startedAt"], job["finishedAt"]) == (
+        "queued", 640, 360, None, None,
+    )  # fmt: skip
+    assert job["queuedAt"] > first["job"]["finishedAt"]
+
+    await client.delete(f"/file/{blocker}/")  # frees the worker
+    running = await _until(client, video_id, "running")
+    assert running["processingSuccess"] is None and running["job"]["startedAt"]
+    assert running["progress"] is None or 0 <= running["progress"] <= 99
+    done = await wait_for_job(client, video_id)
+    assert (done["processingSuccess"], done["job"]["state"], done["job"]["progress"]) == (
+        True,
+        "succeeded",
+        100,
+    )
+    assert done["progress"] is None
+
+
+async def test_a_failed_job_says_why_in_both_places(make_client, samples: Samples) -> None:
+    client = await make_client(job_timeout_s=0.5, x264_preset="veryslow")
+    video_id = await upload(client, samples.video(1280, 720, duration_s=5))
+    await client.patch(f"/file/{video_id}/", json={"width": 1920, "height": 1080})
+    done = await wait_for_job(client, video_id)
+    assert done["processingSuccess"] is False
+    assert done["job"]["state"] == "failed"
+    assert "timed out" in done["job"]["error"] and done["processingError"] == done["job"]["error"]
+    assert done["job"]["progress"] is None
