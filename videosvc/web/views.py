@@ -80,11 +80,11 @@ async def upload_file(request: web.Request) -> web.Response:
     summary="Start resizing a video",
     description=(
         "Queues a resize to exactly width x height (H.264, audio kept, `+faststart`) and answers at once. "
-        "GET shows `processing: true` until the job ends, then `processingSuccess`. "
-        "Each dimension must be a JSON integer, even, greater than 20 and at most max_dimension; width x"
-        " height at most max_output_pixels, and width x height x the video's frames at most max_job_pixel_frames"
-        " (400 naming the limit). The original's own size restores it, and the current size succeeds, both"
-        " without encoding. 429 with Retry-After when the queue (or this API key's share) is full."
+        "GET shows `processing: true` until the job ends, then `processingSuccess`. Each dimension must be"
+        " a JSON integer, even, greater than 20 and at most max_dimension; width x height at most"
+        " max_output_pixels, and width x height x the video's frames at most max_job_pixel_frames (400"
+        " naming the limit). The original's own size restores it, and the current size succeeds, both"
+        " without encoding. 429 with Retry-After when the queue (or this API key's share of it) is full."
     ),
     operation_id="resizeFile",
     parameters=[ID_PARAMETER],
