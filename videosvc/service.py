@@ -62,6 +62,14 @@ class IncomingUpload:
 
 
 @dataclass(frozen=True)
+class ReceivedFile:
+    """An upload's bytes, whole, in a file of their own, not yet checked."""
+
+    path: Path
+    size: int
+
+
+@dataclass(frozen=True)
 class JobInfo:
     """The newest job of a video, as clients see it."""
 
@@ -199,24 +207,56 @@ class VideoService:
             log.info("kept %d stored video(s) as their originals (upgrade)", adopted)
 
     async def store(self, upload: IncomingUpload) -> VideoRecord:
+        """POST /file/: receive the body into a temp file, then publish it."""
+        started = time.monotonic()
+        received = await self.receive(upload)
+        return await self.publish(received, upload.filename, receive_s=time.monotonic() - started)
+
+    async def receive(self, upload: IncomingUpload) -> ReceivedFile:
+        """The body, whole, in a temp file of its own (removed on any refusal): size limit, free disk,
+        and an early look at the first bytes, so a non-MP4 is refused before it is all sent."""
         limit = self._settings.http.max_upload_bytes
         if upload.declared_bytes is not None and upload.declared_bytes > limit:
             raise UploadTooLarge(limit)
         await asyncio.to_thread(self._storage.ensure_free, upload.declared_bytes or 0)
-        video_id = str(uuid.uuid4())
         temp = self._storage.new_temp_path()
-        started = time.monotonic()
         try:
             size = await self._receive(upload.chunks, temp, limit)
-            received = time.monotonic()
+        except BaseException:
+            await asyncio.to_thread(remove, temp)
+            raise
+        return ReceivedFile(temp, size)
+
+    async def publish(
+        self,
+        received: ReceivedFile,
+        filename: str | None,
+        video_id: str | None = None,
+        receive_s: float = 0.0,
+    ) -> VideoRecord:
+        """The one way a video comes to be stored, for every kind of upload (multipart, raw, tus).
+
+        The received file is checked (ISO-BMFF, complete, within the input limits, probed) and
+        flushed, moved into place under the video's id, kept as the original, and only then is
+        the row inserted. It is consumed: moved, or removed if refused.
+        """
+        video_id = video_id or str(uuid.uuid4())
+        path, size = received.path, received.size
+        started = time.monotonic()
+        try:
+            head = await asyncio.to_thread(_read_head, path)
+            if not has_ftyp_header(head):
+                raise NotAnMp4(
+                    not_mp4_reason(head) if len(head) >= 8 else "the file is too short to be an MP4"
+                )
             # Probing and flushing to disk are independent: do both at once. Probes have an
             # executor of their own, so a slow one never delays another request's file I/O.
             loop = asyncio.get_running_loop()
             probed, synced = await asyncio.gather(
                 loop.run_in_executor(
-                    self._probes, inspect_upload, str(temp), self._tools, self._input_limits
+                    self._probes, inspect_upload, str(path), self._tools, self._input_limits
                 ),
-                asyncio.to_thread(sync_file, temp),
+                asyncio.to_thread(sync_file, path),
                 return_exceptions=True,
             )
             if isinstance(probed, MediaOverLimit):
@@ -231,18 +271,18 @@ class VideoService:
             if not info.is_mp4_family:
                 raise NotAnMp4(f"the container is {','.join(info.format_names)}, not MP4")
             try:
-                await asyncio.to_thread(self._storage.move_into_place, temp, video_id)
+                await asyncio.to_thread(self._storage.move_into_place, path, video_id)
                 if self._keep_original:
                     await asyncio.to_thread(self._storage.keep_as_original, video_id)
             except OSError as e:
                 await asyncio.to_thread(self._storage.remove_video, video_id)
                 raise _resource_error(e) from None
         finally:
-            await asyncio.to_thread(remove, temp)
+            await asyncio.to_thread(remove, path)  # refused, or already moved: nothing left either way
         now = utc_now()
         record = VideoRecord(
             id=video_id,
-            filename=clean_filename(upload.filename) or f"{video_id}.mp4",
+            filename=clean_filename(filename) or f"{video_id}.mp4",
             size_bytes=size,
             width=info.width,
             height=info.height,
@@ -265,8 +305,8 @@ class VideoService:
             extra={
                 "video_id": video_id,
                 "size_bytes": size,
-                "receive_s": round(received - started, 3),
-                "check_and_store_s": round(time.monotonic() - received, 3),
+                "receive_s": round(receive_s, 3),
+                "check_and_store_s": round(time.monotonic() - started, 3),
             },
         )
         return record
@@ -464,6 +504,11 @@ class VideoService:
                 await self._db.delete_video(video_id)
             await asyncio.to_thread(self._storage.remove_video, video_id)
         log.info("video deleted", extra={"video_id": video_id})
+
+
+def _read_head(path: Path) -> bytes:
+    with open(path, "rb") as f:
+        return f.read(SNIFF_BYTES)
 
 
 def _original_of(video: VideoRecord) -> Original:
