@@ -34,6 +34,7 @@ setup(
     install_requires=[
         "aiohttp>=3.10,<4",
         "aiohttp-apigami>=0.9,<1",
+        "aiohttp-cors>=0.8",
         "aiosqlite>=0.20",
         "ffmpeg-python>=0.2,<0.3",
         "marshmallow>=3.20,<4",
@@ -47,6 +48,8 @@ setup(
             "pytest-timeout>=2",
             "imageio-ffmpeg>=0.5",
             "openapi-spec-validator>=0.7",
+            # A real tus client for the resumable-upload tests.
+            "tuspy>=1.1",
             # Browser tests drive Debian's chromium (installed by .ci/run), never a downloaded one.
             "playwright>=1.40",
         ],

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
+import aiohttp_cors
 from aiohttp import web
 from aiohttp_apigami import AiohttpApiSpec, validation_middleware
 from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
@@ -15,12 +17,13 @@ from . import __version__
 from .config import Settings
 from .jobs.runner import JobRunner
 from .media.toolchain import inspect_toolchain
+from .resumable import ResumableUploads
 from .service import VideoService
 from .signing import Signer
 from .store.db import Database
 from .store.storage import Storage
 from .web.inflight import InFlightRequests
-from .web.keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, SIGNER, STORAGE, TOOLCHAIN
+from .web.keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, SIGNER, STORAGE, TOOLCHAIN, UPLOADS
 from .web.middlewares import (
     error_middleware,
     guard_middleware,
@@ -30,6 +33,7 @@ from .web.middlewares import (
 )
 from .web.openapi import finish_document
 from .web.routes import add_aliases, add_routes
+from .web.tus import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, tus_headers
 from .web.validation import JsonBodyParser
 
 log = logging.getLogger(__name__)
@@ -52,11 +56,32 @@ def create_app(settings: Settings) -> web.Application:
     app[SIGNER] = Signer(settings.http.url_signing_key)
     app.on_response_prepare.append(set_server_header)
     # Resources, in dependency order; torn down in reverse.
-    app.cleanup_ctx.extend([toolchain_ctx, storage_ctx, database_ctx, job_runner_ctx, service_ctx])
+    app.on_response_prepare.append(tus_headers)
+    app.cleanup_ctx.extend(
+        [toolchain_ctx, storage_ctx, database_ctx, job_runner_ctx, service_ctx, resumable_uploads_ctx]
+    )
     add_routes(app)
     setup_docs(app, settings)
     add_aliases(app)
+    setup_cors(app, settings)
     return app
+
+
+def setup_cors(app: web.Application, settings: Settings) -> None:
+    """Pages in the configured origins may call every route (tus-js-client and Uppy included)."""
+    if not settings.http.cors_origins:
+        return
+    options = aiohttp_cors.ResourceOptions(  # type: ignore[no-untyped-call]
+        allow_credentials=False,  # keys travel in Authorization, never in cookies
+        expose_headers=CORS_EXPOSE_HEADERS,
+        allow_headers=CORS_ALLOW_HEADERS,
+        allow_methods="*",
+        max_age=3600,
+    )
+    cors = aiohttp_cors.setup(app, defaults={origin: options for origin in settings.http.cors_origins})
+    for route in list(app.router.routes()):
+        if route.method != "OPTIONS":
+            cors.add(route)
 
 
 def setup_docs(app: web.Application, settings: Settings) -> None:
@@ -125,3 +150,15 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     app[SERVICE] = service
     yield
     await service.close()
+
+
+async def resumable_uploads_ctx(app: web.Application) -> AsyncIterator[None]:
+    uploads = ResumableUploads(app[SETTINGS], app[DATABASE], app[STORAGE], app[SERVICE])
+    # Partial uploads survive restarts; only the expired and the orphaned are dropped.
+    await uploads.reconcile()
+    app[UPLOADS] = uploads
+    sweeper = asyncio.create_task(uploads.run_sweeper(), name="sweep-uploads")
+    yield
+    sweeper.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await sweeper

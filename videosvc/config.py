@@ -72,6 +72,14 @@ class HttpSettings:
     url_signing_key: str = ""
     #: How long a signed contentUrl stays valid.
     signed_url_ttl_s: float = 4 * 3600.0
+    #: Origins (scheme://host:port) whose pages may call the API (CORS); empty: none, "*": any.
+    cors_origins: tuple[str, ...] = ()
+    #: An unfinished resumable upload is removed this long after its last byte arrived.
+    upload_expiry_s: float = 24 * 3600.0
+    #: Unfinished resumable uploads at once, overall (429 above it).
+    max_pending_uploads: int = 256
+    #: Unfinished resumable uploads at once for one API key (429 above it).
+    max_pending_uploads_per_key: int = 32
 
 
 @dataclass(frozen=True)
@@ -254,6 +262,9 @@ def validate(settings: Settings) -> None:
         (settings.http.max_input_pixels >= 22 * 22, "max_input_pixels must be at least 484"),
         (settings.http.max_input_streams >= 1, "max_input_streams must be at least 1"),
         (settings.http.signed_url_ttl_s > 0, "signed_url_ttl_s must be positive"),
+        (settings.http.upload_expiry_s > 0, "upload_expiry_s must be positive"),
+        (settings.http.max_pending_uploads >= 1, "max_pending_uploads must be at least 1"),
+        (settings.http.max_pending_uploads_per_key >= 1, "max_pending_uploads_per_key must be at least 1"),
         (settings.jobs.max_output_pixels >= 22 * 22, "max_output_pixels must be at least 484"),
         (settings.jobs.max_job_pixel_frames >= 22 * 22, "max_job_pixel_frames must be at least 484"),
         (settings.jobs.max_queued_jobs >= 1, "max_queued_jobs must be at least 1"),

@@ -34,12 +34,20 @@ class JobAlreadyActive(VideoServiceError):
         )
 
 
-class TooManyJobs(VideoServiceError):
-    """The job queue (overall, or this client's share of it) is full."""
+class TooMany(VideoServiceError):
+    """A shared resource (the job queue, pending uploads) is full, overall or for this client."""
 
     def __init__(self, message: str, retry_after_s: int) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+class TooManyJobs(TooMany):
+    pass
+
+
+class TooManyUploads(TooMany):
+    pass
 
 
 class EmptyUpload(VideoServiceError):
@@ -84,3 +92,28 @@ class JobQueueUnavailable(VideoServiceError):
 
 class ServiceBusy(VideoServiceError):
     """Out of a resource that frees itself (file handles): retry later."""
+
+
+class UploadNotFound(VideoServiceError):
+    def __init__(self, upload_id: str) -> None:
+        super().__init__(f"no upload with id {upload_id[:64]!r}")
+
+
+class UploadGone(VideoServiceError):
+    """It existed, but expired or was terminated; start a new upload."""
+
+
+class UploadForbidden(VideoServiceError):
+    """Another API key's upload."""
+
+
+class OffsetMismatch(VideoServiceError):
+    """A tus PATCH at another offset than the upload's."""
+
+
+class ChecksumMismatch(VideoServiceError):
+    """A tus chunk whose Upload-Checksum does not match what arrived."""
+
+
+class UnsupportedProtocol(VideoServiceError):
+    """A Tus-Resumable version this server does not speak."""

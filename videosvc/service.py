@@ -265,7 +265,7 @@ class VideoService:
                 raise NotAnMp4(str(probed))
             for outcome in (probed, synced):
                 if isinstance(outcome, BaseException):
-                    raise _resource_error(outcome)
+                    raise resource_error(outcome)
             assert isinstance(probed, MediaInfo)
             info = probed
             if not info.is_mp4_family:
@@ -276,7 +276,7 @@ class VideoService:
                     await asyncio.to_thread(self._storage.keep_as_original, video_id)
             except OSError as e:
                 await asyncio.to_thread(self._storage.remove_video, video_id)
-                raise _resource_error(e) from None
+                raise resource_error(e) from None
         finally:
             await asyncio.to_thread(remove, path)  # refused, or already moved: nothing left either way
         now = utc_now()
@@ -316,7 +316,7 @@ class VideoService:
         try:
             return await self._write_chunks(chunks, temp, limit)
         except OSError as e:
-            raise _resource_error(e) from None
+            raise resource_error(e) from None
 
     async def _write_chunks(self, chunks: AsyncIterator[bytes], temp: Path, limit: int) -> int:
         size = 0
@@ -515,7 +515,7 @@ def _original_of(video: VideoRecord) -> Original:
     return Original(video.width, video.height, video.size_bytes, video.audio_codecs or ())
 
 
-def _resource_error(error: BaseException) -> BaseException:
+def resource_error(error: BaseException) -> BaseException:
     """A full disk is the client's 507 and a lack of file handles a 503, not our 500; else as is."""
     if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
         return InsufficientStorage("not enough free disk space: the upload could not be stored")

@@ -96,6 +96,20 @@ class VideoStatus:
 
 
 @dataclass(frozen=True)
+class UploadRecord:
+    """A resumable upload; its offset is its file's size, read from the disk, not kept here."""
+
+    id: str
+    length: int
+    filename: str
+    metadata: str
+    owner: str | None
+    created_at: str
+    expires_at: float
+    completed_at: str | None = None
+
+
+@dataclass(frozen=True)
 class PageKey:
     """Where a page of the catalogue starts: after this (created_at, id), newest first."""
 
@@ -312,6 +326,58 @@ class Database:
 
         await self._write(change, *ids)
 
+    # -- resumable uploads -----------------------------------------------------
+
+    async def insert_upload(self, upload: UploadRecord) -> None:
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "INSERT INTO uploads (id, length, filename, metadata, owner, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    upload.id,
+                    upload.length,
+                    upload.filename,
+                    upload.metadata,
+                    upload.owner,
+                    upload.created_at,
+                    upload.expires_at,
+                ),
+            )
+
+        await self._write(change)
+
+    async def get_upload(self, upload_id: str) -> UploadRecord | None:
+        rows = list(await self._reader.execute_fetchall("SELECT * FROM uploads WHERE id = ?", (upload_id,)))
+        return _upload(rows[0]) if rows else None
+
+    async def pending_uploads(self) -> list[UploadRecord]:
+        rows = await self._reader.execute_fetchall("SELECT * FROM uploads WHERE completed_at IS NULL")
+        return [_upload(row) for row in rows]
+
+    async def extend_upload(self, upload_id: str, expires_at: float) -> None:
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.execute("UPDATE uploads SET expires_at = ? WHERE id = ?", (expires_at, upload_id))
+
+        await self._write(change)
+
+    async def complete_upload(self, upload_id: str) -> None:
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.execute("UPDATE uploads SET completed_at = ? WHERE id = ?", (utc_now(), upload_id))
+
+        await self._write(change)
+
+    async def delete_uploads(self, upload_ids: Iterable[str]) -> None:
+        ids = [(upload_id,) for upload_id in upload_ids]
+
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.executemany("DELETE FROM uploads WHERE id = ?", ids)
+
+        await self._write(change)
+
+    async def expired_uploads(self, now: float) -> list[UploadRecord]:
+        rows = await self._reader.execute_fetchall("SELECT * FROM uploads WHERE expires_at <= ?", (now,))
+        return [_upload(row) for row in rows]
+
     # -- jobs -----------------------------------------------------------------
 
     async def create_job(self, video_id: str, width: int, height: int) -> JobRecord:
@@ -449,6 +515,19 @@ def migrations_dir() -> Path:
 
 def migration_scripts() -> list[tuple[str, str]]:
     return [(path.name, path.read_text(encoding="utf-8")) for path in sorted(migrations_dir().glob("*.sql"))]
+
+
+def _upload(row: sqlite3.Row) -> UploadRecord:
+    return UploadRecord(
+        id=row["id"],
+        length=row["length"],
+        filename=row["filename"],
+        metadata=row["metadata"],
+        owner=row["owner"],
+        created_at=row["created_at"],
+        expires_at=row["expires_at"],
+        completed_at=row["completed_at"],
+    )
 
 
 def _status(row: sqlite3.Row) -> VideoStatus:

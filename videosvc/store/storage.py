@@ -4,6 +4,7 @@
     data_dir/videos/<id>.mp4    stored videos (the current rendition), named by id, never by the client
     data_dir/originals/<id>.mp4 each upload as it came (a hard link to the same bytes until a resize)
     data_dir/tmp/               uploads being received (emptied at start-up)
+    data_dir/uploads/<id>.part  resumable uploads in progress (kept across restarts until they expire)
     data_dir/jobs/<job-id>/     one directory per running job (emptied at start-up)
 
 Every file reaches `videos/` by `os.replace` of a complete, fsynced file on
@@ -47,6 +48,20 @@ class Storage:
         return self.root / "originals"
 
     @property
+    def uploads_dir(self) -> Path:
+        return self.root / "uploads"
+
+    def upload_path(self, upload_id: str) -> Path:
+        return self.uploads_dir / f"{upload_id}.part"
+
+    def upload_chunk_path(self, upload_id: str) -> Path:
+        """A chunk sent with a checksum waits here until it is verified (emptied at start-up)."""
+        return self.uploads_dir / f"{upload_id}.chunk"
+
+    def stored_upload_ids(self) -> set[str]:
+        return {p.name.removesuffix(".part") for p in self.uploads_dir.glob("*.part")}
+
+    @property
     def tmp_dir(self) -> Path:
         return self.root / "tmp"
 
@@ -69,9 +84,10 @@ class Storage:
 
     def prepare(self) -> None:
         """Create the layout; throw away what a crash left half-done."""
-        for folder in (self.videos_dir, self.originals_dir, self.tmp_dir, self.jobs_dir):
+        for folder in (self.videos_dir, self.originals_dir, self.uploads_dir, self.tmp_dir, self.jobs_dir):
             folder.mkdir(parents=True, exist_ok=True)
-        for leftover in [*self.tmp_dir.iterdir(), *self.jobs_dir.iterdir()]:
+        chunks = self.uploads_dir.glob("*.chunk")  # unverified: never counted, so never kept
+        for leftover in [*self.tmp_dir.iterdir(), *self.jobs_dir.iterdir(), *chunks]:
             log.warning("removing leftover %s from an earlier run", leftover.relative_to(self.root))
             remove(leftover)
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import (
     BodyTimeout,
+    ChecksumMismatch,
     ClientGone,
     EmptyUpload,
     InsufficientStorage,
@@ -15,9 +16,14 @@ from ..errors import (
     JobAlreadyActive,
     JobQueueUnavailable,
     NotAnMp4,
+    OffsetMismatch,
     ServiceBusy,
-    TooManyJobs,
+    TooMany,
     UnsupportedMedia,
+    UnsupportedProtocol,
+    UploadForbidden,
+    UploadGone,
+    UploadNotFound,
     UploadTooLarge,
     VideoNotFound,
     VideoServiceError,
@@ -38,22 +44,32 @@ TABLE = (
     ErrorStatus(400, "Bad request: the body, a field or a parameter is invalid (the message names it)",
                 (InvalidRequest, EmptyUpload)),
     ErrorStatus(401, "Missing or wrong API key (only when api_keys is set)"),
-    ErrorStatus(403, "A signed link that expired or was altered"),
-    ErrorStatus(404, "No video with this id (or a malformed id)", (VideoNotFound,)),
+    ErrorStatus(403, "A signed link that expired or was altered; another API key's upload",
+                (UploadForbidden,)),
+    ErrorStatus(404, "No video (or upload) with this id, or a malformed id", (VideoNotFound, UploadNotFound)),
     ErrorStatus(408, "The body stalled (upload_idle_timeout_s) or was late (body_timeout_s)", (BodyTimeout,)),
-    ErrorStatus(409, "A resize of this video is already queued or running", (JobAlreadyActive,)),
+    ErrorStatus(409, "A resize of this video is already queued or running; a tus PATCH at the wrong offset",
+                (JobAlreadyActive, OffsetMismatch)),
+    ErrorStatus(410, "The resumable upload expired or was terminated: start a new one", (UploadGone,)),
+    ErrorStatus(412, "A Tus-Resumable version this server does not speak (see Tus-Version)",
+                (UnsupportedProtocol,)),
     ErrorStatus(413, "The upload is larger than max_upload_bytes, or the JSON body than max_json_bytes",
                 (UploadTooLarge,)),
     ErrorStatus(416, "The byte range is past the end of the video (Content-Range says its size)"),
     ErrorStatus(415, "Not an MP4 with a video stream, over an input limit, or content-coded",
                 (NotAnMp4, UnsupportedMedia)),
-    ErrorStatus(429, "Too many jobs queued (max_queued_jobs, max_queued_jobs_per_key); see Retry-After",
-                (TooManyJobs,)),
+    ErrorStatus(429, "Too many jobs queued or uploads unfinished (overall or for this key); see Retry-After",
+                (TooMany,)),
+    ErrorStatus(460, "Checksum Mismatch: the tus chunk does not match its Upload-Checksum; it was discarded",
+                (ChecksumMismatch,)),
     ErrorStatus(500, "Internal error (details in the server log)"),
     ErrorStatus(503, "The service cannot take this now (shutting down, or out of resources)",
                 (JobQueueUnavailable, ServiceBusy)),
     ErrorStatus(507, "Not enough free disk space", (InsufficientStorage,)),
 )  # fmt: skip
+
+#: Reason phrases for the statuses Python's http module does not know.
+REASONS = {460: "Checksum Mismatch"}
 
 #: Not a response at all: the client is gone. The access log shows 499, as nginx's does.
 CLIENT_GONE_STATUS = 499

@@ -7,6 +7,7 @@ from aiohttp import web
 from ..config import Settings
 from ..jobs.runner import JobRunner
 from ..media.probe import Toolchain
+from ..resumable import ResumableUploads
 from ..service import VideoService
 from ..signing import Signer
 from ..store.db import Database
@@ -21,6 +22,7 @@ JOB_RUNNER = web.AppKey("job_runner", JobRunner)
 SERVICE = web.AppKey("service", VideoService)
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
 SIGNER = web.AppKey("signer", Signer)
+UPLOADS = web.AppKey("uploads", ResumableUploads)
 
 #: The canonical (lowercase) id of the video a request names, set by `video_id_middleware`.
 VIDEO_ID = web.RequestKey("video_id", str)

@@ -11,23 +11,23 @@ from collections.abc import Mapping
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from ..errors import BodyTimeout, ClientGone, TooManyJobs, VideoNotFound, VideoServiceError
+from ..errors import BodyTimeout, ClientGone, TooMany, VideoNotFound, VideoServiceError
 from ..signing import BadSignature, Expired
-from .errortable import CLIENT_GONE_STATUS, status_for
+from .errortable import CLIENT_GONE_STATUS, REASONS, status_for
 from .keys import API_KEY, IN_FLIGHT, SETTINGS, SIGNER, VIDEO_ID
 from .protocol import SERVER_NAME
 
 log = logging.getLogger(__name__)
 
 #: Routes that need a key when keys are configured; the docs and /health stay public.
-PROTECTED_PREFIX = "/file"
+PROTECTED_PREFIXES = ("/file", "/uploads")
 #: Content codings a body may carry: none. Decompressing would put a 1 MB request behind a 1 GB file.
 IDENTITY = ("", "identity")
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     """The one error body of this service: {"error": "<what was wrong>"}."""
-    return web.json_response({"error": message}, status=status, headers=headers)
+    return web.json_response({"error": message}, status=status, reason=REASONS.get(status), headers=headers)
 
 
 @web.middleware
@@ -74,7 +74,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         log.info("client went away during %s %s: %s", request.method, request.rel_url.raw_path[:200], e)
         return web.Response(status=CLIENT_GONE_STATUS)
     except VideoServiceError as e:
-        headers = {"Retry-After": str(e.retry_after_s)} if isinstance(e, TooManyJobs) else None
+        headers = {"Retry-After": str(e.retry_after_s)} if isinstance(e, TooMany) else None
         response = error_response(status_for(e), str(e), headers)
         if isinstance(e, BodyTimeout):
             response.force_close()  # the client stopped sending: do not linger for the rest
@@ -123,7 +123,9 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
 def refusal_before_body(request: web.Request) -> web.Response | None:
     """The answer to a request that its head alone rules out, else None (and the key is noted)."""
     settings = request.app[SETTINGS].http
-    if settings.api_keys and request.path.startswith(PROTECTED_PREFIX):
+    # OPTIONS needs no key: a browser's CORS preflight never carries one, and tus discovery
+    # tells nothing but the limits.
+    if settings.api_keys and request.path.startswith(PROTECTED_PREFIXES) and request.method != "OPTIONS":
         key_index = matching_key(request.headers.get(hdrs.AUTHORIZATION, ""), settings.api_keys)
         if key_index is None and "signature" in request.query and _accepts_signed_urls(request):
             return _signature_refusal(request)

@@ -6,6 +6,7 @@ from aiohttp import web
 
 from . import views
 from .middlewares import expect_continue
+from .tus import UploadsView, UploadView
 
 ROUTES = [
     ("GET", "/file/", views.list_files),
@@ -19,9 +20,15 @@ ROUTES = [
 ]
 
 
+#: tus: class-based views, so that aiohttp-cors can tell tus's OPTIONS from a CORS preflight.
+TUS_ROUTES = [("/uploads/", UploadsView), ("/uploads/{id}", UploadView)]
+
+
 def add_routes(app: web.Application) -> None:
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler, expect_handler=expect_continue)
+    for path, view in TUS_ROUTES:
+        app.router.add_route("*", path, view, expect_handler=expect_continue)
     # Somewhere useful for a person who opens the address in a browser.
     app.router.add_get("/", _to_docs)
     app.router.add_get("/swagger/", _to_docs)
@@ -37,6 +44,9 @@ def add_aliases(app: web.Application) -> None:
 
     Added after the OpenAPI document is built, so each operation is documented once.
     """
+    for path, view in TUS_ROUTES:
+        other = path.rstrip("/") if path.endswith("/") else path + "/"
+        app.router.add_route("*", other, view, expect_handler=expect_continue)
     for method, path, handler in ROUTES:
         other = path.rstrip("/") if path.endswith("/") else path + "/"
         app.router.add_route(method, other, handler, expect_handler=expect_continue)

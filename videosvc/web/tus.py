@@ -1,0 +1,185 @@
+"""The tus 1.0 resumable-upload protocol over HTTP, at /uploads/: headers in, headers out.
+
+Extensions: creation, creation-with-upload, expiration, checksum, termination.
+The work is `ResumableUploads`' (videosvc/resumable.py); errors are JSON
+`{"error"}` like everywhere, with the statuses tus names for them.
+"""
+
+from __future__ import annotations
+
+import email.utils
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp_cors import APP_CONFIG_KEY, CorsViewMixin
+
+from ..errors import InvalidRequest, UnsupportedMedia, UnsupportedProtocol
+from ..resumable import CHECKSUMS, Checksum, UploadState
+from .keys import API_KEY, SETTINGS, UPLOADS, VIDEO_ID
+from .uploads import BodyLimits, BodyStream
+
+TUS_VERSION = "1.0.0"
+EXTENSIONS = "creation,creation-with-upload,expiration,checksum,termination"
+OFFSET_OCTET_STREAM = "application/offset+octet-stream"
+PREFIX = "/uploads"
+
+#: What a page in another origin must be allowed to send and to read, for tus-js-client and Uppy.
+CORS_ALLOW_HEADERS = (
+    "Authorization", "Content-Type", "Tus-Resumable", "Upload-Length", "Upload-Metadata", "Upload-Offset",
+    "Upload-Checksum", "Upload-Defer-Length", "Upload-Concat", "X-HTTP-Method-Override", "X-Requested-With",
+    "Range", "If-Range", "If-None-Match",
+)  # fmt: skip
+CORS_EXPOSE_HEADERS = (
+    "Location", "Upload-Offset", "Upload-Length", "Upload-Metadata", "Upload-Expires", "Tus-Resumable",
+    "Tus-Version", "Tus-Max-Size", "Tus-Extension", "Tus-Checksum-Algorithm", "Content-Range", "ETag",
+    "Link", "Retry-After",
+)  # fmt: skip
+
+
+def _header_int(request: web.Request, name: str) -> int | None:
+    """A tus integer header: digits only (no sign, no spaces inside); None when absent."""
+    value = request.headers.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.isdigit() or not value.isascii():
+        raise InvalidRequest(f"{name} must be a non-negative integer, got {value[:30]!r}")
+    return int(value)
+
+
+def _expires(state: UploadState) -> str:
+    return email.utils.formatdate(state.expires_at, usegmt=True)
+
+
+class _TusView(CorsViewMixin, web.View):
+    """OPTIONS is tus discovery, or a CORS preflight when a browser asks for one."""
+
+    async def options(self) -> web.StreamResponse:
+        preflight = self.request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD) is not None
+        if preflight and APP_CONFIG_KEY in self.request.app:  # only when cors_origins are set
+            response: web.StreamResponse = await self._preflight_handler(self.request)
+            return response
+        settings = self.request.app[SETTINGS].http
+        return web.Response(
+            status=204,
+            headers={
+                "Tus-Version": TUS_VERSION,
+                "Tus-Extension": EXTENSIONS,
+                "Tus-Max-Size": str(settings.max_upload_bytes),
+                "Tus-Checksum-Algorithm": ",".join(CHECKSUMS),
+            },
+        )
+
+    def _check_version(self) -> None:
+        version = self.request.headers.get("Tus-Resumable")
+        if version != TUS_VERSION:
+            raise UnsupportedProtocol(
+                f"Tus-Resumable must be {TUS_VERSION} (got {(version or 'none')[:20]!r}); see Tus-Version"
+            )
+
+    async def _body(self) -> tuple[BodyStream, int | None, Checksum | None]:
+        request = self.request
+        if request.content_type != OFFSET_OCTET_STREAM:
+            raise UnsupportedMedia(
+                f"a tus PATCH must have Content-Type: {OFFSET_OCTET_STREAM}"
+                f" (got {request.content_type[:60]!r})"
+            )
+        stream = BodyStream(request.content, BodyLimits.of(request.app[SETTINGS].http))
+        stream.file_mode()
+        header = request.headers.get("Upload-Checksum")
+        checksum = Checksum.parse(header) if header is not None else None
+        return stream, request.content_length, checksum
+
+
+async def _chunks(stream: BodyStream) -> Any:
+    while chunk := await stream.read(1024 * 1024):
+        yield chunk
+
+
+class UploadsView(_TusView):
+    """POST /uploads/: creation, and creation-with-upload."""
+
+    async def post(self) -> web.Response:
+        self._check_version()
+        request = self.request
+        if request.headers.get("Upload-Defer-Length") is not None:
+            raise InvalidRequest("Upload-Defer-Length is not supported: send Upload-Length")
+        length = _header_int(request, "Upload-Length")
+        if length is None:
+            raise InvalidRequest("Upload-Length is required: the size of the whole file, in bytes")
+        uploads = request.app[UPLOADS]
+        with_body = bool(request.content_length) or request.headers.get(hdrs.TRANSFER_ENCODING) is not None
+        if with_body and request.content_type != OFFSET_OCTET_STREAM:
+            raise UnsupportedMedia(f"a body sent with the creation must be {OFFSET_OCTET_STREAM}")
+        state = await uploads.create(length, request.headers.get("Upload-Metadata", ""), request.get(API_KEY))
+        if with_body:
+            stream, declared, checksum = await self._body()
+            state = await uploads.append(
+                state.id, request.get(API_KEY), 0, _chunks(stream), declared, checksum
+            )
+        location = request.url.with_path(f"{PREFIX}/{state.id}").with_query(None)
+        return web.Response(
+            status=201,
+            headers={
+                "Location": str(location),
+                "Upload-Offset": str(state.offset),
+                "Upload-Expires": _expires(state),
+            },
+        )
+
+
+class UploadView(_TusView):
+    """/uploads/{id}: HEAD (where is it), PATCH (more bytes), DELETE (termination)."""
+
+    async def head(self) -> web.Response:
+        self._check_version()
+        state = await self.request.app[UPLOADS].state(self.request[VIDEO_ID], self.request.get(API_KEY))
+        headers = {
+            "Upload-Offset": str(state.offset),
+            "Upload-Length": str(state.length),
+            "Upload-Expires": _expires(state),
+            hdrs.CACHE_CONTROL: "no-store",
+        }
+        if state.metadata:
+            headers["Upload-Metadata"] = state.metadata
+        return web.Response(status=200, headers=headers)
+
+    async def patch(self) -> web.Response:
+        self._check_version()
+        request = self.request
+        offset = _header_int(request, "Upload-Offset")
+        if offset is None:
+            raise InvalidRequest("Upload-Offset is required: where this chunk starts (HEAD tells)")
+        stream, declared, checksum = await self._body()
+        state = await request.app[UPLOADS].append(
+            request[VIDEO_ID], request.get(API_KEY), offset, _chunks(stream), declared, checksum
+        )
+        headers = {"Upload-Offset": str(state.offset), "Upload-Expires": _expires(state)}
+        if state.complete:
+            # The upload is a stored video now, under the same id.
+            headers[hdrs.LINK] = f'</file/{state.id}/>; rel="related"'
+        return web.Response(status=204, headers=headers)
+
+    async def delete(self) -> web.Response:
+        self._check_version()
+        await self.request.app[UPLOADS].terminate(self.request[VIDEO_ID], self.request.get(API_KEY))
+        return web.Response(status=204)
+
+    async def post(self) -> web.StreamResponse:
+        """X-HTTP-Method-Override: for clients (and proxies) that can only send POST."""
+        method = self.request.headers.get("X-HTTP-Method-Override", "").strip().upper()
+        if method == "PATCH":
+            return await self.patch()
+        if method == "DELETE":
+            return await self.delete()
+        if method == "HEAD":
+            return await self.head()
+        raise web.HTTPMethodNotAllowed("POST", ["HEAD", "PATCH", "DELETE", "OPTIONS"])
+
+
+async def tus_headers(request: web.Request, response: web.StreamResponse) -> None:
+    """on_response_prepare: every answer under /uploads says which tus it speaks."""
+    if request.path.startswith(PREFIX):
+        response.headers["Tus-Resumable"] = TUS_VERSION
+        if response.status == 412:
+            response.headers["Tus-Version"] = TUS_VERSION
