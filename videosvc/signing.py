@@ -42,9 +42,7 @@ class Signer:
 
     def verify_content(self, video_id: str, expires: str, signature: str) -> None:
         """Raises BadSignature or Expired."""
-        if not expires.isdigit() or not hmac.compare_digest(
-            self._tag("content", f"{video_id}\n{expires}"), signature
-        ):
+        if not expires.isdigit() or not _same(self._tag("content", f"{video_id}\n{expires}"), signature):
             raise BadSignature
         if int(expires) < time.time():
             raise Expired
@@ -60,7 +58,7 @@ class Signer:
     def decode_cursor(self, cursor: str) -> dict[str, Any]:
         """Raises BadSignature for anything this process did not hand out."""
         body, _, tag = cursor.partition(".")
-        if not tag or not hmac.compare_digest(self._tag("cursor", body), tag):
+        if not tag or not _same(self._tag("cursor", body), tag):
             raise BadSignature
         try:
             state = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
@@ -69,3 +67,8 @@ class Signer:
         if not isinstance(state, dict):
             raise BadSignature
         return state
+
+
+def _same(expected: str, given: str) -> bool:
+    """Constant-time, and for any text a client sends (compare_digest refuses non-ASCII str)."""
+    return hmac.compare_digest(expected.encode(), given.encode("utf-8", "replace"))

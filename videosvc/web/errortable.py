@@ -48,6 +48,7 @@ TABLE = (
                 (UploadForbidden,)),
     ErrorStatus(404, "No video (or upload) with this id, or a malformed id", (VideoNotFound, UploadNotFound)),
     ErrorStatus(408, "The body stalled (upload_idle_timeout_s) or was late (body_timeout_s)", (BodyTimeout,)),
+    ErrorStatus(405, "Wrong method for the route (Allow lists the right ones)"),
     ErrorStatus(409, "A resize of this video is already queued or running; a tus PATCH at the wrong offset",
                 (JobAlreadyActive, OffsetMismatch)),
     ErrorStatus(410, "The resumable upload expired or was terminated: start a new one", (UploadGone,)),

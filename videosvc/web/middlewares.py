@@ -59,7 +59,7 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 async def video_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """A route's {id} must be a UUID, checked before the body is: a malformed id is a 404."""
     raw = request.match_info.get("id")
-    if raw is not None:
+    if raw is not None and request.method != "OPTIONS":  # tus discovery and preflights name no video
         if not _UUID.fullmatch(raw):
             raise VideoNotFound(raw)
         request[VIDEO_ID] = raw.lower()

@@ -11,10 +11,12 @@ import email.utils
 from typing import Any
 
 from aiohttp import hdrs, web
+from aiohttp_apigami import docs
 from aiohttp_cors import APP_CONFIG_KEY, CorsViewMixin
 
 from ..errors import InvalidRequest, UnsupportedMedia, UnsupportedProtocol
 from ..resumable import CHECKSUMS, Checksum, UploadState
+from .errortable import documented
 from .keys import API_KEY, SETTINGS, UPLOADS, VIDEO_ID
 from .uploads import BodyLimits, BodyStream
 
@@ -36,6 +38,30 @@ CORS_EXPOSE_HEADERS = (
 )  # fmt: skip
 
 
+def _header(name: str, description: str, required: bool = False, **schema: Any) -> dict[str, Any]:
+    return {
+        "in": "header",
+        "name": name,
+        "required": required,
+        "schema": {"type": "string", **schema},
+        "description": description,
+    }
+
+
+TUS_RESUMABLE = _header("Tus-Resumable", "The tus version spoken: 1.0.0", required=True, enum=[TUS_VERSION])
+UPLOAD_ID = {
+    "in": "path",
+    "name": "id",
+    "required": True,
+    "schema": {"type": "string", "format": "uuid"},
+    "description": "The upload's id (from Location); the stored video's id once it is complete",
+}
+OCTETS_BODY = {
+    "required": False,
+    "content": {OFFSET_OCTET_STREAM: {"schema": {"type": "string", "format": "binary"}}},
+}
+
+
 def _header_int(request: web.Request, name: str) -> int | None:
     """A tus integer header: digits only (no sign, no spaces inside); None when absent."""
     value = request.headers.get(name)
@@ -54,6 +80,13 @@ def _expires(state: UploadState) -> str:
 class _TusView(CorsViewMixin, web.View):
     """OPTIONS is tus discovery, or a CORS preflight when a browser asks for one."""
 
+    @docs(
+        tags=["uploads (tus)"],
+        summary="tus discovery (or a CORS preflight)",
+        description="Tus-Version, Tus-Extension, Tus-Max-Size (= max_upload_bytes), Tus-Checksum-Algorithm.",
+        security=[],
+        responses={204: {"description": "What this server supports, in headers"}},
+    )
     async def options(self) -> web.StreamResponse:
         preflight = self.request.headers.get(hdrs.ACCESS_CONTROL_REQUEST_METHOD) is not None
         if preflight and APP_CONFIG_KEY in self.request.app:  # only when cors_origins are set
@@ -99,6 +132,28 @@ async def _chunks(stream: BodyStream) -> Any:
 class UploadsView(_TusView):
     """POST /uploads/: creation, and creation-with-upload."""
 
+    @docs(
+        tags=["uploads (tus)"],
+        summary="Create a resumable upload (tus creation, creation-with-upload)",
+        operation_id="createUpload",
+        description=(
+            "Upload-Length is the file's size (1 to max_upload_bytes); Upload-Metadata may carry `filename`"
+            " (base64). A body of application/offset+octet-stream is its first bytes. The Location is the"
+            " upload's URL; its id will be the video's."
+        ),
+        parameters=[
+            TUS_RESUMABLE,
+            _header(
+                "Upload-Length", "The whole file's size in bytes", required=True, pattern="^[0-9]{1,19}$"
+            ),
+            _header("Upload-Metadata", "key base64,key base64 (filename is the display name)"),
+        ],
+        requestBody=OCTETS_BODY,
+        responses={
+            201: {"description": "Created: Location, Upload-Offset, Upload-Expires"},
+            **documented(400, 408, 412, 413, 415, 429, 507),
+        },
+    )
     async def post(self) -> web.Response:
         self._check_version()
         request = self.request
@@ -131,6 +186,14 @@ class UploadsView(_TusView):
 class UploadView(_TusView):
     """/uploads/{id}: HEAD (where is it), PATCH (more bytes), DELETE (termination)."""
 
+    @docs(
+        tags=["uploads (tus)"],
+        summary="Where the upload is: Upload-Offset (bytes on disk) and Upload-Length",
+        operation_id="uploadOffset",
+        parameters=[UPLOAD_ID, TUS_RESUMABLE],
+        responses={200: {"description": "Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires"},
+                   **documented(403, 404, 410, 412)},
+    )  # fmt: skip
     async def head(self) -> web.Response:
         self._check_version()
         state = await self.request.app[UPLOADS].state(self.request[VIDEO_ID], self.request.get(API_KEY))
@@ -144,6 +207,27 @@ class UploadView(_TusView):
             headers["Upload-Metadata"] = state.metadata
         return web.Response(status=200, headers=headers)
 
+    @docs(
+        tags=["uploads (tus)"],
+        summary="Append bytes at Upload-Offset; the last byte stores the video",
+        operation_id="appendToUpload",
+        description=(
+            "Answers 204 with the new Upload-Offset. With Upload-Checksum (`sha1|md5|sha256|sha512 <base64>`)"
+            " a mismatching chunk is discarded (460). When the upload is complete, the answer comes once the"
+            " video is stored, under the upload's id; refused content is the same 415/507 as POST /file/."
+        ),
+        parameters=[
+            UPLOAD_ID,
+            TUS_RESUMABLE,
+            _header("Upload-Offset", "Where this chunk starts", required=True, pattern="^[0-9]{1,19}$"),
+            _header("Upload-Checksum", "algorithm and base64 digest of this chunk"),
+        ],
+        requestBody={**OCTETS_BODY, "required": True},
+        responses={
+            204: {"description": "Appended: Upload-Offset, Upload-Expires"},
+            **documented(400, 403, 404, 408, 409, 410, 412, 413, 415, 460, 507),
+        },
+    )
     async def patch(self) -> web.Response:
         self._check_version()
         request = self.request
@@ -160,11 +244,32 @@ class UploadView(_TusView):
             headers[hdrs.LINK] = f'</file/{state.id}/>; rel="related"'
         return web.Response(status=204, headers=headers)
 
+    @docs(
+        tags=["uploads (tus)"],
+        summary="Terminate an upload: its bytes are removed",
+        operation_id="terminateUpload",
+        parameters=[UPLOAD_ID, TUS_RESUMABLE],
+        responses={204: {"description": "Terminated"}, **documented(403, 404, 410, 412)},
+    )
     async def delete(self) -> web.Response:
         self._check_version()
         await self.request.app[UPLOADS].terminate(self.request[VIDEO_ID], self.request.get(API_KEY))
         return web.Response(status=204)
 
+    @docs(
+        tags=["uploads (tus)"],
+        summary="X-HTTP-Method-Override: PATCH, DELETE or HEAD, for clients that can only POST",
+        operation_id="overrideUploadMethod",
+        parameters=[
+            UPLOAD_ID,
+            TUS_RESUMABLE,
+            _header(
+                "X-HTTP-Method-Override", "The method meant", required=True, enum=["PATCH", "DELETE", "HEAD"]
+            ),
+        ],
+        responses={200: {"description": "As HEAD"}, 204: {"description": "As PATCH or DELETE"},
+                   **documented(400, 403, 404, 409, 410, 412, 413, 415, 460)},
+    )  # fmt: skip
     async def post(self) -> web.StreamResponse:
         """X-HTTP-Method-Override: for clients (and proxies) that can only send POST."""
         method = self.request.headers.get("X-HTTP-Method-Override", "").strip().upper()
@@ -174,7 +279,10 @@ class UploadView(_TusView):
             return await self.delete()
         if method == "HEAD":
             return await self.head()
-        raise web.HTTPMethodNotAllowed("POST", ["HEAD", "PATCH", "DELETE", "OPTIONS"])
+        raise InvalidRequest(
+            "POST to an upload needs X-HTTP-Method-Override: PATCH, DELETE or HEAD"
+            f" (got {method[:20]!r}); or send the method itself"
+        )
 
 
 async def tus_headers(request: web.Request, response: web.StreamResponse) -> None:
