@@ -46,6 +46,7 @@ from bench.servers import (
     running_trivial,
     service_env,
 )
+from bench.tus import measure_tus, tus_rows
 from bench.upload import measure_uploads, upload_rows
 from videosvc.config import load_settings
 from videosvc.media.probe import Toolchain
@@ -202,9 +203,12 @@ async def _measure_running_service(
         downloads = await measure_downloads(
             client, server.pid, trivial.base_url, inputs.large, tmp / "upload", plan.runs
         )
+    progress(f"tus: {inputs.large.stat().st_size // MB} MB in 8 MB chunks vs POST, {plan.runs} run(s)")
+    resumable = await measure_tus(client, server.pid, inputs.large, tmp / "upload", plan.runs)
     return [
         *resize_rows(resize, encoder),
         *upload_rows(uploads),
+        *tus_rows(resumable),
         *api_rows(api, plan.load),
         *download_rows(downloads),
     ]
