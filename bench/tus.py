@@ -118,7 +118,7 @@ async def _resend_after_a_drop(base_url: str, chunks: list[Path], size: int) -> 
         await _patch(base_url, upload_id, index * CHUNK_BYTES, chunks[index])
     data = await asyncio.to_thread(chunks[middle].read_bytes)
     port = int(urllib.parse.urlsplit(base_url).port or 80)
-    reader, writer = await asyncio.open_connection(HOST, port)
+    _, writer = await asyncio.open_connection(HOST, port)
     writer.write(
         f"PATCH /uploads/{upload_id} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
         "Content-Type: application/offset+octet-stream\r\n"
