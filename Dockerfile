@@ -9,7 +9,8 @@ WORKDIR /app
 COPY setup.py pyproject.toml README.md config.toml ./
 COPY sql ./sql
 COPY videosvc ./videosvc
-RUN pip install --no-cache-dir . \
+# The dask extra: the same image serves as the API, a Dask scheduler and a Dask worker (compose.yaml).
+RUN pip install --no-cache-dir '.[dask]' \
     && useradd --system --uid 10001 --home-dir /data videosvc \
     && mkdir -p /data \
     && chown videosvc /data

@@ -42,6 +42,8 @@ setup(
     extras_require={
         # A static ffmpeg build from PyPI, for machines without a system ffmpeg.
         "ffmpeg": ["imageio-ffmpeg>=0.5"],
+        # Jobs on a Dask cluster (backend = "dask"): on the API node and on every worker.
+        "dask": ["distributed>=2024.1"],
         "test": [
             "pytest>=8",
             "pytest-aiohttp>=1.1",
@@ -50,6 +52,8 @@ setup(
             "openapi-spec-validator>=0.7",
             # A real tus client for the resumable-upload tests.
             "tuspy>=1.1",
+            # A real Dask scheduler and workers for the backend tests.
+            "distributed>=2024.1",
             # Browser tests drive Debian's chromium (installed by .ci/run), never a downloaded one.
             "playwright>=1.40",
         ],

@@ -16,7 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from videosvc.jobs.worker import MP4_AUDIO_CODECS, JobFiles, ResizeJob, build_resize_args
+from videosvc.jobs.contract import JobFiles, ResizeJob
+from videosvc.jobs.worker import MP4_AUDIO_CODECS, build_resize_args
 from videosvc.media.probe import Toolchain, probe
 
 #: Flags for every command we run ourselves: no banner, no stdin, no chatter.

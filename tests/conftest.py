@@ -6,7 +6,7 @@ Test videos are made here with ffmpeg's lavfi sources, once per session.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from videosvc.web.keys import SETTINGS
 from videosvc.web.protocol import GuardedAppRunner
 
 from .browser import launch_page
+from .cluster import DaskCluster
 from .helpers import Client, Samples
 
 
@@ -64,12 +65,33 @@ def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
 
 
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DaskCluster]:
+    """A real scheduler and two real workers, on loopback, for the whole session."""
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask")).start()
+    yield cluster
+    cluster.stop()
+
+
 @pytest.fixture
-def make_settings(data_dir: Path) -> Callable[..., Settings]:
+def backend(request: pytest.FixtureRequest) -> str:
+    """Where jobs run: "local" unless a test is parametrized with `both_backends`."""
+    return str(getattr(request, "param", "local"))
+
+
+#: Runs a test once with the local pool and once on a real Dask cluster.
+both_backends = pytest.mark.parametrize("backend", ["local", "dask"], indirect=True)
+
+
+@pytest.fixture
+def make_settings(data_dir: Path, backend: str, request: pytest.FixtureRequest) -> Callable[..., Settings]:
     """Settings for a test: a temp data dir, 2 workers, and any overrides by name."""
 
     def make(**overrides: Any) -> Settings:
         env = {"VIDEOSVC_DATA_DIR": str(data_dir), "VIDEOSVC_WORKERS": "2", "VIDEOSVC_MIN_FREE_BYTES": "0"}
+        if backend == "dask":
+            cluster = request.getfixturevalue("dask_cluster")
+            env |= {"VIDEOSVC_BACKEND": "dask", "VIDEOSVC_DASK_SCHEDULER": cluster.address}
         for name, value in overrides.items():
             env["VIDEOSVC_" + name.upper()] = (
                 ",".join(value) if isinstance(value, tuple | list) else str(value)

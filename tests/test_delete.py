@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .conftest import both_backends
 from .helpers import (
     Client,
     Samples,
@@ -38,6 +39,7 @@ async def test_delete_of_unknown_or_malformed_id_is_404(client: Client) -> None:
         assert "error" in await response.json()
 
 
+@both_backends
 async def test_delete_during_a_running_job_stops_ffmpeg_and_discards_its_output(
     make_client, samples: Samples, data_dir: Path
 ) -> None:
@@ -74,6 +76,7 @@ async def test_delete_drops_a_queued_job_at_once(make_client, samples: Samples, 
     assert rows(data_dir, "SELECT video_id FROM jobs") == [(busy,)]
 
 
+@both_backends
 async def test_video_can_be_resized_again_after_a_job(
     client: Client, samples: Samples, data_dir: Path
 ) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from .conftest import both_backends
 from .helpers import Client, Samples, upload, wait_for_job
 
 
@@ -68,6 +69,7 @@ async def test_a_new_job_hides_the_last_outcome_until_its_own_is_known(make_clie
     assert done["progress"] is None
 
 
+@both_backends
 async def test_a_failed_job_says_why_in_both_places(make_client, samples: Samples) -> None:
     client = await make_client(job_timeout_s=0.5, x264_preset="veryslow")
     video_id = await upload(client, samples.video(1280, 720, duration_s=5))

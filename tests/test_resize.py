@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from .conftest import both_backends
 from .helpers import Client, Samples, leftovers, probe_stored, rows, upload, wait_for_job, wait_until_running
 
 
@@ -23,6 +24,7 @@ async def _patch(client: Client, video_id: str, body: object) -> tuple[int, dict
         ((321, 243, True), (100, 76)),  # odd source size, other aspect
     ],
 )
+@both_backends
 async def test_resize_replaces_the_video_with_one_of_the_asked_size(
     client: Client, samples: Samples, data_dir: Path, tools, source, target
 ) -> None:
@@ -45,6 +47,7 @@ async def test_resize_replaces_the_video_with_one_of_the_asked_size(
     assert leftovers(data_dir) == []
 
 
+@both_backends
 async def test_output_is_faststart_and_square_pixels(
     client: Client, samples: Samples, data_dir: Path
 ) -> None:
@@ -56,6 +59,7 @@ async def test_output_is_faststart_and_square_pixels(
     assert 0 < data.find(b"moov") < data.find(b"mdat")
 
 
+@both_backends
 async def test_rotated_source_displays_at_the_asked_size(
     client: Client, samples: Samples, data_dir: Path, tools
 ) -> None:
@@ -69,6 +73,7 @@ async def test_rotated_source_displays_at_the_asked_size(
     assert (info.width, info.height) == (120, 160)
 
 
+@both_backends
 async def test_very_short_video_resizes(client: Client, samples: Samples, data_dir: Path, tools) -> None:
     video_id = await upload(client, samples.video(160, 120, duration_s=0.04))
     await _patch(client, video_id, {"width": 80, "height": 60})
@@ -76,6 +81,7 @@ async def test_very_short_video_resizes(client: Client, samples: Samples, data_d
     assert probe_stored(data_dir, video_id, tools).width == 80
 
 
+@both_backends
 async def test_processing_is_true_while_the_job_runs_and_a_second_patch_is_409(
     make_client, samples: Samples, data_dir: Path
 ) -> None:
@@ -99,6 +105,7 @@ async def test_processing_is_true_while_the_job_runs_and_a_second_patch_is_409(
     assert progress is not None and 0 <= progress < 100
 
 
+@both_backends
 async def test_a_job_over_its_time_limit_fails_and_leaves_the_video_as_it_was(
     make_client, samples: Samples, data_dir: Path, tools
 ) -> None:

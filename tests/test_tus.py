@@ -199,6 +199,7 @@ async def test_creation_and_head(client: Client) -> None:
         ({"Upload-Length": "10", "Upload-Defer-Length": "1"}, 400, "Upload-Defer-Length"),
         ({"Upload-Length": str(10**12)}, 413, "max_upload_bytes"),
         ({"Upload-Length": "10", "Upload-Metadata": "filename not*base64"}, 400, "base64"),
+        ({"Upload-Length": "10", "Upload-Metadata": "filename Y2F0*"}, 400, "base64"),  # "cat" + junk
         ({"Upload-Length": "10", "Upload-Metadata": f"a {b64('x')},a {b64('y')}"}, 400, "twice"),
         ({"Upload-Length": "10", "Upload-Metadata": "kéy " + b64("x")}, 400, "printable"),
         ({"Upload-Length": "10", "Upload-Metadata": "k " + "QUFB" * 1200}, 400, "longer than"),
@@ -213,11 +214,14 @@ async def test_creation_refusals(
     assert rows(data_dir, "SELECT count(*) FROM uploads") == [(0,)]
 
 
-async def test_hostile_filenames_in_metadata_are_cleaned(client: Client, samples: Samples) -> None:
+async def test_hostile_filenames_in_metadata_are_cleaned(
+    client: Client, samples: Samples, data_dir: Path
+) -> None:
     data = samples.video().read_bytes()
     upload_id = await create(
         client, len(data), "filename " + base64.b64encode("../\x00e\u202evil\x85.mp4".encode()).decode()
     )
+    assert rows(data_dir, f"SELECT filename FROM uploads WHERE id = '{upload_id}'") == [("_e_vil_.mp4",)]
     assert (await patch(client, upload_id, 0, data)).status == 204
     info = await (await client.get(f"/file/{upload_id}/")).json()
     assert info["filename"] == "_e_vil_.mp4"
@@ -246,15 +250,31 @@ async def test_patch_refusals_write_nothing(client: Client, samples: Samples) ->
     assert await offset_of(client, upload_id) == 1000
 
 
+async def test_a_declared_length_past_the_end_is_413_before_the_body(client: Client) -> None:
+    upload_id = await create(client, 1000)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(raw_patch_head(upload_id, 0, 1001))  # the head only: no body byte is sent
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)  # upload_idle_timeout_s is 60
+    writer.close()
+    assert status_line.split()[1] == b"413", status_line
+    assert await offset_of(client, upload_id) == 0
+
+
 async def test_a_chunked_body_past_the_end_is_413_and_leaves_nothing(
     client: Client, samples: Samples
 ) -> None:
     data = samples.video().read_bytes()
     upload_id = await create(client, len(data))
 
-    async def too_much() -> Any:
-        for start in range(0, len(data) + 20_000, 8192):  # no Content-Length: only the end can tell
-            yield (data + b"\0" * 20_000)[start : start + 8192]
+    async def too_much() -> Any:  # no Content-Length: only the end can tell
+        yield data[:50_000]
+        for _ in range(200):  # the first bytes are on disk before the overflow is sent
+            if await offset_of(client, upload_id) == 50_000:
+                break
+            await asyncio.sleep(0.01)
+        assert await offset_of(client, upload_id) == 50_000
+        yield data[50_000:] + b"\0" * 20_000
 
     response = await client.patch(
         f"/uploads/{upload_id}", data=too_much(), headers={**OCTETS, "Upload-Offset": "0"}

@@ -7,7 +7,8 @@ import dataclasses
 import time
 from pathlib import Path
 
-from videosvc.jobs.worker import JobFiles, Outcome, ResizeJob, run_resize
+from videosvc.jobs.contract import JobFiles, Outcome, ResizeJob
+from videosvc.jobs.worker import run_resize
 from videosvc.media.probe import Toolchain
 
 from .helpers import Samples
@@ -33,7 +34,7 @@ def test_success_leaves_a_verified_output_in_the_job_folder(
 ) -> None:
     result = run_resize(_job(samples.video(), tmp_path / "job", tools, 96, 64))
     assert result.outcome is Outcome.SUCCEEDED
-    assert result.output == str(JobFiles(tmp_path / "job").output)
+    assert result.output == str(JobFiles(tmp_path / "job").output(1)) and result.attempt == 1
     assert result.info is not None and (result.info.width, result.info.height) == (96, 64)
     assert result.info.audio_codecs == ("aac",)
 
@@ -47,7 +48,7 @@ def test_an_ffmpeg_failure_reports_its_last_stderr_lines(
     assert result.error is not None
     assert result.error.startswith("ffmpeg exited with code")
     assert "divisible by 2" in result.error
-    assert not JobFiles(tmp_path / "job").output.exists()
+    assert not JobFiles(tmp_path / "job").output(1).exists()
 
 
 def test_a_cancel_file_stops_ffmpeg_mid_encode(samples: Samples, tools: Toolchain, tmp_path) -> None:
@@ -66,7 +67,7 @@ def test_a_cancel_file_stops_ffmpeg_mid_encode(samples: Samples, tools: Toolchai
         files.cancel.touch()
         result = running.result(timeout=10)
     assert result.outcome is Outcome.CANCELLED
-    assert not files.output.exists()
+    assert not files.output(1).exists()
 
 
 def test_a_cancel_file_stops_the_job_before_ffmpeg(samples: Samples, tools: Toolchain, tmp_path) -> None:
@@ -75,4 +76,28 @@ def test_a_cancel_file_stops_the_job_before_ffmpeg(samples: Samples, tools: Tool
     files.cancel.touch()
     result = run_resize(_job(samples.video(), files.directory, tools, 96, 64))
     assert result.outcome is Outcome.CANCELLED
-    assert not files.output.exists()
+    assert not files.output(1).exists()
+
+
+def test_each_execution_of_a_job_has_its_own_attempt_and_output(
+    samples: Samples, tools: Toolchain, tmp_path
+) -> None:
+    """Two executions (a worker thought dead, and its replacement) never write the same file; a job
+    that a cluster reran too often gives up."""
+    job = dataclasses.replace(_job(samples.video(), tmp_path / "job", tools, 96, 64), max_attempts=2)
+    first, second, third = (run_resize(job) for _ in range(3))
+    assert (first.attempt, second.attempt, third.attempt) == (1, 2, 3)
+    assert first.output != second.output and first.outcome is second.outcome is Outcome.SUCCEEDED
+    assert third.outcome is Outcome.FAILED and "died 2 time(s)" in (third.error or "")
+
+
+def test_an_executors_stop_check_stops_ffmpeg(samples: Samples, tools: Toolchain, tmp_path) -> None:
+    files = JobFiles(tmp_path / "job")
+    job = dataclasses.replace(
+        _job(samples.video(1280, 720, duration_s=5), files.directory, tools, 1920, 1080),
+        x264_preset="veryslow",
+    )
+    started = time.monotonic()
+    result = run_resize(job, should_stop=lambda: "lease lost" if time.monotonic() - started > 1 else None)
+    assert result.outcome is Outcome.CANCELLED and result.error == "lease lost"
+    assert not files.output(1).exists()

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from . import __version__
 from .config import ConfigError, Settings, load_settings
-from .jobs.worker import Outcome, ResizeJob, run_resize
+from .jobs.contract import Outcome, ResizeJob
+from .jobs.worker import run_resize
 from .logs import setup_logging
 from .media.toolchain import ToolchainError, inspect_toolchain
 from .server import ListenError
@@ -118,7 +119,39 @@ def check(settings: Settings) -> int:
         print(f"resize:   FAILED: {result.error}")
         return 1
     print(f"resize:   ok (96x64 -> 48x32 in {result.elapsed_s:.2f} s)")
+    if settings.jobs.backend == "dask":
+        return check_dask_workers(settings)
     return 0
+
+
+def check_dask_workers(settings: Settings) -> int:
+    """Each worker of the cluster: its ffmpeg, libx264, and whether it can read and write data_dir."""
+    from distributed import Client
+
+    from .jobs.backends.dask import worker_report
+
+    address = settings.jobs.dask_scheduler
+    try:
+        with Client(address, timeout=10) as client:  # type: ignore[no-untyped-call]
+            reports = client.run(worker_report, str(settings.storage.data_dir.resolve()))
+    except (OSError, TimeoutError) as e:
+        print(f"dask:     FAILED: cannot reach the scheduler at {address}: {e}")
+        return 1
+    print(f"dask:     {address}, {len(reports)} worker(s)")
+    healthy = bool(reports)
+    for worker, report in sorted(reports.items()):
+        ok = bool(report["ffmpeg"]) and report["libx264"] and report["data_dir"]
+        healthy &= ok
+        sees = (
+            "data_dir ok"
+            if report["data_dir"]
+            else f"data_dir NOT readable and writable ({report.get('data_dir_error', 'its content differs')})"
+        )
+        x264 = "yes" if report["libx264"] else "NO"
+        print(f"  {worker} ({report['host']}): {report['version']}, libx264 {x264}, {sees}")
+    if not reports:
+        print("  no workers: start some with `dask worker {address}`")
+    return 0 if healthy else 1
 
 
 if __name__ == "__main__":

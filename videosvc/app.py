@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,6 +16,7 @@ from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
 
 from . import __version__
 from .config import Settings
+from .jobs.backends import make_backend
 from .jobs.runner import JobRunner
 from .media.toolchain import inspect_toolchain
 from .resumable import ResumableUploads
@@ -133,9 +135,11 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
-    runner = JobRunner(app[SETTINGS], app[DATABASE], app[STORAGE], app[TOOLCHAIN])
+    settings = app[SETTINGS]
+    backend = make_backend(settings, server_id=uuid.uuid4().hex)
+    runner = JobRunner(settings, app[DATABASE], app[STORAGE], app[TOOLCHAIN], backend)
     app[JOB_RUNNER] = runner
-    await runner.start_pool()
+    await runner.start()
     yield
     await runner.close()
 

@@ -32,6 +32,7 @@ X264_PRESETS = (
     "veryslow",
 )
 LOG_FORMATS = ("text", "json")
+BACKENDS = ("local", "dask")
 
 
 class ConfigError(Exception):
@@ -93,6 +94,12 @@ class StorageSettings:
 
 @dataclass(frozen=True)
 class JobSettings:
+    #: Where jobs run: "local" (a process pool here) or "dask" (a Dask cluster).
+    backend: str = "local"
+    #: The Dask scheduler's address, for backend = "dask".
+    dask_scheduler: str = "tcp://127.0.0.1:8786"
+    #: Dask workers stop a job whose service stopped renewing its lease for this long.
+    lease_ttl_s: float = 10.0
     #: Worker processes; 0 means one per CPU.
     workers: int = 0
     job_timeout_s: float = 3600.0
@@ -283,6 +290,8 @@ def validate(settings: Settings) -> None:
         (settings.jobs.workers >= 0, "workers must be 0 (one per CPU) or more"),
         (settings.jobs.job_timeout_s > 0, "job_timeout_s must be positive"),
         (settings.jobs.job_max_attempts >= 1, "job_max_attempts must be at least 1"),
+        (settings.jobs.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
+        (settings.jobs.lease_ttl_s >= 2, "lease_ttl_s must be at least 2"),
         (settings.jobs.max_dimension >= 22, "max_dimension must be at least 22"),
         (
             settings.ffmpeg.x264_preset in X264_PRESETS,

@@ -33,8 +33,8 @@ from .errors import (
     UploadTooLarge,
     VideoNotFound,
 )
+from .jobs.contract import read_progress
 from .jobs.runner import JobRunner
-from .jobs.worker import read_progress
 from .media.isobmff import BoxError, has_ftyp_header, read_tracks
 from .media.probe import InputLimits, MediaInfo, MediaOverLimit, ProbeError, Toolchain, inspect_upload, probe
 from .media.sniff import not_mp4_reason

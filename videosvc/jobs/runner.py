@@ -1,23 +1,21 @@
-"""Running resize jobs in a process pool, and recording how they end.
+"""Running resize jobs on a backend, and recording how they end.
 
-Each accepted job gets one tracked asyncio task. The task hands the job to the
-pool, awaits its future on the event loop (never in the executor's callback
-thread), and writes the outcome to the database under `asyncio.shield`, so a
-cancellation cannot lose it. The pool can be any `concurrent.futures`
-executor: jobs are plain data, and cancellation goes through a file.
+Each accepted job gets one tracked asyncio task. The task waits for a slot,
+hands the job to the backend (a process pool here, or a Dask cluster: see
+jobs.backends), awaits its result on the event loop, and writes the outcome to
+the database under `asyncio.shield`, so a cancellation cannot lose it. Jobs are
+plain data, and cancellation goes through a file in the job's folder (and, on a
+cluster, an event of its own).
 """
 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
 import logging
-import multiprocessing
 import os
 from collections import Counter
 from collections.abc import Iterator
-from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ..config import Settings
@@ -25,7 +23,8 @@ from ..errors import JobQueueUnavailable, TooManyJobs
 from ..media.probe import ProbeError, Toolchain, probe
 from ..store.db import Database, JobRecord, JobState
 from ..store.storage import Storage, remove
-from .worker import JobFiles, Outcome, ResizeJob, ResizeResult, init_worker, run_resize, warm_up
+from .backends import Backend, BackendClosed, WorkerLost
+from .contract import JobFiles, Outcome, ResizeJob, ResizeResult
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +35,21 @@ STOP_TIMEOUT_S = 5.0
 
 
 class JobRunner:
-    def __init__(self, settings: Settings, db: Database, storage: Storage, tools: Toolchain) -> None:
+    def __init__(
+        self, settings: Settings, db: Database, storage: Storage, tools: Toolchain, backend: Backend
+    ) -> None:
         self._settings = settings
         self._db = db
         self._storage = storage
         self._tools = tools
-        self._pool: concurrent.futures.ProcessPoolExecutor | None = None
+        self._backend = backend
+        self._started = False
         self._tasks: dict[int, asyncio.Task[None]] = {}
-        self._futures: dict[int, concurrent.futures.Future[ResizeResult]] = {}
+        #: The spec each job was handed to the backend with, to ask that very run to stop.
+        self._specs: dict[int, ResizeJob] = {}
         self._deleted: set[int] = set()
         self._waiting: set[int] = set()
-        self._slots = asyncio.Semaphore(settings.worker_count)
+        self._slots = asyncio.Semaphore(backend.slots) if backend.slots else None
         #: Which client (API key name) each active job belongs to, for its share of the queue.
         self._clients: dict[int, str | None] = {}
         #: Admissions granted whose job is not yet submitted (a PATCH between check and submit).
@@ -60,27 +63,22 @@ class JobRunner:
     def active_job_ids(self) -> set[int]:
         return set(self._tasks)
 
-    async def start_pool(self) -> None:
-        self._pool = self._new_pool()
-        # Start every worker now, so the first PATCH does not pay for it.
-        warmups = [
-            asyncio.wrap_future(self._pool.submit(warm_up)) for _ in range(self._settings.worker_count)
-        ]
-        await asyncio.gather(*warmups)
+    async def start(self) -> None:
+        await self._backend.start()
+        self._started = True
+        log.info("jobs run on the %s backend", self._backend.name)
 
     async def close(self) -> None:
-        """Stop ffmpeg everywhere and the pool; cut-off jobs are requeued for the next start."""
+        """Stop ffmpeg everywhere and the backend; cut-off jobs are requeued for the next start."""
         self._closing = True
         for job_id in list(self._tasks):
-            self._stop(job_id)
+            await self._stop(job_id)
         if self._tasks:
             _, pending = await asyncio.wait(list(self._tasks.values()), timeout=STOP_TIMEOUT_S)
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
-        if self._pool is not None:
-            await asyncio.to_thread(self._pool.shutdown, wait=True, cancel_futures=True)
-            self._pool = None
+        await self._backend.close()
 
     @contextlib.contextmanager
     def admission(self, client: str | None) -> Iterator[None]:
@@ -109,7 +107,7 @@ class JobRunner:
 
     def submit(self, job: JobRecord, client: str | None = None) -> None:
         """Queue a job; returns at once. Raises JobQueueUnavailable when closing."""
-        if self._closing or self._pool is None:
+        if self._closing or not self._started:
             raise JobQueueUnavailable("the service is shutting down and takes no new jobs")
         self._storage.job_dir(job.id).mkdir(parents=True, exist_ok=True)
         task = asyncio.create_task(self._run(job), name=f"job-{job.id}")
@@ -132,16 +130,19 @@ class JobRunner:
         if task is None:
             return
         self._deleted.add(job_id)
-        self._stop(job_id)
+        await self._stop(job_id)
         await asyncio.wait([task])
         self._deleted.discard(job_id)
 
     def progress_file(self, job_id: int) -> JobFiles:
         return JobFiles(self._storage.job_dir(job_id))
 
-    def _stop(self, job_id: int) -> None:
+    def _is_closing(self) -> bool:
+        return self._closing
+
+    async def _stop(self, job_id: int) -> None:
         """A job still waiting for a worker is cancelled where it waits; past that, it is
-        told through its cancel file, so no database write or hand-over is cut in half."""
+        told through its cancel file (and the backend), so no write or hand-over is cut in half."""
         task = self._tasks.get(job_id)
         if job_id in self._waiting and task is not None:
             task.cancel()
@@ -149,24 +150,10 @@ class JobRunner:
         # FileNotFoundError: the job is finishing and already removed its directory.
         with contextlib.suppress(FileNotFoundError):
             JobFiles(self._storage.job_dir(job_id)).cancel.touch()
-
-    def _is_closing(self) -> bool:
-        return self._closing
-
-    def _new_pool(self) -> concurrent.futures.ProcessPoolExecutor:
-        # forkserver: workers do not inherit the server's threads and sockets.
-        return concurrent.futures.ProcessPoolExecutor(
-            max_workers=self._settings.worker_count,
-            mp_context=multiprocessing.get_context("forkserver"),
-            initializer=init_worker,
-            initargs=(os.getpid(),),
-        )
-
-    def _replace_broken_pool(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
-        if self._pool is broken and not self._closing:
-            log.error("a worker process died; starting a new pool")
-            self._pool = self._new_pool()
-            broken.shutdown(wait=False, cancel_futures=True)
+        spec = self._specs.get(job_id)
+        if spec is not None:
+            with contextlib.suppress(Exception):  # best effort: the file is the contract
+                await self._backend.request_stop(spec)
 
     async def resume_interrupted(self) -> None:
         """Jobs the last run accepted but did not finish: record, run again, or give up."""
@@ -215,10 +202,12 @@ class JobRunner:
             log.exception("job crashed", extra={"job_id": job.id})
             result = ResizeResult(Outcome.FAILED, error=f"internal error: {type(e).__name__}")
         finally:
-            self._futures.pop(job.id, None)
+            self._specs.pop(job.id, None)
         await asyncio.shield(self._finish(job, files, result))
 
     async def _run_when_a_worker_is_free(self, job: JobRecord, files: JobFiles) -> ResizeResult:
+        if self._slots is None:  # the cluster queues and schedules jobs itself
+            return await self._attempt_until_done(job, files)
         # Our own queue: a job waits here, where dropping it is instant, not in the pool's.
         self._waiting.add(job.id)
         try:
@@ -233,60 +222,50 @@ class JobRunner:
     async def _attempt_until_done(self, job: JobRecord, files: JobFiles) -> ResizeResult:
         limit = self._settings.jobs.job_max_attempts
         while True:
-            pool = self._pool
-            if pool is None or self._closing:
+            if self._closing:
                 return ResizeResult(Outcome.CANCELLED)
             if files.cancel.exists():  # deleted or stopped before it reached a worker
                 return ResizeResult(Outcome.CANCELLED)
             attempt = await self._db.mark_running(job)
-            video = (await self._db.get_status(job.video_id)).video
-            # From the original when it is kept: repeated resizes never compound their losses.
-            original = video.original if self._settings.storage.keep_original else None
-            spec = ResizeJob(
-                source=str(
-                    self._storage.original_path(job.video_id)
-                    if original
-                    else self._storage.video_path(job.video_id)
-                ),
-                source_audio_codecs=original.audio_codecs if original else video.audio_codecs,
-                directory=str(files.directory),
-                width=job.width,
-                height=job.height,
-                tools=self._tools,
-                x264_preset=self._settings.ffmpeg.x264_preset,
-                x264_crf=self._settings.ffmpeg.x264_crf,
-                timeout_s=self._settings.jobs.job_timeout_s,
-                max_memory_bytes=self._settings.ffmpeg.ffmpeg_max_memory_bytes,
-                min_free_bytes=self._settings.storage.min_free_bytes,
-            )
+            spec = await self._spec(job, files)
+            self._specs[job.id] = spec
             log.info("job started", extra={"job_id": job.id, "video_id": job.video_id, "attempt": attempt})
             try:
-                future = pool.submit(run_resize, spec)
-                self._futures[job.id] = future
-                return await asyncio.wrap_future(future)
-            except BrokenProcessPool:
-                self._replace_broken_pool(pool)
+                return await self._backend.run(spec)
+            except BackendClosed:
+                return ResizeResult(Outcome.CANCELLED)
+            except WorkerLost as lost:
                 if self._is_closing():  # a call, not the attribute: it changed during the await
                     return ResizeResult(Outcome.CANCELLED)
-                # The pool fails the futures before it stops the surviving workers: let them finish
-                # dying, so the note each leaves (or not) tells whose worker really crashed.
-                await _wait_until_gone(files.worker_pid(), timeout_s=5.0)
-                if not files.started.exists() or files.stopped_by_pool.exists():
-                    # Another job's worker died and the pool took this one down with it.
+                if not lost.blamed:
                     await self._db.requeue(job)
-                    log.warning("another job's crash took this worker; retrying", extra={"job_id": job.id})
+                    log.warning(f"{lost}; retrying", extra={"job_id": job.id})
                 elif attempt < limit:
-                    log.warning("job's worker died; retrying", extra={"job_id": job.id, "attempt": attempt})
+                    log.warning(f"{lost}; retrying", extra={"job_id": job.id, "attempt": attempt})
                 else:
-                    return ResizeResult(
-                        Outcome.FAILED,
-                        error=f"the worker process died while running this job ({attempt} attempt(s))",
-                    )
-                files.started.unlink(missing_ok=True)
-                files.stopped_by_pool.unlink(missing_ok=True)
-                continue
-            except RuntimeError:  # submit after shutdown
-                return ResizeResult(Outcome.CANCELLED)
+                    return ResizeResult(Outcome.FAILED, error=f"{lost} ({attempt} attempt(s))")
+
+    async def _spec(self, job: JobRecord, files: JobFiles) -> ResizeJob:
+        video = (await self._db.get_status(job.video_id)).video
+        # From the original when it is kept: repeated resizes never compound their losses.
+        original = video.original if self._settings.storage.keep_original else None
+        storage = self._storage
+        source = storage.original_path(job.video_id) if original else storage.video_path(job.video_id)
+        return ResizeJob(
+            source=str(source),
+            source_audio_codecs=original.audio_codecs if original else video.audio_codecs,
+            directory=str(files.directory),
+            width=job.width,
+            height=job.height,
+            tools=self._tools,
+            x264_preset=self._settings.ffmpeg.x264_preset,
+            x264_crf=self._settings.ffmpeg.x264_crf,
+            timeout_s=self._settings.jobs.job_timeout_s,
+            max_memory_bytes=self._settings.ffmpeg.ffmpeg_max_memory_bytes,
+            min_free_bytes=self._settings.storage.min_free_bytes,
+            # A cluster reruns the task of a worker that died: the job counts those itself.
+            max_attempts=self._settings.jobs.job_max_attempts if self._backend.slots is None else 0,
+        )
 
     async def _finish(self, job: JobRecord, files: JobFiles, result: ResizeResult) -> None:
         fields = {"job_id": job.id, "video_id": job.video_id, "elapsed_s": round(result.elapsed_s, 3)}
@@ -319,20 +298,3 @@ class JobRunner:
                 await self._db.fail_job(job, f"internal error while finishing: {type(e).__name__}")
         finally:
             await asyncio.to_thread(remove, files.directory)
-
-
-async def _wait_until_gone(pid: int | None, timeout_s: float) -> None:
-    """Poll /proc: the worker is not our child, so there is nothing to wait on."""
-    poll_s = 0.02
-    for _ in range(int(timeout_s / poll_s)):
-        if pid is None or not _is_alive(pid):
-            return
-        await asyncio.sleep(poll_s)
-
-
-def _is_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except (OSError, IndexError):
-        return False

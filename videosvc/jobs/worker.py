@@ -1,29 +1,28 @@
-"""The resize job: what runs inside a worker process.
+"""The resize job: what runs inside a worker, on this machine or on a cluster's.
 
 Plain data in (`ResizeJob`), plain data out (`ResizeResult`), no aiohttp and no
-database, so any `concurrent.futures.Executor` can run it. The job talks to
-the server only through files in its own directory (`JobFiles`): the server
-asks it to stop by creating `cancel`, and ffmpeg reports its progress in
-`progress`.
+database, so any executor can run it. The job talks to the server only through
+files in its own directory (`JobFiles`): the server asks it to stop by
+creating `cancel`, and ffmpeg reports its progress in `progress`. An executor
+may add a stop check of its own (a cluster's cancel event and server lease).
 """
 
 from __future__ import annotations
 
-import contextlib
-import enum
+import dataclasses
 import os
 import select
 import shutil
 import signal
 import subprocess
-import threading
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import ffmpeg
 
-from ..media.probe import MediaInfo, ProbeError, Toolchain, limit_memory, probe, ran_out_of_memory
+from ..media.probe import ProbeError, limit_memory, probe, ran_out_of_memory
+from .contract import JobFiles, Outcome, ResizeJob, ResizeResult
 
 #: How often a running job looks at its cancel file and its deadline.
 POLL_INTERVAL_S = 0.1
@@ -36,144 +35,31 @@ NO_DISK_ERROR = "not enough free disk space for the resized video (min_free_byte
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
 
 
-class Outcome(enum.StrEnum):
-    SUCCEEDED = "succeeded"  #: output written, probed and complete
-    FAILED = "failed"  #: ffmpeg failed, timed out, or the output was wrong
-    CANCELLED = "cancelled"  #: the cancel file appeared; nothing was kept
+#: A check the executor adds to the job's own (cancel file, deadline, disk, memory): it returns
+#: why the job must stop, or None. A cluster passes one that watches its own signals.
+StopCheck = Callable[[], "str | None"]
 
 
-@dataclass(frozen=True)
-class JobFiles:
-    """The files one job shares with the server, all in one directory."""
-
-    directory: Path
-
-    @property
-    def output(self) -> Path:
-        return self.directory / "output.mp4"
-
-    @property
-    def cancel(self) -> Path:
-        return self.directory / "cancel"
-
-    @property
-    def progress(self) -> Path:
-        return self.directory / "progress"
-
-    @property
-    def ffmpeg_log(self) -> Path:
-        return self.directory / "ffmpeg.log"
-
-    @property
-    def started(self) -> Path:
-        """Written by the worker when it takes the job: the job reached a process."""
-        return self.directory / "started"
-
-    def worker_pid(self) -> int | None:
-        try:
-            return int(self.started.read_text())
-        except (OSError, ValueError):
-            return None
-
-    @property
-    def stopped_by_pool(self) -> Path:
-        """Written when the pool terminates this worker because *another* worker died."""
-        return self.directory / "stopped-by-pool"
-
-
-@dataclass(frozen=True)
-class ResizeJob:
-    source: str
-    #: The source's audio codecs as stored at upload; None: probe the source to find out.
-    source_audio_codecs: tuple[str, ...] | None
-    directory: str
-    width: int
-    height: int
-    tools: Toolchain
-    x264_preset: str
-    x264_crf: int
-    timeout_s: float
-    #: RLIMIT_DATA of ffmpeg: past it an allocation fails, and so does the job.
-    max_memory_bytes: int
-    #: The job fails rather than leave less free disk than this where it writes.
-    min_free_bytes: int = 0
-
-
-@dataclass(frozen=True)
-class ResizeResult:
-    outcome: Outcome
-    #: The finished video (inside the job directory) when it succeeded.
-    output: str | None = None
-    info: MediaInfo | None = None
-    error: str | None = None
-    elapsed_s: float = 0.0
-
-
-#: The job this worker process is running, for the SIGTERM handler.
-_current_job: JobFiles | None = None
-
-
-def init_worker(server_pid: int) -> None:
-    """Worker start-up: yield the CPU to the server, which must stay responsive."""
-    with contextlib.suppress(OSError):
-        os.nice(10)
-    # The server handles Ctrl-C; a worker should not die of the same signal mid-job.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _on_sigterm)
-    # If the server dies (kill -9), the worker must not go on encoding for nobody. Its
-    # parent is the forkserver, not the server, so it watches the server itself.
-    threading.Thread(target=_exit_when_gone, args=(server_pid,), name="server-watch", daemon=True).start()
-
-
-def _exit_when_gone(pid: int) -> None:
-    """Block until process `pid` exits, then end this worker (and, by its death signal, ffmpeg)."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except (AttributeError, OSError):
-        while _exists(pid):  # no pidfd (not Linux, or an old kernel): poll
-            time.sleep(1.0)
-    else:
-        select.select([pidfd], [], [])
-    os._exit(1)
-
-
-def _exists(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _on_sigterm(signum: int, frame: object) -> None:
-    """When one worker dies, the pool SIGTERMs the others: say so, so their jobs are not blamed."""
-    if _current_job is not None:
-        with contextlib.suppress(OSError):
-            _current_job.stopped_by_pool.touch()
-    os._exit(128 + signum)  # ffmpeg follows through its parent-death signal
-
-
-def warm_up() -> int:
-    """A no-op job: makes the pool start its processes before the first real job."""
-    return os.getpid()
-
-
-def run_resize(job: ResizeJob) -> ResizeResult:
-    global _current_job
+def run_resize(job: ResizeJob, should_stop: StopCheck | None = None, worker: str = "") -> ResizeResult:
+    """The job: resize `job.source` into an output of its own attempt, checked and flushed."""
     files = JobFiles(Path(job.directory))
     files.directory.mkdir(parents=True, exist_ok=True)
-    files.started.write_text(str(os.getpid()))
-    _current_job = files
-    try:
-        return _resize(job, files)
-    finally:
-        _current_job = None
+    attempt = files.claim_attempt(worker or f"pid {os.getpid()}")
+    if job.max_attempts and attempt > job.max_attempts:
+        # A cluster reran the task of a worker that died under it, once too often.
+        return ResizeResult(
+            Outcome.FAILED,
+            error=f"the worker running this job died {attempt - 1} time(s)"
+            f" (job_max_attempts={job.max_attempts})",
+            attempt=attempt,
+        )
+    result = _resize(job, files, attempt, should_stop)
+    return dataclasses.replace(result, attempt=attempt)
 
 
-def _resize(job: ResizeJob, files: JobFiles) -> ResizeResult:
+def _resize(job: ResizeJob, files: JobFiles, attempt: int, should_stop: StopCheck | None) -> ResizeResult:
     started = time.monotonic()
+    output = files.output(attempt)
     source_audio = job.source_audio_codecs
     if source_audio is None:
         # A probe costs a process start (~0.1 s): only when the upload did not record it.
@@ -190,22 +76,29 @@ def _resize(job: ResizeJob, files: JobFiles) -> ResizeResult:
 
     result = ResizeResult(Outcome.FAILED, error="not run")
     for audio_codec in audio_choices:
-        result = _encode(job, files, audio_codec, started)
+        result = _encode(job, files, output, audio_codec, started, should_stop)
         if result.outcome is not Outcome.FAILED or audio_codec != "copy":
             break
     if result.outcome is not Outcome.SUCCEEDED:
-        files.output.unlink(missing_ok=True)
+        output.unlink(missing_ok=True)
         return result
-    return _verify(job, files, len(source_audio), started)
+    return _verify(job, output, len(source_audio), started)
 
 
-def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: float) -> ResizeResult:
-    files.output.unlink(missing_ok=True)
+def _encode(
+    job: ResizeJob,
+    files: JobFiles,
+    output: Path,
+    audio_codec: str | None,
+    started: float,
+    should_stop: StopCheck | None,
+) -> ResizeResult:
+    output.unlink(missing_ok=True)
     if files.cancel.exists():
         return ResizeResult(Outcome.CANCELLED, elapsed_s=time.monotonic() - started)
     if _free_bytes(files.directory) < job.min_free_bytes:
         return ResizeResult(Outcome.FAILED, error=NO_DISK_ERROR, elapsed_s=time.monotonic() - started)
-    args = build_resize_args(job, files, audio_codec)
+    args = build_resize_args(job, files, output, audio_codec)
     with open(files.ffmpeg_log, "wb") as log:
         process = subprocess.Popen(
             args,
@@ -221,6 +114,9 @@ def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: f
             if files.cancel.exists():
                 _stop(process)
                 return ResizeResult(Outcome.CANCELLED, elapsed_s=time.monotonic() - started)
+            if should_stop is not None and (reason := should_stop()) is not None:
+                _stop(process)
+                return ResizeResult(Outcome.CANCELLED, error=reason, elapsed_s=time.monotonic() - started)
             if time.monotonic() > deadline:
                 _stop(process)
                 return ResizeResult(
@@ -254,10 +150,10 @@ def _encode(job: ResizeJob, files: JobFiles, audio_codec: str | None, started: f
             else f"ffmpeg exited with code {returncode}",
             elapsed_s=time.monotonic() - started,
         )
-    return ResizeResult(Outcome.SUCCEEDED, output=str(files.output), elapsed_s=time.monotonic() - started)
+    return ResizeResult(Outcome.SUCCEEDED, output=str(output), elapsed_s=time.monotonic() - started)
 
 
-def build_resize_args(job: ResizeJob, files: JobFiles, audio_codec: str | None) -> list[str]:
+def build_resize_args(job: ResizeJob, files: JobFiles, output: Path, audio_codec: str | None) -> list[str]:
     """The ffmpeg command line, built by ffmpeg-python: a list, never a shell string."""
     source = ffmpeg.input(job.source)
     # ffmpeg applies the source's rotation first (autorotate), so W:H is what players show.
@@ -274,17 +170,17 @@ def build_resize_args(job: ResizeJob, files: JobFiles, audio_codec: str | None) 
     if audio_codec is not None:
         streams.append(source.audio)
         options["acodec"] = audio_codec
-    output = ffmpeg.output(*streams, str(files.output), **options)
-    output = output.global_args(
+    command = ffmpeg.output(*streams, str(output), **options)
+    command = command.global_args(
         "-hide_banner", "-nostdin", "-loglevel", "error", "-progress", str(files.progress), "-nostats"
     )
-    return list(ffmpeg.compile(output, cmd=job.tools.ffmpeg, overwrite_output=True))
+    return list(ffmpeg.compile(command, cmd=job.tools.ffmpeg, overwrite_output=True))
 
 
-def _verify(job: ResizeJob, files: JobFiles, audio_streams: int, started: float) -> ResizeResult:
+def _verify(job: ResizeJob, output: Path, audio_streams: int, started: float) -> ResizeResult:
     """A zero exit code is not enough: the file must hold what was asked for."""
     try:
-        info = probe(str(files.output), job.tools)
+        info = probe(str(output), job.tools)
     except ProbeError as e:
         problem = f"the output cannot be read: {e}"
     else:
@@ -294,14 +190,13 @@ def _verify(job: ResizeJob, files: JobFiles, audio_streams: int, started: float)
         elif len(info.audio_codecs) < audio_streams:
             problem = "the output lost the audio track"
     if problem:
-        files.output.unlink(missing_ok=True)
+        output.unlink(missing_ok=True)
         return ResizeResult(Outcome.FAILED, error=problem, elapsed_s=time.monotonic() - started)
     # Durable before the server renames it over the original.
-    with open(files.output, "rb") as f:
+    with open(output, "rb") as f:
         os.fsync(f.fileno())
-    return ResizeResult(
-        Outcome.SUCCEEDED, output=str(files.output), info=info, elapsed_s=time.monotonic() - started
-    )
+    elapsed = time.monotonic() - started
+    return ResizeResult(Outcome.SUCCEEDED, output=str(output), info=info, elapsed_s=elapsed)
 
 
 class _ExitWatch:
@@ -389,21 +284,3 @@ def _die_with_parent() -> None:
         libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
     except (OSError, AttributeError):
         pass  # not Linux: best effort only
-
-
-def read_progress(files: JobFiles, duration_s: float) -> int | None:
-    """Percent done, from the last `out_time_us` ffmpeg wrote to the progress file.
-
-    Capped at 99: 100 is reported as `processing: false`, once the output is in place.
-    """
-    try:
-        with open(files.progress, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 2048))
-            text = f.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    for line in reversed(text.splitlines()):
-        key, _, value = line.partition("=")
-        if key == "out_time_us" and value.strip().isdigit():
-            return max(0, min(99, int(int(value) / 1e6 / duration_s * 100)))
-    return None

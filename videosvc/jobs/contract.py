@@ -1,0 +1,127 @@
+"""The contract of a resize job, shared by the server (jobs.runner, the backends) and the workers.
+
+Plain data in (`ResizeJob`), plain data out (`ResizeResult`), and the files a
+job shares with the server in its own folder (`JobFiles`): any executor can
+carry a job, a process pool on this machine or a Dask cluster, as long as the
+workers see `data_dir` at the same path.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..media.probe import MediaInfo, Toolchain
+
+
+class Outcome(enum.StrEnum):
+    SUCCEEDED = "succeeded"  #: output written, probed and complete
+    FAILED = "failed"  #: ffmpeg failed, timed out, or the output was wrong
+    CANCELLED = "cancelled"  #: the cancel file appeared; nothing was kept
+
+
+@dataclass(frozen=True)
+class JobFiles:
+    """The files one job shares with the server, all in one directory."""
+
+    directory: Path
+
+    def output(self, attempt: int) -> Path:
+        """Each attempt writes its own file: two attempts (a worker thought dead, and its
+        replacement) can never write the same one."""
+        return self.directory / f"output-{attempt}.mp4"
+
+    def claim_attempt(self, worker: str) -> int:
+        """The number of this execution of the job, counted in the job's folder, where every
+        worker sees it: 1, 2, ... (a file created exclusively, so two workers never share one)."""
+        attempt = 1
+        while True:
+            try:
+                fd = os.open(self.directory / f"attempt-{attempt}", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                attempt += 1
+                continue
+            with os.fdopen(fd, "w") as marker:
+                marker.write(worker)
+            return attempt
+
+    @property
+    def cancel(self) -> Path:
+        return self.directory / "cancel"
+
+    @property
+    def progress(self) -> Path:
+        return self.directory / "progress"
+
+    @property
+    def ffmpeg_log(self) -> Path:
+        return self.directory / "ffmpeg.log"
+
+    @property
+    def started(self) -> Path:
+        """Written by the worker when it takes the job: the job reached a process."""
+        return self.directory / "started"
+
+    def worker_pid(self) -> int | None:
+        try:
+            return int(self.started.read_text())
+        except (OSError, ValueError):
+            return None
+
+    @property
+    def stopped_by_pool(self) -> Path:
+        """Written when the pool terminates this worker because *another* worker died."""
+        return self.directory / "stopped-by-pool"
+
+
+@dataclass(frozen=True)
+class ResizeJob:
+    source: str
+    #: The source's audio codecs as stored at upload; None: probe the source to find out.
+    source_audio_codecs: tuple[str, ...] | None
+    directory: str
+    width: int
+    height: int
+    tools: Toolchain
+    x264_preset: str
+    x264_crf: int
+    timeout_s: float
+    #: RLIMIT_DATA of ffmpeg: past it an allocation fails, and so does the job.
+    max_memory_bytes: int
+    #: The job fails rather than leave less free disk than this where it writes.
+    min_free_bytes: int = 0
+    #: Executions of the job after which it gives up (workers that died under it). 0: the runner
+    #: counts them itself (the local pool); a cluster that reruns a dead worker's task needs this.
+    max_attempts: int = 0
+
+
+@dataclass(frozen=True)
+class ResizeResult:
+    outcome: Outcome
+    #: The finished video (inside the job directory) when it succeeded.
+    output: str | None = None
+    info: MediaInfo | None = None
+    error: str | None = None
+    elapsed_s: float = 0.0
+    #: Which execution of the job this was (1 for the first).
+    attempt: int = 1
+
+
+def read_progress(files: JobFiles, duration_s: float) -> int | None:
+    """Percent done, from the last `out_time_us` ffmpeg wrote to the progress file.
+
+    Capped at 99: 100 is reported as `processing: false`, once the output is in place.
+    """
+    try:
+        with open(files.progress, "rb") as f:
+            f.seek(max(0, f.seek(0, os.SEEK_END) - 2048))
+            text = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    for line in reversed(text.splitlines()):
+        key, _, value = line.partition("=")
+        if key == "out_time_us" and value.strip().isdigit():
+            return max(0, min(99, int(int(value) / 1e6 / duration_s * 100)))
+    return None
