@@ -68,6 +68,9 @@ class DaskBackend:
             raise BackendUnreachable(f"cannot reach the Dask scheduler at {self._address}: {e}") from None
         await self._renew(1)
         self._lease_task = asyncio.create_task(self._keep_lease(), name="dask-lease")
+        # Import the job's modules on every worker now, so the first PATCH does not pay for it.
+        with contextlib.suppress(Exception):
+            await self._client.run(warm_up)
         workers = len(await self._client.nthreads())
         log.info("connected to the Dask scheduler at %s (%d worker(s))", self._address, workers)
 
@@ -198,6 +201,16 @@ def run_on_dask(job: ResizeJob, stop_event: str, lease: str, lease_ttl_s: float)
 
     job = _with_local_tools(job)
     return run_resize(job, should_stop=should_stop, worker=f"dask {get_worker().address}")
+
+
+def warm_up() -> int:
+    """Run on each worker at start: the job's imports (ffmpeg-python, the media code) are paid now."""
+    from distributed import get_client
+
+    from .. import worker  # noqa: F401
+
+    get_client()  # a task's first call opens the worker's own client to the scheduler
+    return os.getpid()
 
 
 def _with_local_tools(job: ResizeJob) -> ResizeJob:
