@@ -97,6 +97,9 @@ async def test_a_scheduler_restart_is_logged_and_jobs_go_on(
     with ServerProcess(data_dir, backend="dask", dask_scheduler=cluster.address) as server:
         async with aiohttp.ClientSession(server.url) as session:
             video_id = await upload(session, samples.video())  # type: ignore[arg-type]
+            in_flight = await upload(session, samples.video(1280, 720, duration_s=10))  # type: ignore[arg-type]
+            await session.patch(f"/file/{in_flight}/", json={"width": 1920, "height": 1080})
+            await _until(lambda: ffmpeg_processes(data_dir), "the job to be on a worker")
             assert cluster.scheduler is not None
             os.killpg(cluster.scheduler.pid, signal.SIGKILL)
             cluster.scheduler.wait(timeout=10)
@@ -110,7 +113,10 @@ async def test_a_scheduler_restart_is_logged_and_jobs_go_on(
             await asyncio.to_thread(cluster.wait_for_workers, 2)
             await session.patch(f"/file/{video_id}/", json={"width": 160, "height": 120})
             done = await wait_for_job(session, video_id, timeout_s=120)  # type: ignore[arg-type]
+            # The job that was on a worker when the scheduler went is not lost: handed out again.
+            survived = await wait_for_job(session, in_flight, timeout_s=180)  # type: ignore[arg-type]
     assert done["processingSuccess"] is True, done
+    assert survived["processingSuccess"] is True and survived["width"] == 1920, survived
 
 
 def _check(data_dir: Path, address: str) -> subprocess.CompletedProcess[str]:

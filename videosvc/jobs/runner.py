@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 #: What a 429 tells the client to wait before asking again.
 RETRY_AFTER_S = 5
+#: The longest wait before handing a job again after a loss that was not its fault.
+MAX_RETRY_DELAY_S = 10.0
 #: At shutdown, how long running jobs get to notice their cancel file (they look every 0.1 s).
 STOP_TIMEOUT_S = 5.0
 
@@ -221,6 +223,7 @@ class JobRunner:
 
     async def _attempt_until_done(self, job: JobRecord, files: JobFiles) -> ResizeResult:
         limit = self._settings.jobs.job_max_attempts
+        unblamed = 0
         while True:
             if self._closing:
                 return ResizeResult(Outcome.CANCELLED)
@@ -239,7 +242,12 @@ class JobRunner:
                     return ResizeResult(Outcome.CANCELLED)
                 if not lost.blamed:
                     await self._db.requeue(job)
-                    log.warning(f"{lost}; retrying", extra={"job_id": job.id})
+                    unblamed += 1
+                    # Not the job's fault (a restarting scheduler, another job's crash): wait a
+                    # little longer each time, rather than hammer a cluster that is coming back.
+                    delay = min(MAX_RETRY_DELAY_S, 0.5 * 2 ** (unblamed - 1)) if unblamed > 1 else 0.0
+                    log.warning(f"{lost}; retrying", extra={"job_id": job.id, "in_s": delay})
+                    await asyncio.sleep(delay)
                 elif attempt < limit:
                     log.warning(f"{lost}; retrying", extra={"job_id": job.id, "attempt": attempt})
                 else:
