@@ -35,9 +35,12 @@ setup(
         "aiohttp>=3.10,<4",
         "aiohttp-apigami>=0.9,<1",
         "aiohttp-cors>=0.8",
+        "aiohttp-sse>=3.0,<4",
         "aiosqlite>=0.20",
         "ffmpeg-python>=0.2,<0.3",
         "marshmallow>=3.20,<4",
+        "prometheus-client>=0.20",
+        "standardwebhooks>=1.1,<2",
     ],
     extras_require={
         # A static ffmpeg build from PyPI, for machines without a system ffmpeg.

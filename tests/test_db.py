@@ -42,7 +42,7 @@ async def test_a_write_cancelled_midway_still_completes_and_leaves_the_writer_us
     # Every attempt was recorded whole, and the writer takes the next change.
     status = await db.get_status(video_id)
     assert status.active_job is not None and status.active_job.attempts == 4
-    await db.fail_job(job, "stopped")
+    await db.end_job(job, JobState.FAILED, "stopped")
     status = await db.get_status(video_id)
     assert status.active_job is None
     assert status.job is not None and status.job.state is JobState.FAILED
@@ -57,7 +57,7 @@ async def test_get_never_serves_a_state_older_than_the_last_commit(db: Database)
 
     # A read racing a write: whatever the interleaving, once the write returns, GET shows it.
     read = asyncio.create_task(db.get_status(video_id))
-    await db.fail_job(job, "boom")
+    await db.end_job(job, JobState.FAILED, "boom")
     await read
     status = await db.get_status(video_id)
     assert status.active_job is None

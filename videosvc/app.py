@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import aiohttp_cors
@@ -16,16 +16,38 @@ from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
 
 from . import __version__
 from .config import Settings
+from .events import EventBus, Outbox
 from .jobs.backends import make_backend
+from .jobs.outcomes import JobOutcomes
 from .jobs.runner import JobRunner
 from .media.toolchain import inspect_toolchain
+from .representation import Representation
 from .resumable import ResumableUploads
-from .service import VideoService
+from .service import VideoService, describe_status
 from .signing import Signer
-from .store.db import Database
+from .store.db import Database, VideoStatus
 from .store.storage import Storage
 from .web.inflight import InFlightRequests
-from .web.keys import DATABASE, IN_FLIGHT, JOB_RUNNER, SERVICE, SETTINGS, SIGNER, STORAGE, TOOLCHAIN, UPLOADS
+from .web.keys import (
+    BUS,
+    DATABASE,
+    IN_FLIGHT,
+    JOB_RUNNER,
+    LIVE,
+    METRICS,
+    OUTBOX,
+    OUTCOMES,
+    REPRESENTATION,
+    SERVICE,
+    SETTINGS,
+    SIGNER,
+    STORAGE,
+    TOOLCHAIN,
+    UPLOADS,
+    WEBHOOKS,
+)
+from .web.live import LiveStreams
+from .web.metrics import Metrics, metrics_middleware
 from .web.middlewares import (
     error_middleware,
     guard_middleware,
@@ -37,11 +59,13 @@ from .web.openapi import finish_document
 from .web.routes import add_aliases, add_routes
 from .web.tus import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, tus_headers
 from .web.validation import JsonBodyParser
+from .webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> web.Application:
+    bus = EventBus()
     app = web.Application(
         # Caps JSON bodies only: uploads are streamed from request.content, not read whole.
         client_max_size=settings.http.max_json_bytes,
@@ -54,13 +78,26 @@ def create_app(settings: Settings) -> web.Application:
         ],
     )
     app[SETTINGS] = settings
+    app[BUS] = bus
     app[IN_FLIGHT] = InFlightRequests()
     app[SIGNER] = Signer(settings.http.url_signing_key)
+    app[REPRESENTATION] = Representation(settings, app[SIGNER])
+    if settings.events.metrics_enabled:
+        app[METRICS] = metrics = make_metrics(app)
+        app.middlewares.insert(0, metrics_middleware(metrics))
     app.on_response_prepare.append(set_server_header)
-    # Resources, in dependency order; torn down in reverse.
     app.on_response_prepare.append(tus_headers)
+    # Resources, in dependency order; torn down in reverse.
     app.cleanup_ctx.extend(
-        [toolchain_ctx, storage_ctx, database_ctx, job_runner_ctx, service_ctx, resumable_uploads_ctx]
+        [
+            toolchain_ctx,
+            storage_ctx,
+            database_ctx,
+            job_runner_ctx,
+            service_ctx,
+            resumable_uploads_ctx,
+            events_ctx,
+        ]
     )
     add_routes(app)
     setup_docs(app, settings)
@@ -127,9 +164,33 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
+def make_metrics(app: web.Application) -> Metrics:
+    """Its gauges read the runner, the webhooks and the live streams when scraped (once they exist)."""
+
+    def read(key: web.AppKey[Any], attribute: str, default: Any) -> Callable[[], Any]:
+        return lambda: getattr(app[key], attribute)() if key in app else default
+
+    return Metrics(
+        app[BUS],
+        queued=read(JOB_RUNNER, "queued_count", 0),
+        running=read(JOB_RUNNER, "running_count", 0),
+        webhooks=lambda: app[WEBHOOKS].counts if WEBHOOKS in app else {},
+        outbox=lambda: app[WEBHOOKS].backlog if WEBHOOKS in app else 0,
+        streams=lambda: app[LIVE].open_streams if LIVE in app else 0,
+    )
+
+
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    db = await Database.open(app[STORAGE].database_path)
+    settings = app[SETTINGS]
+    db = await Database.open(app[STORAGE].database_path, bus=app[BUS])
     app[DATABASE] = db
+    representation, keep_original = app[REPRESENTATION], settings.storage.keep_original
+
+    def render(status: VideoStatus | None) -> dict[str, Any]:
+        return representation.video(describe_status(status, keep_original)) if status else {}
+
+    app[OUTBOX] = Outbox(settings.events.webhook_urls, render)
+    app[OUTCOMES] = JobOutcomes(db, app[OUTBOX], app[BUS])
     yield
     await db.close()
 
@@ -137,7 +198,7 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     backend = make_backend(settings, server_id=uuid.uuid4().hex)
-    runner = JobRunner(settings, app[DATABASE], app[STORAGE], app[TOOLCHAIN], backend)
+    runner = JobRunner(settings, app[DATABASE], app[STORAGE], app[TOOLCHAIN], backend, app[OUTCOMES])
     app[JOB_RUNNER] = runner
     await runner.start()
     yield
@@ -146,7 +207,15 @@ async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     service = VideoService(
-        app[SETTINGS], app[DATABASE], app[STORAGE], app[JOB_RUNNER], app[TOOLCHAIN], app[SIGNER]
+        app[SETTINGS],
+        app[DATABASE],
+        app[STORAGE],
+        app[JOB_RUNNER],
+        app[TOOLCHAIN],
+        app[SIGNER],
+        app[OUTCOMES],
+        app[OUTBOX],
+        app[BUS],
     )
     # Rows and files must agree before interrupted jobs are run again.
     await service.reconcile()
@@ -166,3 +235,20 @@ async def resumable_uploads_ctx(app: web.Application) -> AsyncIterator[None]:
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await sweeper
+
+
+async def events_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Live streams and webhook deliveries: each a task of its own, off every request's path."""
+    settings, bus = app[SETTINGS], app[BUS]
+    live = app[LIVE] = LiveStreams(app[SERVICE], app[REPRESENTATION], bus, settings.events.max_live_streams)
+    webhooks = app[WEBHOOKS] = WebhookDispatcher(settings.events, app[DATABASE], bus)
+    await webhooks.refresh_backlog()
+    tasks = [
+        asyncio.create_task(live.run(), name="live-streams"),
+        asyncio.create_task(webhooks.run(), name="webhooks"),
+    ]
+    yield
+    live.close()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)

@@ -7,6 +7,8 @@ in the repository's `config.toml`; a test holds the two together.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import dataclasses
 import logging
 import math
@@ -134,6 +136,24 @@ class FfmpegSettings:
 
 
 @dataclass(frozen=True)
+class EventSettings:
+    #: Where webhooks are POSTed; empty: none are sent.
+    webhook_urls: tuple[str, ...] = ()
+    #: The Standard Webhooks secret ("whsec_" + base64) that signs them; required with webhook_urls.
+    webhook_secret: str = ""
+    #: A webhook not delivered by this age is given up (and logged).
+    webhook_max_age_s: float = 24 * 3600.0
+    #: How long one delivery attempt may take.
+    webhook_timeout_s: float = 10.0
+    #: Deliveries at once.
+    webhook_concurrency: int = 4
+    #: Live streams (GET /file/{id}/events) open at once; each holds a connection until it ends.
+    max_live_streams: int = 500
+    #: GET /metrics (Prometheus text format).
+    metrics_enabled: bool = True
+
+
+@dataclass(frozen=True)
 class LogSettings:
     log_level: str = "INFO"
     log_format: str = "text"
@@ -145,6 +165,7 @@ class Settings:
     storage: StorageSettings = field(default_factory=StorageSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     ffmpeg: FfmpegSettings = field(default_factory=FfmpegSettings)
+    events: EventSettings = field(default_factory=EventSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -252,6 +273,13 @@ def _coerce(value: Any, kind: Any, source: str) -> Any:
     raise ConfigError(f"{source}: expected {name}, got {value!r}")
 
 
+def _valid_webhook_secret(secret: str) -> bool:
+    try:
+        return len(base64.b64decode(secret.removeprefix("whsec_"), validate=True)) >= 16
+    except (ValueError, binascii.Error):
+        return False
+
+
 def validate(settings: Settings) -> None:
     checks: list[tuple[bool, str]] = [
         (0 <= settings.http.port < 65536, "port must be between 0 and 65535"),
@@ -299,6 +327,14 @@ def validate(settings: Settings) -> None:
         ),
         (0 <= settings.ffmpeg.x264_crf <= 51, "x264_crf must be between 0 and 51"),
         (settings.log.log_format in LOG_FORMATS, "log_format must be 'text' or 'json'"),
+        (
+            not settings.events.webhook_urls or _valid_webhook_secret(settings.events.webhook_secret),
+            "webhook_secret must be a Standard Webhooks secret (whsec_ and base64) when webhook_urls are set",
+        ),
+        (settings.events.webhook_max_age_s > 0, "webhook_max_age_s must be positive"),
+        (settings.events.webhook_timeout_s > 0, "webhook_timeout_s must be positive"),
+        (settings.events.webhook_concurrency >= 1, "webhook_concurrency must be at least 1"),
+        (settings.events.max_live_streams >= 1, "max_live_streams must be at least 1"),
         (
             isinstance(logging.getLevelName(settings.log.log_level.upper()), int),
             "log_level must be DEBUG, INFO, WARNING or ERROR",

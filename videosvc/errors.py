@@ -50,6 +50,10 @@ class TooManyUploads(TooMany):
     pass
 
 
+class TooManyStreams(TooMany):
+    pass
+
+
 class EmptyUpload(VideoServiceError):
     pass
 

@@ -18,7 +18,7 @@ from aiohttp import web
 from .app import create_app
 from .config import Settings
 from .logs import AccessLogger
-from .web.keys import IN_FLIGHT
+from .web.keys import IN_FLIGHT, LIVE
 from .web.protocol import GuardedAppRunner
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,8 @@ async def serve(settings: Settings) -> None:
         in_flight = app[IN_FLIGHT]
         log.info("stopping: no new connections; %d request(s) in flight", in_flight.count)
         await site.stop()
+        if LIVE in app:
+            app[LIVE].close()  # streams never finish by themselves: end them, clients reconnect elsewhere
         if not await in_flight.wait_idle(grace_s):
             log.warning("%d request(s) still running after %g s; cutting them off", in_flight.count, grace_s)
             in_flight.cut_off()  # each answers 503 and is logged

@@ -17,7 +17,7 @@ import time
 import unicodedata
 import uuid
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,7 +33,9 @@ from .errors import (
     UploadTooLarge,
     VideoNotFound,
 )
+from .events import VIDEO_DELETED, VIDEO_STORED, BytesMoved, EventBus, Outbox
 from .jobs.contract import read_progress
+from .jobs.outcomes import JobOutcomes
 from .jobs.runner import JobRunner
 from .media.isobmff import BoxError, has_ftyp_header, read_tracks
 from .media.probe import InputLimits, MediaInfo, MediaOverLimit, ProbeError, Toolchain, inspect_upload, probe
@@ -141,9 +143,15 @@ class VideoService:
         runner: JobRunner,
         tools: Toolchain,
         signer: Signer,
+        outcomes: JobOutcomes,
+        outbox: Outbox,
+        bus: EventBus,
     ) -> None:
         self._settings = settings
         self._signer = signer
+        self._outcomes = outcomes
+        self._outbox = outbox
+        self._bus = bus
         self._keep_original = settings.storage.keep_original
         self._db = db
         self._storage = storage
@@ -296,10 +304,11 @@ class VideoService:
             else None,
         )
         try:
-            await self._db.insert_video(record)
+            await self._db.insert_video(record, outbox=self._outbox.message(VIDEO_STORED, video_id))
         except BaseException:
             await asyncio.to_thread(self._storage.remove_video, video_id)
             raise
+        self._bus.emit(BytesMoved("in", size))
         log.info(
             "video stored",
             extra={
@@ -382,36 +391,12 @@ class VideoService:
         return Page(videos, next_cursor)
 
     def _info(self, status: VideoStatus) -> VideoInfo:
-        video, job = status.video, status.job
-        job_info = None
-        if job is not None:
-            progress = None
-            if job.state is JobState.SUCCEEDED:
-                progress = 100
-            elif job.state.active and video.duration_s:
-                progress = read_progress(self._runner.progress_file(job.id), video.duration_s)
-            job_info = JobInfo(
-                state=job.state,
-                width=job.width,
-                height=job.height,
-                progress=progress,
-                error=job.error,
-                queued_at=job.created_at,
-                started_at=job.started_at,
-                finished_at=job.finished_at,
-            )
-        return VideoInfo(
-            id=video.id,
-            filename=video.filename,
-            size_bytes=video.size_bytes,
-            width=video.width,
-            height=video.height,
-            duration_s=video.duration_s,
-            created_at=video.created_at,
-            updated_at=video.updated_at,
-            original=video.original if self._keep_original else None,
-            job=job_info,
-        )
+        return describe_status(status, self._keep_original, self._progress)
+
+    def _progress(self, job: JobRecord, video: VideoRecord) -> int | None:
+        if not video.duration_s:
+            return None
+        return read_progress(self._runner.progress_file(job.id), video.duration_s)
 
     async def content_path(self, video_id: str, variant: Variant) -> tuple[Path, VideoInfo]:
         """Where the bytes of a video (or its original) are, and what it is."""
@@ -453,7 +438,7 @@ class VideoService:
                 video = (await self._db.get_status(video_id)).video
                 original = video.original if self._keep_original else None
                 if (width, height) == (video.width, video.height):
-                    await self._db.end_job(job, JobState.SUCCEEDED)
+                    await self._outcomes.succeeded(job)
                     log.info("job finished: the video already has that size", extra={"job_id": job.id})
                     return
                 if original is not None and (width, height) == (original.width, original.height):
@@ -474,9 +459,9 @@ class VideoService:
                 self._probes, probe, str(self._storage.video_path(job.video_id)), self._tools
             )
         except (OSError, ProbeError) as e:
-            await self._db.fail_job(job, f"restoring the original failed: {e}")
+            await self._outcomes.failed(job, f"restoring the original failed: {e}")
             raise
-        await self._db.succeed_job(job, size, info)
+        await self._outcomes.succeeded(job, size, info)
         log.info("job finished: the original restored", extra={"job_id": job.id, "video_id": job.video_id})
 
     async def _count_frames(self, video: VideoRecord) -> int:
@@ -501,9 +486,49 @@ class VideoService:
             # Row first: if removing the file then fails, the start-up reconciliation
             # removes the orphan; the reverse order would show a video with no bytes.
             with contextlib.suppress(VideoNotFound):  # gone meanwhile: the outcome is the same
-                await self._db.delete_video(video_id)
+                await self._db.delete_video(
+                    video_id, outbox=self._outbox.message(VIDEO_DELETED, video_id, last_seen=status)
+                )
             await asyncio.to_thread(self._storage.remove_video, video_id)
         log.info("video deleted", extra={"video_id": video_id})
+
+
+def describe_status(
+    status: VideoStatus,
+    keep_original: bool,
+    progress: Callable[[JobRecord, VideoRecord], int | None] | None = None,
+) -> VideoInfo:
+    """The view model of a video's row: what GET, the catalogue, live streams and webhooks show."""
+    video, job = status.video, status.job
+    job_info = None
+    if job is not None:
+        percent = None
+        if job.state is JobState.SUCCEEDED:
+            percent = 100
+        elif job.state.active and progress is not None:
+            percent = progress(job, video)
+        job_info = JobInfo(
+            state=job.state,
+            width=job.width,
+            height=job.height,
+            progress=percent,
+            error=job.error,
+            queued_at=job.created_at,
+            started_at=job.started_at,
+            finished_at=job.finished_at,
+        )
+    return VideoInfo(
+        id=video.id,
+        filename=video.filename,
+        size_bytes=video.size_bytes,
+        width=video.width,
+        height=video.height,
+        duration_s=video.duration_s,
+        created_at=video.created_at,
+        updated_at=video.updated_at,
+        original=video.original if keep_original else None,
+        job=job_info,
+    )
 
 
 def _read_head(path: Path) -> bytes:

@@ -21,10 +21,11 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import JobQueueUnavailable, TooManyJobs
 from ..media.probe import ProbeError, Toolchain, probe
-from ..store.db import Database, JobRecord, JobState
+from ..store.db import Database, JobRecord
 from ..store.storage import Storage, remove
 from .backends import Backend, BackendClosed, WorkerLost
 from .contract import JobFiles, Outcome, ResizeJob, ResizeResult
+from .outcomes import JobOutcomes
 
 log = logging.getLogger(__name__)
 
@@ -38,10 +39,17 @@ STOP_TIMEOUT_S = 5.0
 
 class JobRunner:
     def __init__(
-        self, settings: Settings, db: Database, storage: Storage, tools: Toolchain, backend: Backend
+        self,
+        settings: Settings,
+        db: Database,
+        storage: Storage,
+        tools: Toolchain,
+        backend: Backend,
+        outcomes: JobOutcomes,
     ) -> None:
         self._settings = settings
         self._db = db
+        self._outcomes = outcomes
         self._storage = storage
         self._tools = tools
         self._backend = backend
@@ -64,6 +72,14 @@ class JobRunner:
     @property
     def active_job_ids(self) -> set[int]:
         return set(self._tasks)
+
+    def running_count(self) -> int:
+        """Jobs handed to a worker (for the metrics)."""
+        return len(self._specs)
+
+    def queued_count(self) -> int:
+        """Jobs accepted and not yet on a worker (for the metrics)."""
+        return max(0, len(self._tasks) - len(self._specs))
 
     async def start(self) -> None:
         await self._backend.start()
@@ -168,7 +184,7 @@ class JobRunner:
                     f"interrupted {job.attempts} time(s) by a crash or restart;"
                     f" gave up (job_max_attempts={limit})"
                 )
-                await self._db.fail_job(job, error)
+                await self._outcomes.failed(job, error)
                 log.warning("job failed", extra={"job_id": job.id, "video_id": job.video_id, "error": error})
             else:
                 log.info("resuming interrupted job", extra={"job_id": job.id, "video_id": job.video_id})
@@ -187,7 +203,7 @@ class JobRunner:
         if (info.width, info.height) != (job.width, job.height) or recorded == (job.width, job.height):
             return False
         size = await asyncio.to_thread(lambda: path.stat().st_size)
-        await self._db.succeed_job(job, size, info)
+        await self._outcomes.succeeded(job, size, info)
         log.info("job had finished before the restart; recorded it", extra={"job_id": job.id})
         return True
 
@@ -285,7 +301,7 @@ class JobRunner:
                     await self._db.requeue(job)
                     log.info("job interrupted by shutdown; it will resume at next start", extra=fields)
                 else:
-                    await self._db.end_job(job, JobState.CANCELLED, "the job was cancelled")
+                    await self._outcomes.cancelled(job, result.elapsed_s)
             elif result.outcome is Outcome.SUCCEEDED and result.output and result.info:
                 # Replace first, then record. A crash in between leaves the new video
                 # with an active row, which the next start recognises and records.
@@ -294,15 +310,15 @@ class JobRunner:
                 )
                 if self._pause_before_record_s:
                     await asyncio.sleep(self._pause_before_record_s)
-                await self._db.succeed_job(job, size, result.info)
+                await self._outcomes.succeeded(job, size, result.info, result.elapsed_s)
                 log.info("job finished", extra=fields)
             else:
                 error = result.error or "the job failed"
-                await self._db.fail_job(job, error)
+                await self._outcomes.failed(job, error, result.elapsed_s)
                 log.warning("job failed", extra={**fields, "error": error})
         except Exception as e:
             log.exception("recording the job's outcome failed", extra=fields)
             with contextlib.suppress(Exception):
-                await self._db.fail_job(job, f"internal error while finishing: {type(e).__name__}")
+                await self._outcomes.failed(job, f"internal error while finishing: {type(e).__name__}")
         finally:
             await asyncio.to_thread(remove, files.directory)

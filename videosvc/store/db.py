@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
 import sqlite3
+import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +23,7 @@ from typing import TypeVar
 import aiosqlite
 
 from ..errors import JobAlreadyActive, VideoNotFound
+from ..events import EventBus, OutboxMessage, OutboxQueued, VideosChanged
 from ..media.probe import MediaInfo
 
 log = logging.getLogger(__name__)
@@ -153,17 +156,33 @@ class StatusCache:
             self._entries.pop(video_id, None)
 
 
+@dataclass(frozen=True)
+class Delivery:
+    """A webhook delivery to attempt: one outbox row."""
+
+    id: int
+    message_id: str
+    url: str
+    event_type: str
+    payload: str
+    created_at: float
+    attempts: int
+
+
 class Database:
-    def __init__(self, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(
+        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, bus: EventBus | None = None
+    ) -> None:
         self._conn = writer
         self._reader = reader
         self._lock = asyncio.Lock()
         self._cache = StatusCache()
+        self._bus = bus
 
     @classmethod
-    async def open(cls, path: Path) -> Database:
+    async def open(cls, path: Path, bus: EventBus | None = None) -> Database:
         # A second connection (and thread) for GET: it never waits behind a write.
-        db = cls(writer=await _connect(path), reader=await _connect(path))
+        db = cls(writer=await _connect(path), reader=await _connect(path), bus=bus)
         await db.migrate()
         return db
 
@@ -171,28 +190,58 @@ class Database:
         await self._reader.close()
         await self._conn.close()
 
-    async def _write(self, change: Change[T], *video_ids: str) -> T:
+    async def _write(self, change: Change[T], *video_ids: str, outbox: Sequence[OutboxMessage] = ()) -> T:
         """Run `change` as one transaction touching `video_ids`; returns what it returns.
 
-        The transaction runs in its own shielded task: a caller cancelled halfway
-        (a DELETE dropping a job, a shutdown) cannot leave it open, and the cache
-        forgets the videos only once COMMIT or ROLLBACK has really run.
+        The outbox messages are written in the same transaction: a webhook is owed exactly
+        when the change it reports is committed. The transaction runs in its own shielded
+        task: a caller cancelled halfway (a DELETE dropping a job, a shutdown) cannot leave
+        it open, and the cache forgets the videos only once COMMIT or ROLLBACK has really run.
         """
-        return await asyncio.shield(asyncio.ensure_future(self._run_transaction(change, video_ids)))
+        return await asyncio.shield(asyncio.ensure_future(self._run_transaction(change, video_ids, outbox)))
 
-    async def _run_transaction(self, change: Change[T], video_ids: tuple[str, ...]) -> T:
+    async def _run_transaction(
+        self, change: Change[T], video_ids: tuple[str, ...], outbox: Sequence[OutboxMessage]
+    ) -> T:
+        committed = False
         async with self._lock:
             try:
                 await self._conn.execute("BEGIN IMMEDIATE")
                 try:
                     result = await change(self._conn)
+                    for message in outbox:
+                        await self._queue_message(message)
                 except BaseException:
                     await self._conn.execute("ROLLBACK")
                     raise
                 await self._conn.execute("COMMIT")
+                committed = True
                 return result
             finally:
                 self._cache.forget(video_ids)
+                if committed and self._bus is not None:
+                    if video_ids:
+                        self._bus.emit(VideosChanged(video_ids))
+                    if outbox:
+                        self._bus.emit(OutboxQueued(sum(len(message.urls) for message in outbox)))
+
+    async def _queue_message(self, message: OutboxMessage) -> None:
+        """Inside a transaction: the message's payload from the video's state after the change."""
+        data = message.data
+        if data is None and message.render is not None:
+            rows = list(
+                await self._conn.execute_fetchall(STATUS_QUERY + " WHERE v.id = ?", (message.video_id,))
+            )
+            data = message.render(_status(rows[0]) if rows else None)
+        now = time.time()
+        payload = json.dumps(
+            {"type": message.event_type, "timestamp": utc_now(), "data": data}, separators=(",", ":")
+        )
+        await self._conn.executemany(
+            "INSERT INTO webhook_outbox (message_id, url, event_type, payload, created_at, next_attempt_at)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [(message.message_id, url, message.event_type, payload, now, now) for url in message.urls],
+        )
 
     async def migrate(self) -> list[str]:
         """Apply the `sql/*.sql` files not yet recorded, in name order."""
@@ -220,7 +269,7 @@ class Database:
 
     # -- videos ---------------------------------------------------------------
 
-    async def insert_video(self, video: VideoRecord) -> None:
+    async def insert_video(self, video: VideoRecord, outbox: Sequence[OutboxMessage] = ()) -> None:
         original = video.original
 
         async def change(conn: aiosqlite.Connection) -> None:
@@ -247,7 +296,7 @@ class Database:
                 ),
             )
 
-        await self._write(change, video.id)
+        await self._write(change, video.id, outbox=outbox)
 
     async def get_status(self, video_id: str) -> VideoStatus:
         cached = self._cache.get(video_id)
@@ -278,13 +327,13 @@ class Database:
         rows = await self._reader.execute_fetchall(sql, (*args, limit))
         return [_status(row) for row in rows]
 
-    async def delete_video(self, video_id: str) -> None:
+    async def delete_video(self, video_id: str, outbox: Sequence[OutboxMessage] = ()) -> None:
         async def change(conn: aiosqlite.Connection) -> None:
             cursor = await conn.execute("DELETE FROM videos WHERE id = ?", (video_id,))
             if cursor.rowcount == 0:
                 raise VideoNotFound(video_id)
 
-        await self._write(change, video_id)
+        await self._write(change, video_id, outbox=outbox)
 
     async def set_frame_count(self, video_id: str, frames: int) -> None:
         async def change(conn: aiosqlite.Connection) -> None:
@@ -325,6 +374,51 @@ class Database:
             await conn.executemany("DELETE FROM videos WHERE id = ?", [(i,) for i in ids])
 
         await self._write(change, *ids)
+
+    # -- webhook outbox ----------------------------------------------------------
+
+    async def due_deliveries(self, now: float, limit: int, skip: Iterable[int] = ()) -> list[Delivery]:
+        """Rows whose next attempt is due, but for `skip` (those being attempted now)."""
+        skipped = tuple(skip)
+        rows = await self._reader.execute_fetchall(
+            "SELECT * FROM webhook_outbox WHERE next_attempt_at <= ?"
+            f" AND id NOT IN ({','.join('?' * len(skipped))}) ORDER BY next_attempt_at LIMIT ?",
+            (now, *skipped, limit),
+        )
+        return [
+            Delivery(
+                row["id"], row["message_id"], row["url"], row["event_type"], row["payload"],
+                row["created_at"], row["attempts"],
+            )
+            for row in rows
+        ]  # fmt: skip
+
+    async def next_delivery_at(self, skip: Iterable[int] = ()) -> float | None:
+        skipped = tuple(skip)
+        placeholders = ",".join("?" * len(skipped))
+        sql = f"SELECT min(next_attempt_at) AS t FROM webhook_outbox WHERE id NOT IN ({placeholders})"
+        rows = list(await self._reader.execute_fetchall(sql, skipped))
+        return None if not rows or rows[0]["t"] is None else float(rows[0]["t"])
+
+    async def outbox_size(self) -> int:
+        rows = list(await self._reader.execute_fetchall("SELECT count(*) AS n FROM webhook_outbox"))
+        return int(rows[0]["n"])
+
+    async def delivered(self, delivery_id: int) -> None:
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.execute("DELETE FROM webhook_outbox WHERE id = ?", (delivery_id,))
+
+        await self._write(change)
+
+    async def retry_later(self, delivery_id: int, at: float, error: str) -> None:
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.execute(
+                "UPDATE webhook_outbox SET attempts = attempts + 1, next_attempt_at = ?, last_error = ?"
+                " WHERE id = ?",
+                (at, error[:500], delivery_id),
+            )
+
+        await self._write(change)
 
     # -- resumable uploads -----------------------------------------------------
 
@@ -426,7 +520,9 @@ class Database:
 
         await self._write(change, job.video_id)
 
-    async def succeed_job(self, job: JobRecord, size_bytes: int, info: MediaInfo) -> None:
+    async def succeed_job(
+        self, job: JobRecord, size_bytes: int, info: MediaInfo, outbox: Sequence[OutboxMessage] = ()
+    ) -> None:
         """End a job that replaced its video, and record the video's new shape."""
         now = utc_now()
 
@@ -451,9 +547,11 @@ class Database:
                 ),
             )
 
-        await self._write(change, job.video_id)
+        await self._write(change, job.video_id, outbox=outbox)
 
-    async def end_job(self, job: JobRecord, state: JobState, error: str | None = None) -> None:
+    async def end_job(
+        self, job: JobRecord, state: JobState, error: str | None = None, outbox: Sequence[OutboxMessage] = ()
+    ) -> None:
         """End a job that left its video as it was: failed, cancelled, or succeeded with nothing to do."""
         assert not state.active
         now = utc_now()
@@ -465,10 +563,7 @@ class Database:
                 (state.value, error, now, now, job.id),
             )
 
-        await self._write(change, job.video_id)
-
-    async def fail_job(self, job: JobRecord, error: str) -> None:
-        await self.end_job(job, JobState.FAILED, error)
+        await self._write(change, job.video_id, outbox=outbox)
 
     async def discard_job(self, job: JobRecord) -> None:
         """Forget a job that was never queued."""

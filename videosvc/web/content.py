@@ -24,6 +24,8 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 
 from ..errors import VideoNotFound
+from ..events import BytesMoved
+from .keys import BUS
 from .middlewares import error_response
 
 log = logging.getLogger(__name__)
@@ -99,6 +101,7 @@ async def _respond(
         except ConnectionError:
             log.info("client went away during a download of %s", request.rel_url.raw_path[:200])
             return response
+        request.app[BUS].emit(BytesMoved("out", count))
     await response.write_eof()
     return response
 

@@ -59,7 +59,7 @@ TABLE = (
     ErrorStatus(416, "The byte range is past the end of the video (Content-Range says its size)"),
     ErrorStatus(415, "Not an MP4 with a video stream, over an input limit, or content-coded",
                 (NotAnMp4, UnsupportedMedia)),
-    ErrorStatus(429, "Too many jobs queued or uploads unfinished (overall or for this key); see Retry-After",
+    ErrorStatus(429, "Too many queued jobs, unfinished uploads or live streams; see Retry-After",
                 (TooMany,)),
     ErrorStatus(460, "Checksum Mismatch: the tus chunk does not match its Upload-Checksum; it was discarded",
                 (ChecksumMismatch,)),

@@ -20,7 +20,7 @@ from .protocol import SERVER_NAME
 log = logging.getLogger(__name__)
 
 #: Routes that need a key when keys are configured; the docs and /health stay public.
-PROTECTED_PREFIXES = ("/file", "/uploads")
+PROTECTED_PREFIXES = ("/file", "/uploads", "/metrics")
 #: Content codings a body may carry: none. Decompressing would put a 1 MB request behind a 1 GB file.
 IDENTITY = ("", "identity")
 

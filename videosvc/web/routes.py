@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from . import views
+from .keys import METRICS
 from .middlewares import expect_continue
 from .tus import UploadsView, UploadView
 
@@ -15,6 +16,7 @@ ROUTES = [
     ("PATCH", "/file/{id}/", views.resize_file),
     ("DELETE", "/file/{id}/", views.delete_file),
     ("GET", "/file/{id}/content", views.get_content),
+    ("GET", "/file/{id}/events", views.get_events),
     #: Not under /file, so API keys do not apply: container health checks need no secret.
     ("GET", "/health", views.health),
 ]
@@ -29,6 +31,8 @@ def add_routes(app: web.Application) -> None:
         app.router.add_route(method, path, handler, expect_handler=expect_continue)
     for path, view in TUS_ROUTES:
         app.router.add_route("*", path, view, expect_handler=expect_continue)
+    if METRICS in app:  # metrics_enabled
+        app.router.add_get("/metrics", views.metrics, allow_head=False)
     # Somewhere useful for a person who opens the address in a browser.
     app.router.add_get("/", _to_docs)
     app.router.add_get("/swagger/", _to_docs)

@@ -114,6 +114,9 @@ class FileInfoSchema(Schema):
             " signature, so a browser's <video src> can use it without the key"
         }
     )
+    eventsUrl = fields.String(
+        metadata={"description": "Live changes of this video (server-sent events); signed like contentUrl"}
+    )
     job = fields.Nested(
         JobSchema, allow_none=True, metadata={"description": "The newest resize; null before the first"}
     )

@@ -10,7 +10,9 @@ from aiohttp_apigami import docs, json_schema, querystring_schema, response_sche
 from ..service import Variant, VideoInfo
 from .content import send_video
 from .errortable import documented
-from .keys import API_KEY, JOB_RUNNER, SERVICE, SETTINGS, SIGNER, VIDEO_ID
+from .keys import API_KEY, JOB_RUNNER, LIVE, METRICS, REPRESENTATION, SERVICE, SETTINGS, VIDEO_ID
+from .live import stream_video
+from .metrics import serve_metrics
 from .schemas import (
     ContentQuerySchema,
     FileInfoSchema,
@@ -175,6 +177,56 @@ get_content.accepts_signed_urls = True  # type: ignore[attr-defined]
 
 @docs(
     tags=["files"],
+    summary="Follow a video live (server-sent events)",
+    description=(
+        "A `text/event-stream`: at once, an event `video` with the GET shape; then one more each time"
+        " the shape changes (a job queued, started, its progress at most twice a second, its end). Each"
+        " event's `id` fingerprints the snapshot: a client reconnecting with `Last-Event-ID` is not sent"
+        " the one it has. A comment line every 15 s keeps proxies from closing an idle stream. Deleting"
+        " the video sends a last event `deleted` and ends the stream. When API keys are set, the signed"
+        " `eventsUrl` of GET works without the key (EventSource sends no headers)."
+    ),
+    operation_id="getFileEvents",
+    parameters=[ID_PARAMETER],
+    responses={
+        200: {
+            "description": "The stream: events `video` (data: the GET shape) and a final `deleted`",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **documented(403, 404, 429, 503),
+    },
+)
+async def get_events(request: web.Request) -> web.StreamResponse:
+    if request.method == hdrs.METH_HEAD:  # says the stream exists, without opening one
+        await request.app[SERVICE].describe(request[VIDEO_ID])
+        return web.Response(content_type="text/event-stream")
+    return await stream_video(request, request.app[LIVE], request[VIDEO_ID])
+
+
+#: EventSource cannot send a bearer key either.
+get_events.accepts_signed_urls = True  # type: ignore[attr-defined]
+
+
+@docs(
+    tags=["service"],
+    summary="Metrics in the Prometheus text format",
+    description=(
+        "Requests by route template, method and status, with a latency histogram; video bytes in and"
+        " out; jobs by outcome with a duration histogram; jobs queued and running; webhook deliveries"
+        " and their backlog; open live streams. Needs a key when API keys are set (Prometheus:"
+        " `authorization: {credentials: <key>}`). Only served when `metrics_enabled`."
+    ),
+    operation_id="metrics",
+    responses={
+        200: {"description": "The metrics", "content": {"text/plain": {"schema": {"type": "string"}}}}
+    },
+)
+async def metrics(request: web.Request) -> web.Response:
+    return await serve_metrics(request, request.app[METRICS])
+
+
+@docs(
+    tags=["files"],
     summary="Delete a video",
     description="Drops a queued resize, stops a running one, and removes every stored byte before answering.",
     operation_id="deleteFile",
@@ -199,46 +251,5 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok", "activeJobs": len(runner.active_job_ids)})
 
 
-def content_url(request: web.Request, video_id: str) -> str:
-    """Where GET finds the bytes; signed (expiring) when API keys are set."""
-    path = f"/file/{video_id}/content"
-    settings = request.app[SETTINGS].http
-    if not settings.api_keys:
-        return path
-    expires, signature = request.app[SIGNER].sign_content(video_id, settings.signed_url_ttl_s)
-    return f"{path}?expires={expires}&signature={signature}"
-
-
 def file_info(request: web.Request, info: VideoInfo) -> dict[str, Any]:
-    job = info.job
-    original = info.original
-    return {
-        "id": info.id,
-        "filename": info.filename,
-        "processing": info.processing,
-        "processingSuccess": info.processing_success,
-        "processingError": info.processing_error,
-        "progress": info.progress,
-        "size": info.size_bytes,
-        "width": info.width,
-        "height": info.height,
-        "duration": info.duration_s,
-        "createdAt": info.created_at,
-        "updatedAt": info.updated_at,
-        "originalWidth": original.width if original else None,
-        "originalHeight": original.height if original else None,
-        "originalSize": original.size_bytes if original else None,
-        "contentUrl": content_url(request, info.id),
-        "job": None
-        if job is None
-        else {
-            "state": job.state.value,
-            "width": job.width,
-            "height": job.height,
-            "progress": job.progress,
-            "error": job.error,
-            "queuedAt": job.queued_at,
-            "startedAt": job.started_at,
-            "finishedAt": job.finished_at,
-        },
-    }
+    return request.app[REPRESENTATION].video(info)

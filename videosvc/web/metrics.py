@@ -1,0 +1,138 @@
+"""GET /metrics: the service in the Prometheus text format (prometheus-client).
+
+Requests by route template (never the raw path: ids would make a label each),
+method and status, with a latency histogram; video bytes in and out; jobs by
+outcome and their durations; the queue and the running jobs; webhook
+deliveries and failures; open live streams. Counters move with the event bus
+and a middleware; gauges are read when Prometheus scrapes.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Handler
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
+
+from ..events import BytesMoved, EventBus, JobEnded
+
+#: Seconds: most requests take milliseconds; uploads and downloads take longer.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+JOB_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
+
+
+class _WebhookCounts(Collector):
+    def __init__(self, counts: Callable[[], dict[str, int]]) -> None:
+        self._counts = counts
+
+    def collect(self) -> Iterator[Any]:
+        family = CounterMetricFamily(
+            "videosvc_webhook_deliveries", "Webhook delivery attempts, by result", labels=["result"]
+        )
+        for result, count in self._counts().items():
+            family.add_metric([result], count)
+        yield family
+
+
+class Metrics:
+    def __init__(
+        self,
+        bus: EventBus,
+        queued: Callable[[], int],
+        running: Callable[[], int],
+        webhooks: Callable[[], dict[str, int]],
+        outbox: Callable[[], int],
+        streams: Callable[[], int],
+    ) -> None:
+        registry = self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "videosvc_http_requests", "HTTP requests, by route template, method and status",
+            ["route", "method", "status"], registry=registry,
+        )  # fmt: skip
+        self.latency = Histogram(
+            "videosvc_http_request_duration_seconds", "Time to answer, by route template and method",
+            ["route", "method"], buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.video_bytes = Counter(
+            "videosvc_video_bytes", "Bytes of video uploaded (in) and downloaded (out)", ["direction"],
+            registry=registry,
+        )  # fmt: skip
+        self.jobs = Counter("videosvc_jobs", "Resize jobs ended, by outcome", ["outcome"], registry=registry)
+        self.job_duration = Histogram(
+            "videosvc_job_duration_seconds", "Resize jobs, from a worker taking them to their end",
+            buckets=JOB_BUCKETS, registry=registry,
+        )  # fmt: skip
+        Gauge("videosvc_jobs_queued", "Jobs waiting for a worker", registry=registry).set_function(queued)
+        Gauge("videosvc_jobs_running", "Jobs on a worker", registry=registry).set_function(running)
+        Gauge("videosvc_webhook_backlog", "Webhook deliveries not yet made", registry=registry).set_function(
+            outbox
+        )
+        Gauge("videosvc_live_streams", "Open live streams (SSE)", registry=registry).set_function(streams)
+        registry.register(_WebhookCounts(webhooks))
+        for direction in ("in", "out"):
+            self.video_bytes.labels(direction)
+        for outcome in ("succeeded", "failed", "cancelled"):
+            self.jobs.labels(outcome)
+        bus.subscribe(self._on_event)
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, JobEnded):
+            self.jobs.labels(event.state).inc()
+            if event.elapsed_s:
+                self.job_duration.observe(event.elapsed_s)
+        elif isinstance(event, BytesMoved):
+            self.video_bytes.labels(event.direction).inc(event.count)
+
+    def observe(self, request: web.Request, status: int, seconds: float) -> None:
+        route = _route_template(request)
+        self.requests.labels(route, request.method, str(status)).inc()
+        self.latency.labels(route, request.method).observe(seconds)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+def _route_template(request: web.Request) -> str:
+    """/file/{id}/ for /file/0e8f...; one label however many ids there are."""
+    resource = getattr(request.match_info.route, "resource", None)
+    if resource is None:
+        return "unmatched"  # 404 and 405: the raw path would be a label per scanner's guess
+    template = resource.canonical
+    return template.rstrip("/") or "/"
+
+
+def metrics_middleware(metrics: Metrics) -> Any:
+    @web.middleware
+    async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as e:
+            status = e.status
+            raise
+        finally:
+            metrics.observe(request, status, time.perf_counter() - started)
+
+    return measure
+
+
+async def serve_metrics(request: web.Request, metrics: Metrics) -> web.Response:
+    response = web.Response(body=metrics.exposition())
+    response.content_type = CONTENT_TYPE_LATEST.split(";")[0]
+    response.charset = "utf-8"
+    return response

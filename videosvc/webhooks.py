@@ -1,0 +1,157 @@
+"""Delivering the webhook outbox: signed per Standard Webhooks, retried with backoff, at least once.
+
+Each outbox row is one event for one URL, written in the same transaction as
+the change it reports (see `events.Outbox`), so a crash between the change and
+its delivery loses nothing: the row is still there at the next start. A row is
+removed once the receiver answers 2xx, or once it is older than
+`webhook_max_age_s`. Deliveries run in a task of their own, a few at a time,
+each with a timeout: a slow or dead receiver never delays a request or a job.
+
+Signatures come from the `standardwebhooks` package (webhook-id, the event's
+stable id; webhook-timestamp, the attempt's time; webhook-signature, HMAC-SHA256
+over the three), so receivers can verify them with the same package.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from datetime import UTC, datetime
+
+import aiohttp
+from standardwebhooks.webhooks import Webhook
+
+from .config import EventSettings
+from .events import EventBus, OutboxQueued
+from .store.db import Database, Delivery
+
+log = logging.getLogger(__name__)
+
+#: The first retry waits about this long; each next one twice as long, up to MAX_BACKOFF_S.
+FIRST_BACKOFF_S = 5.0
+MAX_BACKOFF_S = 3600.0
+#: Rows fetched at a time.
+BATCH = 50
+USER_AGENT = "videosvc-webhooks"
+
+
+def backoff_s(attempts: int) -> float:
+    """Full jitter (AWS's advice): a random wait up to an exponentially growing cap."""
+    cap = min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** max(0, attempts))
+    return random.uniform(cap / 2, cap)
+
+
+class WebhookDispatcher:
+    def __init__(self, settings: EventSettings, db: Database, bus: EventBus) -> None:
+        self._settings = settings
+        self._db = db
+        self._signer = Webhook(settings.webhook_secret) if settings.webhook_urls else None
+        self._wake = asyncio.Event()
+        self._slots = asyncio.Semaphore(settings.webhook_concurrency)
+        self._in_flight: set[int] = set()
+        #: Counters for the metrics: delivered, failed (an attempt), dropped (gave up).
+        self.counts = {"delivered": 0, "failed": 0, "dropped": 0}
+        #: Deliveries not yet made (the outbox's rows), kept without asking the database.
+        self.backlog = 0
+        bus.subscribe(self._on_event)
+
+    async def refresh_backlog(self) -> None:
+        self.backlog = await self._db.outbox_size()
+
+    def _on_event(self, event: object) -> None:
+        if isinstance(event, OutboxQueued):  # committed just now: look now, not at the next retry
+            self.backlog += event.count
+            self._wake.set()
+
+    async def run(self) -> None:
+        if self._signer is None:
+            return
+        timeout = aiohttp.ClientTimeout(total=self._settings.webhook_timeout_s)
+        async with aiohttp.ClientSession(timeout=timeout, headers={"User-Agent": USER_AGENT}) as session:
+            tasks: set[asyncio.Task[None]] = set()
+            try:
+                while True:
+                    self._wake.clear()
+                    due = await self._db.due_deliveries(time.time(), BATCH, skip=self._in_flight)
+                    for delivery in due:
+                        await self._slots.acquire()  # at most webhook_concurrency at once
+                        self._in_flight.add(delivery.id)
+                        task = asyncio.create_task(self._deliver(session, delivery))
+                        tasks.add(task)
+                        task.add_done_callback(tasks.discard)
+                    await self._sleep_until_due()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+
+    async def _sleep_until_due(self) -> None:
+        next_at = await self._db.next_delivery_at(skip=self._in_flight)
+        delay = 60.0 if next_at is None else max(0.05, min(60.0, next_at - time.time()))
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._wake.wait()
+
+    async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
+        try:
+            error = await self._attempt(session, delivery)
+            if error is None:
+                await self._db.delivered(delivery.id)
+                self.counts["delivered"] += 1
+                self.backlog -= 1
+                log.info(
+                    "webhook delivered",
+                    extra={"event": delivery.event_type, "webhook_id": delivery.message_id},
+                )
+                return
+            self.counts["failed"] += 1
+            age = time.time() - delivery.created_at
+            if age > self._settings.webhook_max_age_s:
+                await self._db.delivered(delivery.id)  # given up: removed, and said so
+                self.counts["dropped"] += 1
+                self.backlog -= 1
+                log.error(
+                    "webhook given up after %d attempts over %.0f s (webhook_max_age_s): %s",
+                    delivery.attempts + 1, age, error,
+                    extra={"event": delivery.event_type, "webhook_id": delivery.message_id},
+                )  # fmt: skip
+                return
+            wait = backoff_s(delivery.attempts)
+            await self._db.retry_later(delivery.id, time.time() + wait, error)
+            log.warning(
+                "webhook not delivered (%s); retrying in %.0f s", error, wait,
+                extra={"event": delivery.event_type, "webhook_id": delivery.message_id},
+            )  # fmt: skip
+        except Exception:
+            log.exception("delivering a webhook failed; it stays queued")
+        finally:
+            self._in_flight.discard(delivery.id)
+            self._slots.release()
+            self._wake.set()
+
+    async def _attempt(self, session: aiohttp.ClientSession, delivery: Delivery) -> str | None:
+        """None when the receiver took it (2xx); else why not."""
+        assert self._signer is not None
+        now = datetime.now(UTC)
+        signature = self._signer.sign(delivery.message_id, now, delivery.payload)
+        headers = {
+            "Content-Type": "application/json",
+            "webhook-id": delivery.message_id,
+            "webhook-timestamp": str(int(now.timestamp())),
+            "webhook-signature": signature,
+        }
+        try:
+            async with session.post(
+                delivery.url, data=delivery.payload.encode(), headers=headers
+            ) as response:
+                await response.read()
+                if 200 <= response.status < 300:
+                    return None
+                return f"the receiver answered {response.status}"
+        except TimeoutError:
+            return f"no answer within {self._settings.webhook_timeout_s:g} s (webhook_timeout_s)"
+        except aiohttp.ClientError as e:
+            return f"{type(e).__name__}: {str(e)[:200]}"
