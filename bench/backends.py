@@ -60,7 +60,7 @@ async def dask_cluster(folder: Path, workers: int) -> AsyncIterator[str]:
 
         for _ in range(600):
             try:
-                async with Client(address, asynchronous=True, timeout=5) as client:
+                async with Client(address, asynchronous=True, timeout=5) as client:  # type: ignore[no-untyped-call]
                     await client.wait_for_workers(workers, timeout=60)
                     break
             except (OSError, TimeoutError):

@@ -19,7 +19,7 @@ import contextlib
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -171,7 +171,7 @@ async def attack_slowloris(port: int, stop: asyncio.Event, _: Path) -> None:
     await hold_connections(port, stop, 500, b"GET /health HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"s" * 100, True)
 
 
-Attack = Callable[[int, asyncio.Event, Path], Awaitable[None]]
+Attack = Callable[[int, asyncio.Event, Path], Coroutine[None, None, None]]
 ATTACKS: list[tuple[str, Attack]] = [
     ("20,000 form fields per body, 4 clients", attack_form_fields),
     ("1 MB multipart preambles, 4 clients", attack_preamble),

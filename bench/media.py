@@ -155,7 +155,8 @@ def service_args(
         timeout_s=0,  # unused by build_resize_args
         max_memory_bytes=0,  # likewise
     )
-    return build_resize_args(job, files, audio_codec), files.output
+    output = files.output(1)
+    return build_resize_args(job, files, output, audio_codec), output
 
 
 def defaults_args(ffmpeg: str, source: Path, output: Path, size: tuple[int, int]) -> list[str]:

@@ -79,7 +79,7 @@ async def _offset(base_url: str, upload_id: str) -> int:
 
 def _cut(path: Path, folder: Path) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    chunks = []
+    chunks: list[Path] = []
     with open(path, "rb") as source:
         while data := source.read(CHUNK_BYTES):
             chunk = folder / f"{len(chunks):05d}"

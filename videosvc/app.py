@@ -85,6 +85,7 @@ def create_app(settings: Settings) -> web.Application:
     if settings.events.metrics_enabled:
         app[METRICS] = metrics = make_metrics(app)
         app.middlewares.insert(0, metrics_middleware(metrics))
+    app.on_shutdown.append(end_live_streams)
     app.on_response_prepare.append(set_server_header)
     app.on_response_prepare.append(tus_headers)
     # Resources, in dependency order; torn down in reverse.
@@ -237,10 +238,16 @@ async def resumable_uploads_ctx(app: web.Application) -> AsyncIterator[None]:
         await sweeper
 
 
+async def end_live_streams(app: web.Application) -> None:
+    """Open streams never end by themselves: a shutdown ends them (clients reconnect)."""
+    if LIVE in app:
+        app[LIVE].close()
+
+
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     """Live streams and webhook deliveries: each a task of its own, off every request's path."""
     settings, bus = app[SETTINGS], app[BUS]
-    live = app[LIVE] = LiveStreams(app[SERVICE], app[REPRESENTATION], bus, settings.events.max_live_streams)
+    live = app[LIVE] = LiveStreams(app[SERVICE], app[REPRESENTATION], bus, settings.events)
     webhooks = app[WEBHOOKS] = WebhookDispatcher(settings.events, app[DATABASE], bus)
     await webhooks.refresh_backlog()
     tasks = [

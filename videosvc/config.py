@@ -149,6 +149,8 @@ class EventSettings:
     webhook_concurrency: int = 4
     #: Live streams (GET /file/{id}/events) open at once; each holds a connection until it ends.
     max_live_streams: int = 500
+    #: A live stream idle this long gets a comment line, so proxies do not close it.
+    stream_heartbeat_s: float = 15.0
     #: GET /metrics (Prometheus text format).
     metrics_enabled: bool = True
 
@@ -335,6 +337,7 @@ def validate(settings: Settings) -> None:
         (settings.events.webhook_timeout_s > 0, "webhook_timeout_s must be positive"),
         (settings.events.webhook_concurrency >= 1, "webhook_concurrency must be at least 1"),
         (settings.events.max_live_streams >= 1, "max_live_streams must be at least 1"),
+        (settings.events.stream_heartbeat_s > 0, "stream_heartbeat_s must be positive"),
         (
             isinstance(logging.getLevelName(settings.log.log_level.upper()), int),
             "log_level must be DEBUG, INFO, WARNING or ERROR",

@@ -43,3 +43,7 @@ class JobOutcomes:
     async def cancelled(self, job: JobRecord, elapsed_s: float = 0.0) -> None:
         await self._db.end_job(job, JobState.CANCELLED, "the job was cancelled")
         self._bus.emit(JobEnded(job.id, job.video_id, JobState.CANCELLED.value, elapsed_s))
+
+    def dropped(self, job: JobRecord, elapsed_s: float = 0.0) -> None:
+        """Its video was deleted, the row with it (`video.deleted` told that); a cancel all the same."""
+        self._bus.emit(JobEnded(job.id, job.video_id, JobState.CANCELLED.value, elapsed_s))

@@ -295,6 +295,7 @@ class JobRunner:
         fields = {"job_id": job.id, "video_id": job.video_id, "elapsed_s": round(result.elapsed_s, 3)}
         try:
             if job.id in self._deleted:
+                self._outcomes.dropped(job, result.elapsed_s)
                 log.info("job dropped: its video was deleted", extra=fields)
             elif result.outcome is Outcome.CANCELLED:
                 if self._closing:

@@ -21,6 +21,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp_sse import sse_response
 
+from ..config import EventSettings
 from ..errors import ServiceBusy, TooManyStreams, VideoNotFound
 from ..events import EventBus, VideosChanged
 from ..representation import Representation
@@ -30,8 +31,6 @@ log = logging.getLogger(__name__)
 
 #: Progress is looked at this often while a job runs (so at most this many events a second, per video).
 PROGRESS_EVERY_S = 0.5
-#: A comment line this often keeps proxies and browsers from closing an idle stream.
-HEARTBEAT_S = 15.0
 #: A client that takes no bytes for this long is cut off (a stalled reader holds no memory).
 SEND_TIMEOUT_S = 30.0
 
@@ -50,10 +49,11 @@ def event_id(snapshot: dict[str, Any]) -> str:
 
 class LiveStreams:
     def __init__(
-        self, service: VideoService, representation: Representation, bus: EventBus, max_streams: int
+        self, service: VideoService, representation: Representation, bus: EventBus, settings: EventSettings
     ) -> None:
         self._service = service
-        self._max_streams = max_streams
+        self._max_streams = settings.max_live_streams
+        self.heartbeat_s = settings.stream_heartbeat_s
         self._representation = representation
         self._queues: dict[str, set[asyncio.Queue[Snapshot]]] = defaultdict(set)
         self._last: dict[str, str] = {}
@@ -145,7 +145,7 @@ def _offer(queue: asyncio.Queue[Snapshot], snapshot: Snapshot) -> None:
 async def stream_video(request: web.Request, streams: LiveStreams, video_id: str) -> web.StreamResponse:
     async with streams.subscribe(video_id) as queue:  # first, so no change falls between
         first = await streams.snapshot(video_id)  # 404 for an unknown video, before the stream starts
-        sse = sse_response(request, ping_interval=HEARTBEAT_S, send_timeout=SEND_TIMEOUT_S)
+        sse = sse_response(request, ping_interval=streams.heartbeat_s, send_timeout=SEND_TIMEOUT_S)
         async with sse as response:
             # Without handler cancellation, a client gone away is noticed by the heartbeat failing.
             gone = asyncio.ensure_future(response.wait())

@@ -182,9 +182,9 @@ get_content.accepts_signed_urls = True  # type: ignore[attr-defined]
         "A `text/event-stream`: at once, an event `video` with the GET shape; then one more each time"
         " the shape changes (a job queued, started, its progress at most twice a second, its end). Each"
         " event's `id` fingerprints the snapshot: a client reconnecting with `Last-Event-ID` is not sent"
-        " the one it has. A comment line every 15 s keeps proxies from closing an idle stream. Deleting"
-        " the video sends a last event `deleted` and ends the stream. When API keys are set, the signed"
-        " `eventsUrl` of GET works without the key (EventSource sends no headers)."
+        " the one it has. A comment line every `stream_heartbeat_s` keeps proxies from closing an idle"
+        " stream. Deleting the video sends a last event `deleted` and ends the stream. When API keys are"
+        " set, the signed `eventsUrl` of GET works without the key (EventSource sends no headers)."
     ),
     operation_id="getFileEvents",
     parameters=[ID_PARAMETER],
