@@ -29,7 +29,8 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.11",
     packages=find_packages(include=["videosvc", "videosvc.*"]),
-    package_data={"videosvc": ["py.typed"]},
+    # The page at / and its vendored script (with its licence).
+    package_data={"videosvc": ["py.typed", "web/page/*", "web/page/vendor/*/*"]},
     cmdclass={"build_py": BuildPyWithMigrations},
     install_requires=[
         "aiohttp>=3.10,<4",

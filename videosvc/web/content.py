@@ -94,15 +94,17 @@ async def _respond(
     response = web.StreamResponse(status=status, headers=headers)
     response.last_modified = video.mtime
     response.content_length = count
-    await response.prepare(request)
-    if request.method != hdrs.METH_HEAD and count:
-        try:
+    sent = request.method != hdrs.METH_HEAD and count > 0
+    try:
+        await response.prepare(request)
+        if sent:
             await _send_bytes(request, response, video.file, offset, count)
-        except ConnectionError:
-            log.info("client went away during a download of %s", request.rel_url.raw_path[:200])
-            return response
+        await response.write_eof()
+    except ConnectionError:  # a player that cancels a range it no longer needs does this all the time
+        log.info("client went away during a download of %s", request.rel_url.raw_path[:200])
+        return response
+    if sent:
         request.app[BUS].emit(BytesMoved("out", count))
-    await response.write_eof()
     return response
 
 

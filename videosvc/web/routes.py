@@ -7,6 +7,7 @@ from aiohttp import web
 from . import views
 from .keys import METRICS
 from .middlewares import expect_continue
+from .page import add_page
 from .tus import UploadsView, UploadView
 
 ROUTES = [
@@ -33,8 +34,7 @@ def add_routes(app: web.Application) -> None:
         app.router.add_route("*", path, view, expect_handler=expect_continue)
     if METRICS in app:  # metrics_enabled
         app.router.add_get("/metrics", views.metrics, allow_head=False)
-    # Somewhere useful for a person who opens the address in a browser.
-    app.router.add_get("/", _to_docs)
+    add_page(app)  # the page at /, for people
     app.router.add_get("/swagger/", _to_docs)
 
 

@@ -1,0 +1,313 @@
+"""The page at / (SPEC §9), driven in a real browser (Debian's chromium) against the real server.
+
+Each test watches the wire (requests and responses) and the console: a page
+that logs an error the test did not cause on purpose fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import re
+import shutil
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .browser import needs_chromium
+from .conftest import RESULTS
+from .helpers import Samples
+from .server import ServerProcess
+
+pytestmark = needs_chromium
+
+CHUNK = 8 * 1024 * 1024
+#: How the page writes sizes (640 by 360).
+X = "\N{MULTIPLICATION SIGN}"
+#: Generous: a resize or a 30 MB upload through the browser, on a loaded CI machine.
+WAIT_MS = 60_000
+
+
+@dataclass
+class Wire:
+    """What the page sent and received, and what it logged."""
+
+    requests: list[Any] = field(default_factory=list)
+    responses: list[Any] = field(default_factory=list)
+    console_errors: list[str] = field(default_factory=list)
+
+    def sent(self, method: str, pattern: str) -> list[Any]:
+        return [r for r in self.requests if r.method == method and re.search(pattern, r.url)]
+
+    def unexpected_errors(self, *allowed: str) -> list[str]:
+        return [e for e in self.console_errors if not any(a in e for a in allowed)]
+
+
+async def open_page(page: Any, url: str) -> Wire:
+    wire = Wire()
+    page.on("request", lambda r: wire.requests.append(r))
+    page.on("response", lambda r: wire.responses.append(r))
+    page.on("console", lambda m: wire.console_errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: wire.console_errors.append(f"uncaught: {e}"))
+    await page.goto(url)
+    return wire
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _api(server: ServerProcess, method: str, path: str, key: str | None = None) -> tuple[int, Any]:
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
+    request = urllib.request.Request(server.url + path, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.load(response)
+    except urllib.error.HTTPError as e:
+        return e.code, json.load(e)
+
+
+async def _upload(page: Any, path: Path) -> str:
+    """Pick a file, wait until the page says it is stored; returns the video's id (from the detail)."""
+    await page.set_input_files("#file-input", str(path))
+    row = page.locator("#uploads li", has_text=path.name).first
+    await row.locator(".details", has_text="Stored").wait_for(timeout=WAIT_MS)
+    await page.locator("#detail-title", has_text=path.name).wait_for(timeout=WAIT_MS)
+    return str(await page.locator("#videos li[data-id] button[aria-current=true]").evaluate(
+        "b => b.parentElement.dataset.id"
+    ))  # fmt: skip
+
+
+async def _until(page: Any, expression: str) -> None:
+    """Poll a JavaScript expression (wait_for_function would need eval, which the page's CSP forbids)."""
+    for _ in range(WAIT_MS // 50):
+        if await page.evaluate(expression):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"never true: {expression}")
+
+
+def _keep_screenshot(name: str, source: Path) -> None:
+    RESULTS.mkdir(exist_ok=True)
+    shutil.copy(source, RESULTS / name)
+
+
+@pytest.mark.parametrize("key", [None, "secret"], ids=["open", "with-api-keys"])
+async def test_upload_list_play_seek_resize_and_delete_through_the_page(
+    page: Any, data_dir: Path, samples: Samples, key: str | None, tmp_path: Path
+) -> None:
+    source = samples.noisy(6)  # 34 MB: several tus chunks, and a seek far past what was buffered
+    with ServerProcess(data_dir, **({"api_keys": key} if key else {})) as server:
+        wire = await open_page(page, server.url + "/")
+        allowed: tuple[str, ...] = ()
+        if key:
+            # The key is asked for before anything else, and a wrong one is said to be wrong.
+            await page.locator("#key-panel").wait_for()
+            await page.fill("#key-input", "wrong")
+            await page.click("#key-form button")
+            await page.locator("#message", has_text="refused").wait_for()
+            await page.fill("#key-input", key)
+            await page.click("#key-form button")
+            allowed = ("401",)
+        await page.locator("#empty").wait_for()
+
+        video_id = await _upload(page, source)
+        assert len(wire.sent("PATCH", "/uploads/")) >= source.stat().st_size // CHUNK
+        assert _sha256(data_dir / "videos" / f"{video_id}.mp4") == _sha256(source)
+        listed = page.locator(f'#videos li[data-id="{video_id}"]')
+        await listed.locator(".details", has_text=f"640{X}360").wait_for()
+
+        if key:  # typed once: kept in the tab across a reload
+            await page.reload()
+            await listed.wait_for()
+            assert await page.locator("#key-panel").is_hidden()
+            await listed.locator("button").click()
+
+        # Play, then seek near the end: a Range request far into the file, answered 206.
+        player = page.locator("#player")
+        await _until(page, "document.getElementById('player').readyState >= 1")
+        seeked = await player.evaluate(
+            """(v) => new Promise((done) => {
+                v.muted = true;
+                v.addEventListener("seeked", () => done(v.currentTime), { once: true });
+                v.play().then(() => { v.currentTime = 5.5; }, (e) => done("play failed: " + e));
+            })"""
+        )
+        assert abs(seeked - 5.5) < 0.5, seeked
+        ranges = [
+            (r.request.headers.get("range", ""), r.status) for r in wire.responses if "/content" in r.url
+        ]
+        far = [(h, s) for h, s in ranges if h.startswith("bytes=") and not h.startswith("bytes=0-")]
+        assert far and all(s == 206 for _, s in far), ranges
+        assert max(int(h[6:].split("-")[0]) for h, _ in far) > source.stat().st_size // 2
+        if key:  # the player had no header to send: the signed link did it
+            assert all("signature=" in r.url for r in wire.responses if "/content" in r.url)
+
+        # Resize with a preset; the state arrives by server-sent events, not by polling.
+        gets_before = len(wire.sent("GET", rf"/file/{video_id}/$"))
+        await page.select_option("#preset", "256x144")
+        await page.click("#resize")
+        await page.locator("#job-text", has_text=f"Resized to 256{X}144").wait_for(timeout=WAIT_MS)
+        await page.locator("#facts", has_text=f"256{X}144").wait_for()
+        assert wire.sent("GET", rf"/file/{video_id}/events")
+        assert len(wire.sent("GET", rf"/file/{video_id}/$")) == gets_before
+        assert _api(server, "GET", f"/file/{video_id}/", key)[1]["width"] == 256
+        shot = tmp_path / "page.png"
+        await page.screenshot(path=str(shot))
+        _keep_screenshot(f"page-{'keys' if key else 'open'}.png", shot)
+
+        # Delete asks first; "Keep it" keeps it.
+        await page.click("#delete")
+        await page.locator("#confirm-delete").wait_for()
+        await page.click("#confirm-delete button[value=cancel]")
+        assert await listed.count() == 1
+        await page.click("#delete")
+        await page.click("#confirm-yes")
+        await listed.wait_for(state="detached")
+        assert await page.locator("#detail").is_hidden()
+        assert _api(server, "GET", f"/file/{video_id}/", key)[0] == 404
+        assert wire.unexpected_errors(*allowed) == []
+    assert "Traceback" not in server.log()
+
+
+async def test_an_upload_cut_by_the_network_resumes_by_itself(
+    page: Any, data_dir: Path, samples: Samples
+) -> None:
+    source = samples.noisy(2)  # two chunks
+    patches = 0
+
+    async def drop_the_second_patch(route: Any) -> None:
+        nonlocal patches
+        if route.request.method == "PATCH":
+            patches += 1
+            if patches == 2:
+                await route.abort("connectionreset")
+                return
+        await route.continue_()
+
+    with ServerProcess(data_dir) as server:
+        wire = await open_page(page, server.url + "/")
+        await page.route("**/uploads/*", drop_the_second_patch)
+        video_id = await _upload(page, source)
+        offsets = [r.headers.get("upload-offset") for r in wire.sent("PATCH", "/uploads/")]
+        assert offsets == ["0", str(CHUNK), str(CHUNK)], offsets  # the dropped chunk, sent again
+        assert wire.sent("HEAD", "/uploads/")  # where to resume was asked, not guessed
+        assert _sha256(data_dir / "videos" / f"{video_id}.mp4") == _sha256(source)
+        assert wire.unexpected_errors("ERR_CONNECTION_RESET", "net::ERR_FAILED") == []
+
+
+async def test_an_upload_cut_by_a_reload_resumes_when_the_file_is_picked_again(
+    page: Any, data_dir: Path, samples: Samples
+) -> None:
+    source = samples.noisy(2)
+    first_chunk_in = asyncio.Event()
+    release = asyncio.Event()
+
+    async def stall_after_the_first_chunk(route: Any) -> None:
+        if route.request.method == "PATCH" and first_chunk_in.is_set():
+            await release.wait()  # a connection that hangs until the tab goes away
+            return
+        await route.continue_()
+        if route.request.method == "PATCH":
+            first_chunk_in.set()
+
+    with ServerProcess(data_dir) as server:
+        await open_page(page, server.url + "/")
+        await page.route("**/uploads/*", stall_after_the_first_chunk)
+        await page.set_input_files("#file-input", str(source))
+        await asyncio.wait_for(first_chunk_in.wait(), WAIT_MS / 1000)
+        await page.unroute("**/uploads/*")
+        release.set()
+        wire = await open_page(page, server.url + "/")  # the tab is closed and opened again
+        video_id = await _upload(page, source)
+        assert not wire.sent("POST", "/uploads/")  # no new upload: the old one resumed
+        assert wire.sent("HEAD", "/uploads/")
+        offsets = [r.headers.get("upload-offset") for r in wire.sent("PATCH", "/uploads/")]
+        assert offsets and offsets[0] != "0", offsets
+        assert _sha256(data_dir / "videos" / f"{video_id}.mp4") == _sha256(source)
+        assert len(_api(server, "GET", "/file/")[1]["items"]) == 1
+
+
+async def test_a_phone_sized_screen_and_a_keyboard_are_enough(
+    page: Any, data_dir: Path, samples: Samples
+) -> None:
+    source = samples.video(320, 240, duration_s=2)
+    await page.set_viewport_size({"width": 360, "height": 740})
+    with ServerProcess(data_dir) as server:
+        wire = await open_page(page, server.url + "/")
+        await page.locator("#empty").wait_for()
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 360
+
+        async def tab_to(selector: str, limit: int = 30) -> None:
+            for _ in range(limit):
+                await page.keyboard.press("Tab")
+                if await page.evaluate(f"document.activeElement === document.querySelector('{selector}')"):
+                    return
+            raise AssertionError(f"Tab never reached {selector}")
+
+        await tab_to("#pick")
+        async with page.expect_file_chooser() as chooser:
+            await page.keyboard.press("Enter")
+        await (await chooser.value).set_files(str(source))
+        await page.locator("#detail-title", has_text=source.name).wait_for(timeout=WAIT_MS)
+        assert await page.evaluate("document.documentElement.scrollWidth") <= 360
+
+        await tab_to("#preset")
+        await page.keyboard.press("End")  # "Exact size..."
+        await page.keyboard.press("ArrowUp")  # the smallest preset
+        chosen = await page.locator("#preset").input_value()
+        assert chosen != "exact" and chosen != "320x240"
+        await tab_to("#resize")
+        await page.keyboard.press("Enter")
+        width = chosen.split("x")[0]
+        await page.locator("#facts", has_text=f"{width}{X}").wait_for(timeout=WAIT_MS)
+
+        await tab_to("#delete")
+        await page.keyboard.press("Enter")
+        assert await page.evaluate("document.activeElement.value") == "cancel"  # the safe choice first
+        await page.keyboard.press("Tab")
+        await page.keyboard.press("Enter")
+        await page.locator("#empty").wait_for()
+        assert await page.evaluate("document.activeElement.id") == "pick"
+        shot = RESULTS / "page-phone.png"
+        RESULTS.mkdir(exist_ok=True)
+        await page.screenshot(path=str(shot), full_page=True)
+        assert wire.unexpected_errors() == []
+
+
+async def test_errors_are_the_apis_own_messages_and_sizes_are_checked_like_the_api(
+    page: Any, data_dir: Path, samples: Samples, tmp_path: Path
+) -> None:
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_text("these are my notes, not a video\n" * 100)
+    with ServerProcess(data_dir, max_job_pixel_frames=100_000) as server:
+        wire = await open_page(page, server.url + "/")
+        await page.locator("#empty").wait_for()
+        await page.set_input_files("#file-input", str(not_a_video))
+        failed = page.locator("#uploads li.failed .details")
+        await failed.wait_for(timeout=WAIT_MS)
+        message = await failed.text_content()
+        assert message and "not an MP4" in message, message  # the API's 415, as it said it
+        assert _api(server, "GET", "/file/")[1]["items"] == []
+
+        await _upload(page, samples.video(320, 240, duration_s=2))
+        await page.select_option("#preset", "exact")
+        for width, height, expected in [
+            ("161", "120", "Width must be even"),
+            ("320", "20", "Height must be greater than 20"),
+            ("9000", "120", "at most 8192"),
+        ]:
+            await page.fill("#width", width)
+            await page.fill("#height", height)
+            await page.click("#resize")
+            await page.locator("#resize-error", has_text=expected).wait_for()
+        assert not wire.sent("PATCH", "/file/")  # refused before asking the server
+        await page.fill("#width", "640")
+        await page.fill("#height", "480")
+        await page.click("#resize")
+        await page.locator("#resize-error", has_text="max_job_pixel_frames").wait_for()  # the API's 400
+        assert wire.unexpected_errors("415", "400") == []

@@ -1,0 +1,540 @@
+// The page at /: upload (tus), browse, play, resize with live progress, delete.
+// Plain JavaScript, no build step. It speaks only the public API.
+"use strict";
+
+const CONFIG = JSON.parse(document.getElementById("config").textContent);
+const PAGE_SIZE = 20;
+const CHUNK_BYTES = 8 * 1024 * 1024;
+const KEY_STORAGE = "videosvc.apiKey"; // sessionStorage: this tab only
+const PRESET_HEIGHTS = [2160, 1440, 1080, 720, 540, 480, 360, 240, 144];
+
+const $ = (id) => document.getElementById(id);
+
+const state = {
+  key: sessionStorage.getItem(KEY_STORAGE) || "",
+  videos: new Map(), // id -> the GET shape, for the videos listed
+  next: null, // the cursor of the next page
+  selected: null, // the id shown in the detail panel
+  stream: null, // the EventSource of the selected video
+};
+
+// -- talking to the API ----------------------------------------------------------
+
+class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+function authHeaders() {
+  return state.key ? { Authorization: `Bearer ${state.key}` } : {};
+}
+
+async function api(method, path, body) {
+  const headers = authHeaders();
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers,
+      body: body === undefined ? undefined : JSON.stringify(body),
+    });
+  } catch (e) {
+    throw new ApiError(0, "The server cannot be reached. Check the connection and try again.");
+  }
+  const data = await response.json().catch(() => ({}));
+  if (response.status === 401) {
+    askForKey(state.key ? "That key was refused: type the right one." : "");
+  }
+  if (!response.ok) {
+    throw new ApiError(response.status, data.error || `The server answered ${response.status}.`);
+  }
+  return data;
+}
+
+// -- messages ----------------------------------------------------------------------
+
+function showMessage(text) {
+  $("message-text").textContent = text;
+  $("message").hidden = false;
+}
+
+function hideMessage() {
+  $("message").hidden = true;
+}
+
+function report(error) {
+  if (error instanceof ApiError && error.status === 401) return; // the key panel says it
+  showMessage(error.message || String(error));
+}
+
+// -- the API key -------------------------------------------------------------------
+
+function askForKey(why) {
+  $("key-panel").hidden = false;
+  $("app").hidden = true;
+  if (why) showMessage(why);
+  $("key-input").focus();
+}
+
+$("key-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  state.key = $("key-input").value.trim();
+  sessionStorage.setItem(KEY_STORAGE, state.key);
+  $("key-input").value = "";
+  hideMessage();
+  $("key-panel").hidden = true;
+  $("app").hidden = false;
+  $("key-change").hidden = false;
+  await loadVideos(true);
+});
+
+$("key-change").addEventListener("click", () => askForKey(""));
+
+// -- formatting ----------------------------------------------------------------------
+
+function formatBytes(n) {
+  if (n === null || n === undefined) return "";
+  const units = ["B", "KB", "MB", "GB", "TB"];
+  let i = 0;
+  while (n >= 1000 && i < units.length - 1) {
+    n /= 1000;
+    i += 1;
+  }
+  return `${n.toFixed(i && n < 10 ? 1 : 0)} ${units[i]}`;
+}
+
+function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined) return "";
+  const s = Math.round(seconds);
+  return `${Math.floor(s / 60)}:${String(s % 60).padStart(2, "0")}`;
+}
+
+/** What a person wants to know of a video's state, in a few words. */
+function statusOf(video) {
+  const job = video.job;
+  if (video.processing) {
+    if (job && job.state === "queued") return { text: "Waiting for a worker", kind: "busy" };
+    const pct = video.progress === null ? "" : ` ${video.progress}%`;
+    return { text: `Resizing to ${job.width}×${job.height}…${pct}`, kind: "busy", progress: video.progress };
+  }
+  if (job && job.state === "failed") return { text: `Resize failed: ${job.error}`, kind: "failed" };
+  if (job && job.state === "cancelled") return { text: "Resize cancelled", kind: "" };
+  if (job && job.state === "succeeded") return { text: `Resized to ${job.width}×${job.height}`, kind: "ok" };
+  return { text: "Ready", kind: "ok" };
+}
+
+function facts(video) {
+  const parts = [`${video.width}×${video.height}`, formatDuration(video.duration), formatBytes(video.size)];
+  if (video.originalWidth && (video.originalWidth !== video.width || video.originalHeight !== video.height)) {
+    parts.push(`original ${video.originalWidth}×${video.originalHeight}`);
+  }
+  return parts.filter(Boolean).join(" · ");
+}
+
+// -- the catalogue -------------------------------------------------------------------
+
+async function loadVideos(fromStart) {
+  const params = new URLSearchParams({ limit: String(PAGE_SIZE) });
+  if (!fromStart && state.next) params.set("cursor", state.next);
+  let page;
+  try {
+    page = await api("GET", `/file/?${params}`);
+  } catch (e) {
+    report(e);
+    return;
+  }
+  if (fromStart) {
+    state.videos.clear();
+    $("videos").replaceChildren();
+  }
+  for (const video of page.items) {
+    state.videos.set(video.id, video);
+    $("videos").append(videoItem(video));
+  }
+  state.next = page.next;
+  $("more").hidden = !page.next;
+  $("empty").hidden = state.videos.size > 0;
+}
+
+function videoItem(video) {
+  const item = document.createElement("li");
+  item.dataset.id = video.id;
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = "video";
+  button.addEventListener("click", () => select(video.id));
+  item.append(button);
+  fillVideoItem(item, video);
+  return item;
+}
+
+function fillVideoItem(item, video) {
+  const status = statusOf(video);
+  const button = item.querySelector("button");
+  button.replaceChildren();
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = video.filename;
+  const details = document.createElement("span");
+  details.className = "details";
+  details.textContent = facts(video);
+  const badge = document.createElement("span");
+  badge.className = `status ${status.kind}`;
+  badge.textContent = status.text;
+  button.append(name, details, badge);
+  button.setAttribute("aria-current", String(video.id === state.selected));
+}
+
+function updateListed(video) {
+  state.videos.set(video.id, video);
+  const item = $("videos").querySelector(`li[data-id="${video.id}"]`);
+  if (item) fillVideoItem(item, video);
+}
+
+function removeListed(id) {
+  state.videos.delete(id);
+  const item = $("videos").querySelector(`li[data-id="${id}"]`);
+  if (item) item.remove();
+  $("empty").hidden = state.videos.size > 0;
+}
+
+$("more").addEventListener("click", () => loadVideos(false));
+
+// -- one video: player, live state, resize, delete ----------------------------------
+
+async function select(id) {
+  let video;
+  try {
+    video = await api("GET", `/file/${id}/`);
+  } catch (e) {
+    report(e);
+    if (e.status === 404) removeListed(id);
+    return;
+  }
+  const changed = state.selected !== id;
+  state.selected = id;
+  for (const button of $("videos").querySelectorAll("button.video")) {
+    button.setAttribute("aria-current", String(button.parentElement.dataset.id === id));
+  }
+  $("detail").hidden = false;
+  showVideo(video, changed);
+  follow(video);
+  if (changed) $("detail-title").focus();
+}
+
+function showVideo(video, newVideo) {
+  $("detail-title").textContent = video.filename;
+  $("detail-title").tabIndex = -1;
+  $("facts").textContent = facts(video);
+  const status = statusOf(video);
+  $("job-text").textContent = status.text;
+  $("job").className = `job ${status.kind}`;
+  const progress = $("job-progress");
+  progress.hidden = !video.processing;
+  if (video.progress === null) progress.removeAttribute("value");
+  else progress.value = video.progress;
+  $("resize").disabled = video.processing;
+  $("download").href = downloadUrl(video.contentUrl);
+  $("download").setAttribute("download", video.filename);
+  const player = $("player");
+  const previous = player.dataset.version;
+  const version = `${video.id}:${video.size}:${video.width}x${video.height}`;
+  if (newVideo || previous !== version) {
+    player.dataset.version = version;
+    player.src = video.contentUrl; // signed when keys are set: a <video> sends no header
+    player.load();
+  }
+  if (newVideo) fillPresets(video);
+  updateListed(video);
+}
+
+function downloadUrl(contentUrl) {
+  return contentUrl + (contentUrl.includes("?") ? "&" : "?") + "download=true";
+}
+
+/** Live changes of the selected video, by server-sent events (progress, the end of a job). */
+function follow(video) {
+  if (state.stream) state.stream.close();
+  const stream = new EventSource(video.eventsUrl);
+  state.stream = stream;
+  stream.addEventListener("video", (event) => {
+    const latest = JSON.parse(event.data);
+    if (latest.id === state.selected) showVideo(latest, false);
+    else updateListed(latest);
+  });
+  stream.addEventListener("deleted", () => {
+    stream.close();
+    removeListed(video.id);
+    if (state.selected === video.id) closeDetail();
+  });
+  stream.addEventListener("error", () => {
+    // The browser reconnects by itself; a closed stream (an expired signed link) needs a fresh URL.
+    if (stream.readyState === EventSource.CLOSED && state.stream === stream && state.selected === video.id) {
+      setTimeout(() => state.selected === video.id && select(video.id), 2000);
+    }
+  });
+}
+
+function closeDetail() {
+  if (state.stream) state.stream.close();
+  state.stream = null;
+  const id = state.selected;
+  state.selected = null;
+  $("detail").hidden = true;
+  const player = $("player");
+  player.removeAttribute("src");
+  player.load();
+  for (const button of $("videos").querySelectorAll("button.video")) button.setAttribute("aria-current", "false");
+  const item = id && $("videos").querySelector(`li[data-id="${id}"] button`);
+  if (item) item.focus();
+}
+
+$("close").addEventListener("click", closeDetail);
+
+// -- resize ----------------------------------------------------------------------------
+
+/** Sizes that keep the original's aspect ratio, each side even and over 20. */
+function presets(video) {
+  const width = video.originalWidth || video.width;
+  const height = video.originalHeight || video.height;
+  const sizes = [];
+  for (const h of PRESET_HEIGHTS) {
+    if (h > height) continue;
+    const w = 2 * Math.round((h * width) / height / 2);
+    if (w > 20 && h > 20 && w <= CONFIG.maxDimension && h <= CONFIG.maxDimension) sizes.push([w, h, `${h}p`]);
+  }
+  const even = (n) => 2 * Math.floor(n / 2);
+  const original = [even(width), even(height)];
+  if (!sizes.some(([w, h]) => w === original[0] && h === original[1])) {
+    sizes.unshift([original[0], original[1], "original"]);
+  } else {
+    sizes[0][2] += ", original";
+  }
+  return sizes;
+}
+
+function fillPresets(video) {
+  const select = $("preset");
+  select.replaceChildren();
+  for (const [w, h, label] of presets(video)) {
+    const option = new Option(`${w}×${h} (${label})`, `${w}x${h}`);
+    select.append(option);
+  }
+  select.append(new Option("Exact size…", "exact"));
+  const current = `${video.width}x${video.height}`;
+  const next = [...select.options].find((o) => o.value !== current && o.value !== "exact");
+  select.value = next ? next.value : "exact";
+  $("width").value = video.width;
+  $("height").value = video.height;
+  $("exact").hidden = select.value !== "exact";
+  $("resize-error").textContent = "";
+}
+
+$("preset").addEventListener("change", () => {
+  // No focus jump: arrowing through the options must not leave the list.
+  $("exact").hidden = $("preset").value !== "exact";
+});
+
+/** The rules of the API (even, over 20, at most max_dimension each and max_output_pixels together). */
+function checkSize(width, height) {
+  for (const [name, value] of [["Width", width], ["Height", height]]) {
+    if (!Number.isInteger(value)) return `${name} must be a whole number.`;
+    if (value <= 20) return `${name} must be greater than 20.`;
+    if (value % 2) return `${name} must be even (H.264 needs it).`;
+    if (value > CONFIG.maxDimension) return `${name} must be at most ${CONFIG.maxDimension}.`;
+  }
+  if (width * height > CONFIG.maxOutputPixels) {
+    return `At most ${CONFIG.maxOutputPixels.toLocaleString("en")} pixels (width × height).`;
+  }
+  return "";
+}
+
+$("resize-form").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const id = state.selected;
+  let width;
+  let height;
+  if ($("preset").value === "exact") {
+    width = Number($("width").value);
+    height = Number($("height").value);
+  } else {
+    [width, height] = $("preset").value.split("x").map(Number);
+  }
+  const problem = checkSize(width, height);
+  $("resize-error").textContent = problem;
+  if (problem) return;
+  $("resize").disabled = true;
+  try {
+    await api("PATCH", `/file/${id}/`, { width, height });
+    $("job-text").textContent = `Queued: ${width}×${height}`;
+  } catch (e) {
+    $("resize-error").textContent = e.message;
+    $("resize").disabled = false;
+  }
+});
+
+// -- delete -----------------------------------------------------------------------------
+
+$("delete").addEventListener("click", () => {
+  const video = state.videos.get(state.selected);
+  $("confirm-name").textContent = video ? video.filename : "This video";
+  $("confirm-delete").showModal();
+});
+
+$("confirm-delete").addEventListener("close", async () => {
+  if ($("confirm-delete").returnValue !== "delete") return;
+  const id = state.selected;
+  try {
+    await api("DELETE", `/file/${id}/`);
+  } catch (e) {
+    if (e.status !== 404) {
+      report(e);
+      return;
+    }
+  }
+  removeListed(id);
+  closeDetail();
+  $("pick").focus();
+});
+
+// -- uploads (tus: resumable) ---------------------------------------------------------------
+
+function uploadRow(file) {
+  const item = document.createElement("li");
+  const name = document.createElement("span");
+  name.className = "name";
+  name.textContent = file.name;
+  const progress = document.createElement("progress");
+  progress.max = 100;
+  progress.value = 0;
+  progress.setAttribute("aria-label", `Upload of ${file.name}`);
+  const text = document.createElement("span");
+  text.className = "details";
+  const pause = document.createElement("button");
+  pause.type = "button";
+  pause.className = "quiet";
+  pause.textContent = "Pause";
+  const cancel = document.createElement("button");
+  cancel.type = "button";
+  cancel.className = "quiet";
+  cancel.textContent = "Cancel";
+  item.append(name, progress, text, pause, cancel);
+  $("uploads").prepend(item);
+  return { item, progress, text, pause, cancel };
+}
+
+/** The API's own message from a failed tus request, else tus-js-client's. */
+function uploadError(error) {
+  const response = error.originalResponse;
+  if (response) {
+    try {
+      const body = JSON.parse(response.getBody());
+      if (body.error) return body.error;
+    } catch (e) {
+      // not JSON: fall through
+    }
+    return `The server answered ${response.getStatus()}.`;
+  }
+  return "The connection was lost and the upload could not resume; pick the file again to resume it.";
+}
+
+function startUpload(file) {
+  const row = uploadRow(file);
+  row.text.textContent = `0% of ${formatBytes(file.size)}`;
+  const upload = new tus.Upload(file, {
+    endpoint: "/uploads/",
+    chunkSize: CHUNK_BYTES,
+    retryDelays: [0, 1000, 3000, 5000, 10000, 20000],
+    metadata: { filename: file.name, filetype: file.type || "video/mp4" },
+    headers: authHeaders(),
+    removeFingerprintOnSuccess: true,
+    onShouldRetry(error) {
+      // Retry what a retry can fix: no answer, 5xx, 409/423 (a stale offset or a busy upload), 429.
+      const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
+      return status === 0 || status >= 500 || [409, 423, 429].includes(status);
+    },
+    onProgress(sent, total) {
+      const pct = total ? Math.floor((sent / total) * 100) : 0;
+      row.progress.value = pct;
+      row.text.textContent = sent === total ? "Checking the video…" : `${pct}% of ${formatBytes(total)}`;
+    },
+    onSuccess() {
+      const id = upload.url.split("/").pop();
+      row.item.classList.add("ok");
+      row.progress.value = 100;
+      row.text.textContent = "Stored";
+      row.pause.remove();
+      row.cancel.remove();
+      loadVideos(true).then(() => select(id));
+    },
+    onError(error) {
+      row.item.classList.add("failed");
+      row.text.textContent = uploadError(error);
+      row.pause.remove();
+      row.cancel.textContent = "Dismiss";
+    },
+  });
+  let running = true;
+  row.pause.addEventListener("click", () => {
+    if (running) {
+      upload.abort();
+      row.pause.textContent = "Resume";
+      row.text.textContent = `Paused at ${row.progress.value}%`;
+    } else {
+      upload.start();
+      row.pause.textContent = "Pause";
+    }
+    running = !running;
+  });
+  row.cancel.addEventListener("click", () => {
+    if (!row.item.classList.contains("failed")) upload.abort(true).catch(() => {});
+    row.item.remove();
+  });
+  // A file picked again after a reload or a closed tab resumes where it stopped.
+  upload
+    .findPreviousUploads()
+    .then((previous) => {
+      if (previous.length) {
+        upload.resumeFromPreviousUpload(previous[0]);
+        row.text.textContent = "Resuming…";
+      }
+    })
+    .finally(() => upload.start());
+}
+
+function startUploads(files) {
+  hideMessage();
+  for (const file of files) startUpload(file);
+}
+
+$("pick").addEventListener("click", () => $("file-input").click());
+$("file-input").addEventListener("change", () => {
+  startUploads([...$("file-input").files]);
+  $("file-input").value = "";
+});
+
+const drop = $("drop");
+drop.addEventListener("dragover", (event) => {
+  event.preventDefault();
+  drop.classList.add("over");
+});
+drop.addEventListener("dragleave", () => drop.classList.remove("over"));
+drop.addEventListener("drop", (event) => {
+  event.preventDefault();
+  drop.classList.remove("over");
+  startUploads([...event.dataTransfer.files]);
+});
+
+$("message-close").addEventListener("click", hideMessage);
+
+// -- start ---------------------------------------------------------------------------------
+
+if (CONFIG.apiKeys && !state.key) {
+  askForKey("");
+} else {
+  $("key-change").hidden = !CONFIG.apiKeys;
+  loadVideos(true);
+}
