@@ -42,6 +42,10 @@ setup(
         "marshmallow>=3.20,<4",
         "prometheus-client>=0.20",
         "standardwebhooks>=1.1,<2",
+        # The command-line client: HTTP, resumable tus uploads, progress bars.
+        "requests>=2.31",
+        "tqdm>=4.66",
+        "tuspy>=1.1,<2",
     ],
     extras_require={
         # A static ffmpeg build from PyPI, for machines without a system ffmpeg.
@@ -62,7 +66,7 @@ setup(
             "playwright>=1.40",
         ],
         # Lint, types and the schemathesis fuzzer, as .ci/run uses them.
-        "dev": ["ruff", "mypy", "schemathesis>=4"],
+        "dev": ["ruff", "mypy", "types-requests", "types-tqdm", "schemathesis>=4"],
     },
     entry_points={"console_scripts": ["videosvc=videosvc.__main__:main"]},
     classifiers=[

@@ -14,7 +14,7 @@ import pytest
 
 from videosvc.web.keys import SERVICE
 
-from .helpers import Client, Samples, upload, wait_for_job
+from .helpers import Client, Samples, upload, wait_for_job, wait_until_running
 from .server import ServerProcess
 from .sse import EventReader
 
@@ -195,3 +195,31 @@ async def test_a_stream_sees_a_job_that_fails(make_client, samples: Samples) -> 
     last = events[-1].json()
     assert last == await wait_for_job(client, video_id)
     assert last["processingSuccess"] is False and "timed out" in last["processingError"]
+
+
+async def test_a_queued_job_with_nothing_new_sends_nothing(
+    make_client, samples: Samples, data_dir: Path
+) -> None:
+    """Progress is looked at twice a second, but only what changed is sent."""
+    client = await make_client(workers=1, x264_preset="veryslow", job_timeout_s=5)
+    source = samples.video(1280, 720, duration_s=5)
+    first, second = await upload(client, source), await upload(client, source)
+    stream = await _open(client, f"/file/{second}/events")
+    assert await stream.next() is not None
+    for video_id in (first, second):
+        assert (await client.patch(f"/file/{video_id}/", json={"width": 1920, "height": 1080})).status == 200
+    await wait_until_running(data_dir)  # the first runs; the second waits for the one worker
+    queued = await stream.next()
+    assert queued is not None and queued.json()["job"]["state"] == "queued"
+    with pytest.raises(TimeoutError):
+        await stream.next(timeout_s=2.0)  # four ticks, nothing new: no event
+
+
+async def test_an_app_shutdown_ends_open_streams(make_client, samples: Samples) -> None:
+    client = await make_client()
+    video_id = await upload(client, samples.video())
+    stream = await _open(client, f"/file/{video_id}/events")
+    assert await stream.next() is not None
+    closing = asyncio.create_task(client.server.close())
+    assert await stream.next(timeout_s=5) is None  # ended at once, not when the shutdown times out
+    await closing

@@ -1,4 +1,5 @@
-"""Command line: `python -m videosvc run` starts the service, `check` tests ffmpeg."""
+"""Command line: `run` starts the service, `check` tests ffmpeg, `sample` makes a video; the client
+commands (`upload`, `ls`, `info`, `resize`, `download`, `rm`) talk to a running server."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 from . import __version__
+from .client import cli as client_cli
 from .config import ConfigError, Settings, load_settings
 from .jobs.contract import Outcome, ResizeJob
 from .jobs.worker import run_resize
@@ -39,7 +41,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     run_parser.add_argument("--host", help="listen address (overrides the host setting)")
     run_parser.add_argument("--port", type=int, help="listen port (overrides the port setting)")
+    client_cli.add_commands(commands)
     args = parser.parse_args(argv)
+    if args.command in client_cli.COMMANDS:
+        return client_cli.run(args)
 
     try:
         config_path = args.config or (DEFAULT_CONFIG if DEFAULT_CONFIG.is_file() else None)

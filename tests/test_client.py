@@ -1,0 +1,221 @@
+"""The client commands (SPEC §9), run as a user runs them: `python -m videosvc ...` in a subprocess,
+against the real server over HTTP. Faults are real: a killed process, a file size limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import resource
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .helpers import Client, Samples, upload, wait_for_job
+
+MB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+@pytest.fixture
+def cli(tmp_path: Path) -> Callable[..., Any]:
+    """Runs `videosvc ARGS --url <server>`; resumable state lives in the test's own folder."""
+    state = tmp_path / "state"
+
+    async def run(
+        client: Client | None, *args: str, env: dict[str, str] | None = None, preexec: Any = None
+    ) -> Run:
+        url = ["--url", str(client.make_url("")).rstrip("/")] if client is not None else []
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "videosvc", *args, *url,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
+            env={**os.environ, "XDG_STATE_HOME": str(state), **(env or {})}, preexec_fn=preexec,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 120)
+        return Run(process.returncode or 0, out.decode(), err.decode())
+
+    return run
+
+
+async def test_upload_ls_info_download_and_rm(
+    client: Client, cli: Any, samples: Samples, tmp_path: Path
+) -> None:
+    first, second = samples.video(320, 240), samples.video(160, 120)
+    done = await cli(client, "upload", str(first), str(second), "--progress")
+    assert done.code == 0, done.err
+    ids = done.out.split()
+    assert len(ids) == 2
+    assert "100%" in done.err  # the progress bar, asked for on a non-terminal
+    listed = await cli(client, "ls")
+    assert listed.code == 0
+    lines = listed.out.splitlines()
+    assert lines[0].split()[:2] == ["ID", "NAME"]
+    assert {line.split()[0] for line in lines[1:]} == set(ids)
+    assert "320x240" in listed.out and first.name in listed.out
+    assert {v["id"] for v in (await cli(client, "ls", "--json")).json()} == set(ids)
+    assert [v["id"] for v in (await cli(client, "ls", "--json", "--limit", "1")).json()] == [ids[1]]  # newest
+
+    shown = await cli(client, "info", ids[0])
+    assert shown.code == 0 and f"name:      {first.name}" in shown.out and "320x240" in shown.out
+    assert (await cli(client, "info", ids[0], "--json")).json() == await (
+        await client.get(f"/file/{ids[0]}/")
+    ).json()
+
+    saved = await cli(client, "download", ids[0], "-o", str(tmp_path / "back.mp4"))
+    assert saved.code == 0, saved.err
+    assert (tmp_path / "back.mp4").read_bytes() == first.read_bytes()
+    again = await cli(client, "download", ids[0], "-o", str(tmp_path / "back.mp4"))
+    assert again.code == 1 and "--force" in again.err  # never overwrites by surprise
+
+    removed = await cli(client, "rm", *ids)
+    assert removed.code == 0, removed.err
+    assert (await cli(client, "ls", "--json")).json() == []
+    assert (await cli(client, "info", ids[0])).code == 3
+
+
+async def test_upload_then_resize_and_wait(client: Client, cli: Any, samples: Samples) -> None:
+    done = await cli(
+        client, "upload", str(samples.video(320, 240)), "--resize", "160x120", "--wait", "--json"
+    )
+    assert done.code == 0, done.err
+    [video] = done.json()
+    assert (video["width"], video["height"], video["processingSuccess"]) == (160, 120, True)
+    again = await cli(client, "resize", video["id"], "96x72", "--wait", "--progress")
+    assert again.code == 0, again.err
+    assert "resized to 96x72" in again.err and "resizing" in again.err  # the message and its bar
+    assert (await (await client.get(f"/file/{video['id']}/")).json())["width"] == 96
+
+
+async def test_a_killed_upload_resumes_where_it_stopped(
+    client: Client, cli: Any, samples: Samples, data_dir: Path, tmp_path: Path
+) -> None:
+    source = samples.noisy(4)  # 23 MB, sent 1 MB at a time
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "videosvc", "upload", str(source), "--chunk-size", "1",
+        "--url", str(client.make_url("")).rstrip("/"),
+        env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    parts = data_dir / "uploads"
+    for _ in range(600):
+        if any(p.stat().st_size >= 3 * MB for p in parts.glob("*.part")):
+            break
+        await asyncio.sleep(0.01)
+    process.kill()  # SIGKILL: no chance to tidy up
+    await process.wait()
+    [part] = list(parts.glob("*.part"))
+    kept = part.stat().st_size
+    assert 3 * MB <= kept < source.stat().st_size
+
+    resumed = await cli(client, "upload", str(source), "--chunk-size", "1")
+    assert resumed.code == 0, resumed.err
+    offset = int(resumed.err.split("resuming at ")[1].split()[0])
+    assert offset >= kept  # from where the server was, not from 0
+    video_id = resumed.out.strip()
+    assert video_id == part.stem  # the same upload, finished
+    assert (data_dir / "videos" / f"{video_id}.mp4").read_bytes() == source.read_bytes()
+    assert len((await (await client.get("/file/")).json())["items"]) == 1
+
+    fresh = await cli(client, "upload", str(source))  # done uploads are forgotten: a new one
+    assert fresh.code == 0 and "resuming" not in fresh.err and fresh.out.strip() != video_id
+
+
+def _limit_file_size(limit: int) -> Callable[[], None]:
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+async def _bytes_out(client: Client) -> float:
+    for line in (await (await client.get("/metrics")).text()).splitlines():
+        if line.startswith('videosvc_video_bytes_total{direction="out"}'):
+            return float(line.split()[-1])
+    raise AssertionError("no videosvc_video_bytes_total")
+
+
+async def test_a_cut_download_resumes_with_a_range_request(
+    client: Client, cli: Any, samples: Samples, tmp_path: Path
+) -> None:
+    source = samples.noisy(2)
+    video_id = await upload(client, source)
+    target = tmp_path / "film.mp4"
+    # The disk "fills" at 1 MB: a real write error, mid-download.
+    cut = await cli(client, "download", video_id, "-o", str(target), preexec=_limit_file_size(MB))
+    assert cut.code == 1 and "cannot write" in cut.err, cut.err
+    assert len(cut.err.strip().splitlines()) == 1
+    part = tmp_path / "film.mp4.part"
+    assert part.stat().st_size == MB and not target.exists()
+
+    before = await _bytes_out(client)
+    done = await cli(client, "download", video_id, "-o", str(target))
+    assert done.code == 0, done.err
+    assert f"resuming at {MB} of {source.stat().st_size} bytes" in done.err
+    assert target.read_bytes() == source.read_bytes()
+    assert await _bytes_out(client) - before == source.stat().st_size - MB  # only the missing bytes
+    assert not part.exists() and not (tmp_path / "film.mp4.part.etag").exists()
+
+
+async def test_a_partial_download_of_an_older_version_starts_over(
+    client: Client, cli: Any, samples: Samples, tmp_path: Path, data_dir: Path
+) -> None:
+    video_id = await upload(client, samples.noisy(2))
+    target = tmp_path / "film.mp4"
+    cut = await cli(client, "download", video_id, "-o", str(target), preexec=_limit_file_size(MB))
+    assert cut.code == 1
+    assert (await client.patch(f"/file/{video_id}/", json={"width": 320, "height": 180})).status == 200
+    await wait_for_job(client, video_id)
+    done = await cli(client, "download", video_id, "-o", str(target))
+    assert done.code == 0, done.err
+    assert "resuming" not in done.err  # If-Range: the partial bytes were of the old version
+    assert target.read_bytes() == (data_dir / "videos" / f"{video_id}.mp4").read_bytes()
+
+
+async def test_errors_are_one_line_with_documented_exit_codes(
+    make_client: Any, cli: Any, samples: Samples, tmp_path: Path
+) -> None:
+    client = await make_client(api_keys=("k",))
+    no_key = await cli(client, "ls")
+    wrong = await cli(client, "ls", "--api-key", "nope")
+    assert (no_key.code, wrong.code) == (4, 4)
+    assert "API key" in wrong.err
+    assert (await cli(client, "ls", env={"VIDEOSVC_API_KEY": "k"})).code == 0
+
+    key = ("--api-key", "k")
+    not_a_video = tmp_path / "notes.mp4"
+    not_a_video.write_text("not a video\n" * 100)
+    refused = await cli(client, "upload", str(not_a_video), *key)
+    assert refused.code == 1 and "not an MP4" in refused.err
+    unknown = await cli(client, "info", "00000000-0000-4000-8000-000000000000", *key)
+    assert unknown.code == 3 and "no video" in unknown.err
+    bad_size = await cli(client, "resize", "00000000-0000-4000-8000-000000000000", "640by360", *key)
+    assert bad_size.code == 2 and "640x360" in bad_size.err
+    missing = await cli(client, "upload", str(tmp_path / "nowhere.mp4"), *key)
+    assert missing.code == 1 and "no such file" in missing.err
+    down = await cli(None, "ls", env={"VIDEOSVC_URL": "http://127.0.0.1:9"})  # the URL from the environment
+    assert down.code == 5 and "cannot reach http://127.0.0.1:9" in down.err
+    for run in (no_key, wrong, refused, unknown, bad_size, missing, down):
+        assert len(run.err.strip().splitlines()) == 1, run.err
+        assert run.err.startswith("videosvc: ") and "Traceback" not in run.err
+
+
+async def test_a_failed_resize_exits_6(make_client: Any, cli: Any, samples: Samples) -> None:
+    client = await make_client(x264_preset="veryslow", job_timeout_s=1)
+    video_id = await upload(client, samples.video(1280, 720, duration_s=5))
+    failed = await cli(client, "resize", video_id, "1920x1080", "--wait")
+    assert failed.code == 6
+    assert failed.err.strip().splitlines()[-1].startswith("videosvc: the resize failed: ")
+    assert "timed out" in failed.err

@@ -1,0 +1,254 @@
+"""A small synchronous client of the public API (requests and tuspy), for the command line.
+
+It speaks HTTP only: nothing here imports the server's modules.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import requests
+from tusclient.client import TusClient
+from tusclient.exceptions import TusCommunicationError, TusUploadFailed
+from tusclient.fingerprint.interface import Fingerprint
+from tusclient.storage.filestorage import FileStorage
+from tusclient.uploader.uploader import Uploader
+
+#: (connect, read) seconds. The read limit is long: the last tus PATCH answers once the video is stored.
+TIMEOUT = (10, 600)
+#: A live stream sends a heartbeat every 15 s; a minute of silence means the server is gone.
+STREAM_TIMEOUT = (10, 60)
+DOWNLOAD_CHUNK = 1024 * 1024
+
+Progress = Callable[[int], object]
+
+
+class ApiError(Exception):
+    """The server answered with an error: `status` and its own message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class Unreachable(Exception):
+    """No answer at all: the server is down, the URL is wrong, or the network failed."""
+
+
+def _error(response: requests.Response) -> ApiError:
+    try:
+        message = str(response.json()["error"])
+    except (ValueError, KeyError, TypeError):
+        message = f"the server answered {response.status_code} {response.reason}"
+    return ApiError(response.status_code, message)
+
+
+@dataclass(frozen=True)
+class Page:
+    items: list[dict[str, Any]]
+    next: str | None
+
+
+class UploadFingerprint(Fingerprint):
+    """Which stored tus URL belongs to a file: the server, the file's path, size, mtime and first
+    64 KB (tuspy's own uses only the last two, and would resume one server's upload on another)."""
+
+    def __init__(self, server: str) -> None:
+        self._server = server
+
+    def get_fingerprint(self, fs: IO[bytes]) -> str:
+        stat = os.fstat(fs.fileno())
+        digest = hashlib.sha256(fs.read(65536)).hexdigest()
+        fs.seek(0)
+        name = os.path.realpath(getattr(fs, "name", ""))
+        return f"{self._server}|{name}|{stat.st_size}|{stat.st_mtime_ns}|{digest}"
+
+
+class ResumingUploader(Uploader):
+    """tuspy's uploader, whose retries (a HEAD for the offset, then the chunk again) are kept for
+    what a retry can fix: no answer, 5xx, 409 and 423. The server's refusals (415, 413...) end it."""
+
+    def _retry_or_cry(self, error: TusCommunicationError) -> None:
+        status = error.status_code
+        if status is not None and 400 <= status < 500 and status not in (409, 423):
+            raise error
+        super()._retry_or_cry(error)
+
+
+class Client:
+    def __init__(self, url: str, api_key: str | None = None) -> None:
+        self.url = url.rstrip("/")
+        self.session = requests.Session()
+        self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        self.session.headers.update(self.headers)
+        self.session.headers["User-Agent"] = "videosvc-cli"
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", TIMEOUT)
+        try:
+            response = self.session.request(method, self.url + path, **kwargs)
+        except requests.ConnectionError as e:
+            raise Unreachable(f"cannot reach {self.url}: {_reason(e)}") from None
+        except requests.Timeout:
+            raise Unreachable(f"{self.url} did not answer in time") from None
+        if response.status_code >= 400:
+            raise _error(response)
+        return response
+
+    # -- the catalogue and one video ---------------------------------------------------------
+
+    def page(self, limit: int, cursor: str | None = None) -> Page:
+        params: dict[str, Any] = {"limit": limit}
+        if cursor:
+            params["cursor"] = cursor
+        body = self._request("GET", "/file/", params=params).json()
+        return Page(body["items"], body["next"])
+
+    def info(self, video_id: str) -> dict[str, Any]:
+        body: dict[str, Any] = self._request("GET", f"/file/{video_id}/").json()
+        return body
+
+    def resize(self, video_id: str, width: int, height: int) -> None:
+        self._request("PATCH", f"/file/{video_id}/", json={"width": width, "height": height})
+
+    def delete(self, video_id: str) -> None:
+        self._request("DELETE", f"/file/{video_id}/")
+
+    def follow(self, video_id: str) -> Iterator[dict[str, Any]]:
+        """The video's GET shape at once and at each change (its server-sent events), until it is deleted."""
+        response = self._request("GET", f"/file/{video_id}/events", stream=True, timeout=STREAM_TIMEOUT)
+        with response:
+            event, data = "message", []
+            try:
+                for raw in response.iter_lines():
+                    line = raw.decode("utf-8", "replace")
+                    if line:
+                        field, _, value = line.partition(":")
+                        value = value.removeprefix(" ")
+                        if field == "event":
+                            event = value
+                        elif field == "data":
+                            data.append(value)
+                        continue
+                    if data and event == "video":
+                        yield json.loads("\n".join(data))
+                    elif event == "deleted":
+                        return
+                    event, data = "message", []
+            except requests.RequestException as e:
+                raise Unreachable(f"lost the connection to {self.url}: {_reason(e)}") from None
+
+    # -- bytes in and out ------------------------------------------------------------------------
+
+    def upload(
+        self,
+        path: Path,
+        chunk_bytes: int,
+        state_file: Path,
+        on_start: Callable[[int], None],
+        progress: Progress,
+    ) -> str:
+        """A tus upload, resumable across runs: the upload's URL is kept in `state_file` under the file's
+        fingerprint until it is done. Calls on_start(offset) once, progress(bytes) after each chunk;
+        returns the video's id."""
+        state_file.parent.mkdir(parents=True, exist_ok=True)
+        storage = FileStorage(str(state_file))
+        fingerprinter = UploadFingerprint(self.url)
+        with path.open("rb") as f:
+            key = fingerprinter.get_fingerprint(f)
+        try:
+            tus = TusClient(self.url + "/uploads/", headers=self.headers)
+            options: dict[str, Any] = {
+                "chunk_size": chunk_bytes,
+                "metadata": {"filename": path.name},
+                "store_url": True,
+                "url_storage": storage,
+                "fingerprinter": fingerprinter,
+                "retries": 5,
+                "retry_delay": 2,
+            }
+            try:
+                uploader = ResumingUploader(str(path), client=tus, **options)
+            except TusCommunicationError:  # a kept URL the server no longer knows (expired): start again
+                storage.remove_item(key)
+                uploader = ResumingUploader(str(path), client=tus, **options)
+            size = uploader.get_file_size()
+            try:
+                if not uploader.url:
+                    uploader.set_url(uploader.create_url())
+                    uploader.offset = 0
+                on_start(uploader.offset)
+                while uploader.offset < size:
+                    before = uploader.offset
+                    uploader.upload_chunk()
+                    progress(uploader.offset - before)
+            except TusUploadFailed as e:
+                raise _tus_error(e) from None
+            except TusCommunicationError as e:
+                raise _tus_error(e) from None
+            except requests.RequestException as e:
+                raise Unreachable(f"lost the connection to {self.url}: {_reason(e)}") from None
+            storage.remove_item(key)  # done: nothing to resume
+            return str(uploader.url).rstrip("/").rsplit("/", 1)[1]
+        finally:
+            storage.close()
+
+    def download(
+        self,
+        video_id: str,
+        out: IO[bytes],
+        offset: int,
+        etag: str | None,
+        original: bool,
+        on_start: Callable[[int, int, str | None], None],
+        progress: Progress,
+    ) -> None:
+        """The video's bytes into `out`, from `offset` when `etag` (the partial file's) still holds.
+
+        on_start(offset, total, etag) is called with what the server will send: from 0 if the
+        video changed since the partial file was written (If-Range)."""
+        headers = {}
+        if offset and etag:
+            headers = {"Range": f"bytes={offset}-", "If-Range": etag}
+        params = {"variant": "original"} if original else {}
+        response = self._request(
+            "GET", f"/file/{video_id}/content", headers=headers, params=params, stream=True
+        )
+        with response:
+            start = offset if response.status_code == 206 else 0
+            total = int(response.headers.get("Content-Length", 0)) + start
+            if start == 0:
+                out.seek(0)
+                out.truncate()
+            on_start(start, total, response.headers.get("ETag"))
+            try:
+                for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                    out.write(chunk)
+                    progress(len(chunk))
+            except requests.RequestException as e:
+                raise Unreachable(f"lost the connection to {self.url}: {_reason(e)}") from None
+
+
+def _tus_error(error: TusCommunicationError) -> ApiError | Unreachable:
+    status = error.status_code
+    if status is None:
+        return Unreachable(f"the upload failed: {error}")
+    try:
+        message = str(json.loads(error.response_content)["error"])
+    except (ValueError, KeyError, TypeError):
+        message = f"the server answered {status}"
+    return ApiError(int(status), message)
+
+
+def _reason(error: Exception) -> str:
+    """The innermost cause, which says what happened (connection refused, name not known...)."""
+    while error.__context__ is not None and error.__context__ is not error:
+        error = error.__context__  # type: ignore[assignment]
+    text = str(error)
+    return text.split("] ", 1)[-1] if "] " in text else text
