@@ -7,9 +7,11 @@ import dataclasses
 import time
 from pathlib import Path
 
+import pytest
+
 from videosvc.jobs.contract import JobFiles, Outcome, ResizeJob
-from videosvc.jobs.worker import run_resize
-from videosvc.media.probe import Toolchain
+from videosvc.jobs.worker import run_resize, verify_output
+from videosvc.media.probe import Toolchain, probe
 
 from .helpers import Samples
 
@@ -101,3 +103,64 @@ def test_an_executors_stop_check_stops_ffmpeg(samples: Samples, tools: Toolchain
     result = run_resize(job, should_stop=lambda: "lease lost" if time.monotonic() - started > 1 else None)
     assert result.outcome is Outcome.CANCELLED and result.error == "lease lost"
     assert not files.output(1).exists()
+
+
+def _verify_job(folder: Path, tools: Toolchain, width: int, height: int) -> ResizeJob:
+    return _job(folder / "unused.mp4", folder, tools, width, height)
+
+
+def test_the_output_is_verified_from_its_own_index_like_ffprobe_would(
+    samples: Samples, tools: Toolchain, tmp_path: Path
+) -> None:
+    made = samples.video(96, 64, duration_s=2)
+    copy = tmp_path / "out.mp4"
+    copy.write_bytes(made.read_bytes())
+    result = verify_output(_verify_job(tmp_path, tools, 96, 64), copy, ("aac",), time.monotonic())
+    assert result.outcome is Outcome.SUCCEEDED and result.info is not None
+    probed = probe(str(made), tools)  # the same questions, asked of ffprobe
+    assert (result.info.width, result.info.height) == (probed.width, probed.height)
+    assert result.info.frame_count == probed.frame_count == 50
+    assert result.info.duration_s == pytest.approx(probed.duration_s, abs=0.05)
+    assert len(result.info.audio_codecs) == len(probed.audio_codecs) == 1
+
+
+@pytest.mark.parametrize(
+    ("size", "audio", "cut", "error"),
+    [
+        ((80, 64), ("aac",), False, "the output is 96x64, not 80x64"),
+        ((96, 64), ("aac", "aac"), False, "the output lost the audio track"),
+        ((96, 64), ("aac",), True, "the output cannot be read"),
+    ],
+    ids=["wrong-size", "lost-audio", "truncated"],
+)
+def test_an_output_that_is_not_what_was_asked_fails_and_is_removed(
+    samples: Samples, tools: Toolchain, tmp_path: Path, size: tuple[int, int], audio: tuple[str, ...],
+    cut: bool, error: str,
+) -> None:  # fmt: skip
+    data = samples.video(96, 64, duration_s=2).read_bytes()
+    output = tmp_path / "out.mp4"
+    output.write_bytes(data[: len(data) - 100] if cut else data)
+    result = verify_output(_verify_job(tmp_path, tools, *size), output, audio, time.monotonic())
+    assert result.outcome is Outcome.FAILED
+    assert result.error is not None and result.error.startswith(error), result.error
+    assert not output.exists()
+
+
+def test_a_video_only_output_is_verified(samples: Samples, tools: Toolchain, tmp_path: Path) -> None:
+    output = tmp_path / "out.mp4"
+    output.write_bytes(samples.video(96, 64, audio=False).read_bytes())
+    result = verify_output(_verify_job(tmp_path, tools, 96, 64), output, (), time.monotonic())
+    assert result.outcome is Outcome.SUCCEEDED and result.info is not None
+    assert result.info.audio_codecs == ()
+
+
+def test_an_output_that_is_not_h264_fails(samples: Samples, tools: Toolchain, tmp_path: Path) -> None:
+    made = samples.make(
+        "mpeg4_96x64.mp4",
+        ["-f", "lavfi", "-i", "testsrc2=size=96x64:rate=25:duration=1", "-c:v", "mpeg4"],
+    )
+    output = tmp_path / "out.mp4"
+    output.write_bytes(made.read_bytes())
+    result = verify_output(_verify_job(tmp_path, tools, 96, 64), output, (), time.monotonic())
+    assert result.outcome is Outcome.FAILED and result.error == "the output's video is mp4v, not H.264"
+    assert not output.exists()

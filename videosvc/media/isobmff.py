@@ -40,6 +40,8 @@ class Track:
     #: Samples in the track's index (frames, for video); 0 for fragmented files.
     sample_count: int
     duration_s: float | None
+    #: The first sample entry's type: "avc1", "hvc1", "mp4a", ...; "" when absent.
+    codec: str = ""
 
     @property
     def pixels(self) -> int:
@@ -110,7 +112,7 @@ def read_tracks(path: str) -> list[Track]:
 
 
 def _track(data: bytes, start: int, end: int) -> Track:
-    handler, width, height, samples, duration_s = "", 0, 0, 0, None
+    handler, width, height, samples, duration_s, codec = "", 0, 0, 0, None, ""
     for kind, body, body_end in _walk(data, start, end, 2):
         if kind == b"hdlr" and body_end - body >= 12:
             handler = data[body + 8 : body + 12].decode("latin-1")
@@ -120,12 +122,13 @@ def _track(data: bytes, start: int, end: int) -> Track:
             # version/flags, entry count, then the first sample entry: a box header,
             # 6 reserved + 2 reference bytes, 16 bytes of (pre)defined fields, width, height.
             entry = body + 8 + 8
+            codec = data[entry - 4 : entry].decode("latin-1")
             width, height = struct.unpack_from(">HH", data, entry + 24)
         elif kind in (b"stsz", b"stz2") and body_end - body >= 12:
             samples = struct.unpack_from(">I", data, body + 8)[0]
     if handler != "vide":  # other sample entries keep other fields at those offsets
         width = height = 0
-    return Track(handler, width, height, samples, duration_s)
+    return Track(handler, width, height, samples, duration_s, codec)
 
 
 def _mdhd_duration(data: bytes, body: int, end: int) -> float | None:
