@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import re
 from pathlib import Path
 
 import aiohttp
+import pytest
+
+from videosvc.logs import Access, JsonFormatter, TextFormatter
 
 from .helpers import Samples, upload, wait_for_job
 from .server import ServerProcess
@@ -39,3 +44,37 @@ async def test_failed_job_logs_ffmpegs_last_words(make_client, samples: Samples,
     await wait_for_job(client, video_id)
     (failure,) = [r for r in caplog.records if r.getMessage() == "job failed"]
     assert "timed out" in failure.error  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("formatter", [TextFormatter(), JsonFormatter()], ids=["text", "json"])
+@pytest.mark.parametrize("created", [1_790_000_000.0, 1_790_000_000.9995, 1_790_000_001.25])
+def test_an_access_line_made_directly_is_the_line_its_record_makes(
+    formatter: TextFormatter | JsonFormatter, created: float
+) -> None:
+    access = Access("videosvc.access", created, "GET", "/file/%E2%80%AE/?a=%22", 404, 12.34567)
+    assert formatter.format_access(access) == formatter.format(access.record())
+
+
+async def test_text_logs_have_every_access_line_in_order(data_dir: Path) -> None:
+    paths = [f"/nope-{n}" for n in range(200)]
+    with ServerProcess(data_dir, log_format="text") as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            for path in paths:
+                assert (await client.get(path)).status == 404
+            # Written at the end of the loop's turn, not held until the next line or the exit.
+            for _ in range(100):
+                if " GET /nope-199 " in server.log():
+                    break
+                await asyncio.sleep(0.05)
+            assert " GET /nope-199 " in server.log()
+            # Several in one turn of the loop, from many connections at once.
+            await asyncio.gather(*(client.head(f"/many-{n}") for n in range(50)))
+        assert server.stop() == 0
+    lines = [line for line in server.log().splitlines() if " videosvc.access: " in line]
+    gets = [line for line in lines if " GET /nope-" in line]
+    assert [line.split(" GET ")[1].split()[0] for line in gets] == paths
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
+    assert re.fullmatch(stamp + r" INFO videosvc.access: GET /nope-0 404 \d+\.\d ms", gets[0])
+    assert sorted(line.split(" HEAD ")[1].split()[0] for line in lines if " HEAD " in line) == sorted(
+        f"/many-{n}" for n in range(50)
+    )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,8 @@ async def test_requests_are_counted_by_route_template_never_by_raw_path(
     assert (await client.get("/file/00000000-0000-4000-8000-000000000000/")).status == 404
     for n in range(5):
         assert (await client.get(f"/wp-admin/{n}.php")).status == 404
+    for method in ("PROPFIND", "MKCOL", "PURGE"):  # methods we do not serve are one label, not one each
+        assert (await client.request(method, f"/file/{ids[0]}/")).status == 405
     scraped = await _scrape(client)
 
     requests = "videosvc_http_requests_total"
@@ -42,6 +45,11 @@ async def test_requests_are_counted_by_route_template_never_by_raw_path(
     assert _value(scraped, requests, route="/file/{id}", method="GET", status="404") == 1
     assert _value(scraped, requests, route="/file", method="POST", status="200") == 3
     assert _value(scraped, requests, route="unmatched", method="GET", status="404") == 5
+    assert (
+        sum(v for (name, pairs), v in scraped.items() if name == requests and ("method", "other") in pairs)
+        == 3
+    )
+    assert not any(("method", "PURGE") in pairs for _, pairs in scraped)
     # No label anywhere holds an id or a scanner's path.
     labels = {value for _, pairs in scraped for _, value in pairs}
     assert not any(video_id in label for video_id in ids for label in labels)
@@ -97,6 +105,24 @@ async def test_jobs_are_counted_by_outcome_with_queue_depth_and_durations(
     assert _value(scraped, "videosvc_job_duration_seconds_sum") >= 2 * 2  # two ran to their time limit
     assert _value(scraped, "videosvc_jobs_running") == 0
     assert _value(scraped, "videosvc_jobs_queued") == 0
+
+
+JOB_STEPS = ("queue", "start", "handover", "spawn", "ffmpeg", "verify", "fsync", "replace", "record")
+
+
+async def test_each_step_of_a_job_that_succeeded_is_timed(client: Client, samples: Samples) -> None:
+    video_id = await upload(client, samples.video(320, 240, duration_s=2))
+    started = time.monotonic()
+    assert (await client.patch(f"/file/{video_id}/", json={"width": 160, "height": 120})).status == 200
+    assert (await wait_for_job(client, video_id))["processingSuccess"] is True
+    elapsed = time.monotonic() - started
+    scraped = await _scrape(client)
+    seconds = {step: _value(scraped, "videosvc_job_step_seconds_sum", step=step) for step in JOB_STEPS}
+    for step in JOB_STEPS:
+        assert _value(scraped, "videosvc_job_step_seconds_count", step=step) == 1, step
+    # Steps in sequence: together no longer than the job as its client saw it.
+    assert 0 < sum(seconds.values()) <= elapsed
+    assert max(seconds, key=lambda step: seconds[step]) == "ffmpeg", seconds
 
 
 async def test_a_job_deleted_while_it_runs_counts_as_cancelled(

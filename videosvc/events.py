@@ -44,6 +44,9 @@ class JobEnded:
     state: str
     #: Handed to a worker until the end; 0 when it never reached one.
     elapsed_s: float
+    #: Seconds per step of a job that ran to success (queue, start, handover, spawn,
+    #: ffmpeg, verify, fsync, replace, record); empty otherwise.
+    steps: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
-from typing import Any
+import time
+from typing import Any, NamedTuple, TextIO
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -24,9 +26,65 @@ def _extras(record: logging.LogRecord) -> dict[str, Any]:
 _SELF_CONTAINED = frozenset({"videosvc.access"})
 
 
+class _SecondCache:
+    """`Formatter.formatTime`'s text ("2026-11-27 16:24:14,317", local time), strftime'd once a second."""
+
+    def __init__(self) -> None:
+        self._second = -1
+        self._text = ""
+
+    def format_time(self, record: logging.LogRecord) -> str:
+        return self.at(record.created, record.msecs)
+
+    def at(self, created: float, msecs: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._text},{int(msecs):03d}"
+
+
+#: An access line's message, as `AccessLogger` logs it.
+ACCESS_MESSAGE = "%s %s %s %.1f ms"
+
+
+class Access(NamedTuple):
+    """What one access line says."""
+
+    logger: str
+    created: float
+    method: str
+    path: str
+    status: int
+    ms: float
+
+    @property
+    def msecs(self) -> float:
+        return int((self.created - int(self.created)) * 1000) + 0.0  # as LogRecord computes it
+
+    @property
+    def message(self) -> str:
+        return ACCESS_MESSAGE % (self.method, self.path, self.status, self.ms)
+
+    def record(self) -> logging.LogRecord:
+        args = (self.method, self.path, self.status, self.ms)
+        record = logging.LogRecord(self.logger, logging.INFO, "", 0, ACCESS_MESSAGE, args, None)
+        record.created, record.msecs = self.created, self.msecs
+        record.__dict__.update(method=self.method, status=self.status, duration_ms=round(self.ms, 1))
+        return record
+
+
 class TextFormatter(logging.Formatter):
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+        self._times = _SecondCache()
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self._times.format_time(record)
+
+    def format_access(self, a: Access) -> str:
+        """What `format` makes of `a.record()`, without making the record."""
+        return f"{self._times.at(a.created, a.msecs)} INFO {a.logger}: {a.message}"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -40,6 +98,20 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__()
+        self._times = _SecondCache()
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        return self._times.format_time(record)
+
+    def format_access(self, a: Access) -> str:
+        """What `format` makes of `a.record()`, without making the record."""
+        entry = {"time": self._times.at(a.created, a.msecs), "level": "INFO", "logger": a.logger,
+                 "message": a.message, "method": a.method, "status": a.status,
+                 "duration_ms": round(a.ms, 1)}  # fmt: skip
+        return json.dumps(entry)
+
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": self.formatTime(record),
@@ -53,23 +125,101 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class LineHandler(logging.StreamHandler[TextIO]):
+    """The service's one handler: records as usual, and access lines written once per loop turn.
+
+    Under load a turn of the event loop answers many requests; their lines go
+    out in one write at its end instead of a write and a flush each. A record
+    from anywhere else writes what is pending first, so the order holds.
+    """
+
+    def __init__(self, formatter: TextFormatter | JsonFormatter) -> None:
+        super().__init__(sys.stderr)
+        self.setFormatter(formatter)
+        self.line_formatter = formatter
+        self._pending: list[str] = []
+
+    def add_access(self, access: Access, loop: asyncio.AbstractEventLoop) -> None:
+        """From the event loop's thread only."""
+        line = self.line_formatter.format_access(access)
+        self.acquire()
+        try:
+            first = not self._pending
+            self._pending.append(line)
+        finally:
+            self.release()
+        if first:
+            loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        self.acquire()  # the handler's own lock (re-entrant), which `handle` holds around `emit`
+        try:
+            if self._pending:
+                lines, self._pending = self._pending, []
+                self.stream.write("\n".join(lines) + "\n")
+            super().flush()
+        finally:
+            self.release()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self._pending:
+            self.flush()
+        super().emit(record)
+
+
 def setup_logging(settings: LogSettings) -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    # No line shows a thread or process name: do not look them up for every record.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
+    handler = LineHandler(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level.upper())
 
 
+def _line_handler(logger: logging.Logger) -> LineHandler | None:
+    """The LineHandler that alone receives this logger's records unfiltered, if there is one."""
+    found: LineHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters:
+            return None
+        for handler in current.handlers:
+            if found is not None or not isinstance(handler, LineHandler) or handler.filters:
+                return None
+            if handler.level > logging.INFO:
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    return found
+
+
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path (still percent-encoded), status, duration."""
+    """One line per request: method, path (still percent-encoded), status, duration.
+
+    With the service's own handler the line is formatted straight from these
+    four values, as the record would have been, and written at the end of the
+    loop's turn; otherwise (tests, a host's own logging) it is a record as usual.
+    """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        self.logger.info(
-            "%s %s %s %.1f ms",
-            request.method,
-            request.rel_url.raw_path,
-            response.status,
-            time * 1000,
-            extra={"method": request.method, "status": response.status, "duration_ms": round(time * 1000, 1)},
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        access = Access(
+            logger.name, _now(), request.method, request.rel_url.raw_path, response.status, time * 1000
         )
+        handler = _line_handler(logger)
+        if handler is None:
+            logger.handle(access.record())
+        else:
+            handler.add_access(access, asyncio.get_running_loop())
+
+    @property
+    def enabled(self) -> bool:
+        """aiohttp skips `log` (and its timing) altogether when this is false."""
+        return self.logger.isEnabledFor(logging.INFO)
+
+
+_now = time.time

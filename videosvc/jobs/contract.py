@@ -107,6 +107,8 @@ class ResizeResult:
     elapsed_s: float = 0.0
     #: Which execution of the job this was (1 for the first).
     attempt: int = 1
+    #: Seconds each step took on the worker, in order: ("ffmpeg", 4.1), ("verify", 0.001), ...
+    steps: tuple[tuple[str, float], ...] = ()
 
 
 def read_progress(files: JobFiles, duration_s: float) -> int | None:

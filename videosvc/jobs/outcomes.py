@@ -8,6 +8,8 @@ Webhooks, live streams and metrics hear of it as subscribers, not as edits here.
 
 from __future__ import annotations
 
+import time
+
 from ..events import JOB_FAILED, JOB_SUCCEEDED, EventBus, JobEnded, Outbox
 from ..media.probe import MediaInfo
 from ..store.db import Database, JobRecord, JobState
@@ -25,14 +27,20 @@ class JobOutcomes:
         size_bytes: int | None = None,
         info: MediaInfo | None = None,
         elapsed_s: float = 0.0,
+        steps: tuple[tuple[str, float], ...] = (),
     ) -> None:
-        """`info` is the stored video's new shape; None when the video did not change (no encoding)."""
+        """`info` is the stored video's new shape; None when the video did not change (no encoding).
+
+        `steps`: the seconds each step of the job took so far; the record is timed here.
+        """
+        recording = time.monotonic()
         messages = self._outbox.message(JOB_SUCCEEDED, job.video_id)
         if info is None or size_bytes is None:
             await self._db.end_job(job, JobState.SUCCEEDED, outbox=messages)
         else:
             await self._db.succeed_job(job, size_bytes, info, outbox=messages)
-        self._bus.emit(JobEnded(job.id, job.video_id, JobState.SUCCEEDED.value, elapsed_s))
+        steps = (*steps, ("record", time.monotonic() - recording)) if steps else ()
+        self._bus.emit(JobEnded(job.id, job.video_id, JobState.SUCCEEDED.value, elapsed_s, steps))
 
     async def failed(self, job: JobRecord, error: str, elapsed_s: float = 0.0) -> None:
         await self._db.end_job(

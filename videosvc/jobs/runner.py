@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
+import time
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -228,14 +230,17 @@ class JobRunner:
             return await self._attempt_until_done(job, files)
         # Our own queue: a job waits here, where dropping it is instant, not in the pool's.
         self._waiting.add(job.id)
+        queued = time.monotonic()
         try:
             await self._slots.acquire()
         finally:
             self._waiting.discard(job.id)
+        waited = time.monotonic() - queued
         try:
-            return await self._attempt_until_done(job, files)
+            result = await self._attempt_until_done(job, files)
         finally:
             self._slots.release()
+        return dataclasses.replace(result, steps=(("queue", waited), *result.steps))
 
     async def _attempt_until_done(self, job: JobRecord, files: JobFiles) -> ResizeResult:
         limit = self._settings.jobs.job_max_attempts
@@ -245,12 +250,18 @@ class JobRunner:
                 return ResizeResult(Outcome.CANCELLED)
             if files.cancel.exists():  # deleted or stopped before it reached a worker
                 return ResizeResult(Outcome.CANCELLED)
+            starting = time.monotonic()
             attempt = await self._db.mark_running(job)
             spec = await self._spec(job, files)
             self._specs[job.id] = spec
             log.info("job started", extra={"job_id": job.id, "video_id": job.video_id, "attempt": attempt})
             try:
-                return await self._backend.run(spec)
+                handing_over = time.monotonic()
+                result = await self._backend.run(spec)
+                # What the worker did not measure itself: getting the job there and the result back.
+                handover = time.monotonic() - handing_over - result.elapsed_s
+                steps = (("start", handing_over - starting), ("handover", max(0.0, handover)))
+                return dataclasses.replace(result, steps=(*steps, *result.steps))
             except BackendClosed:
                 return ResizeResult(Outcome.CANCELLED)
             except WorkerLost as lost:
@@ -306,13 +317,15 @@ class JobRunner:
             elif result.outcome is Outcome.SUCCEEDED and result.output and result.info:
                 # Replace first, then record. A crash in between leaves the new video
                 # with an active row, which the next start recognises and records.
+                replacing = time.monotonic()
                 size = await asyncio.to_thread(
                     self._storage.move_into_place, Path(result.output), job.video_id
                 )
+                steps = (*result.steps, ("replace", time.monotonic() - replacing))
                 if self._pause_before_record_s:
                     await asyncio.sleep(self._pause_before_record_s)
-                await self._outcomes.succeeded(job, size, result.info, result.elapsed_s)
-                log.info("job finished", extra=fields)
+                await self._outcomes.succeeded(job, size, result.info, result.elapsed_s, steps)
+                log.info("job finished", extra={**fields, **{f"{name}_s": round(s, 3) for name, s in steps}})
             else:
                 error = result.error or "the job failed"
                 await self._outcomes.failed(job, error, result.elapsed_s)

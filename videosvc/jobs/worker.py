@@ -77,6 +77,7 @@ def _resize(job: ResizeJob, files: JobFiles, attempt: int, should_stop: StopChec
 
     result = ResizeResult(Outcome.FAILED, error="not run")
     audio_codec = None
+    encode_started = time.monotonic()
     for audio_codec in audio_choices:
         result = _encode(job, files, output, audio_codec, started, should_stop)
         if result.outcome is not Outcome.FAILED or audio_codec != "copy":
@@ -84,9 +85,12 @@ def _resize(job: ResizeJob, files: JobFiles, attempt: int, should_stop: StopChec
     if result.outcome is not Outcome.SUCCEEDED:
         output.unlink(missing_ok=True)
         return result
+    encoded = time.monotonic() - encode_started
+    spawn = dict(result.steps).get("spawn", 0.0)  # fork and exec; the rest is ffmpeg's own run
     # The output's audio: the source's, copied, or as many tracks re-encoded to AAC.
     audio_out = tuple(source_audio) if audio_codec == "copy" else ("aac",) * len(source_audio)
-    return verify_output(job, output, audio_out, started)
+    result = verify_output(job, output, audio_out, started)
+    return dataclasses.replace(result, steps=(("spawn", spawn), ("ffmpeg", encoded - spawn), *result.steps))
 
 
 def _encode(
@@ -103,6 +107,7 @@ def _encode(
     if _free_bytes(files.directory) < job.min_free_bytes:
         return ResizeResult(Outcome.FAILED, error=NO_DISK_ERROR, elapsed_s=time.monotonic() - started)
     args = build_resize_args(job, files, output, audio_codec)
+    spawning = time.monotonic()
     with open(files.ffmpeg_log, "wb") as log:
         process = subprocess.Popen(
             args,
@@ -111,6 +116,7 @@ def _encode(
             stderr=log,
             preexec_fn=lambda: _child_limits(job.max_memory_bytes),
         )
+    spawned = time.monotonic()
     deadline = started + job.timeout_s
     exit_watch = _ExitWatch(process)
     try:
@@ -154,7 +160,12 @@ def _encode(
             else f"ffmpeg exited with code {returncode}",
             elapsed_s=time.monotonic() - started,
         )
-    return ResizeResult(Outcome.SUCCEEDED, output=str(output), elapsed_s=time.monotonic() - started)
+    return ResizeResult(
+        Outcome.SUCCEEDED,
+        output=str(output),
+        elapsed_s=time.monotonic() - started,
+        steps=(("spawn", spawned - spawning),),
+    )
 
 
 def build_resize_args(job: ResizeJob, files: JobFiles, output: Path, audio_codec: str | None) -> list[str]:
@@ -195,6 +206,7 @@ def verify_output(job: ResizeJob, output: Path, audio: tuple[str, ...], started:
     kept. No ffprobe process: that was a tenth of a second of every job.
     """
     problem, info = "", None
+    checked = time.monotonic()
     try:
         tracks = read_tracks(str(output))
     except (BoxError, OSError) as e:
@@ -223,11 +235,18 @@ def verify_output(job: ResizeJob, output: Path, audio: tuple[str, ...], started:
     if info is None:
         output.unlink(missing_ok=True)
         return ResizeResult(Outcome.FAILED, error=problem, elapsed_s=time.monotonic() - started)
+    verified = time.monotonic()
     # Durable before the server renames it over the original.
     with open(output, "rb") as f:
         os.fsync(f.fileno())
-    elapsed = time.monotonic() - started
-    return ResizeResult(Outcome.SUCCEEDED, output=str(output), info=info, elapsed_s=elapsed)
+    ended = time.monotonic()
+    return ResizeResult(
+        Outcome.SUCCEEDED,
+        output=str(output),
+        info=info,
+        elapsed_s=ended - started,
+        steps=(("verify", verified - checked), ("fsync", ended - verified)),
+    )
 
 
 class _ExitWatch:

@@ -31,6 +31,10 @@ from ..events import BytesMoved, EventBus, JobEnded
 #: Seconds: most requests take milliseconds; uploads and downloads take longer.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 JOB_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600, 1200, 3600)
+#: The methods counted by name; any other is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+#: From a millisecond (a rename) to an hour (ffmpeg on a long film).
+STEP_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 120, 600, 3600)
 
 
 class _WebhookCounts(Collector):
@@ -57,6 +61,7 @@ class Metrics:
         streams: Callable[[], int],
     ) -> None:
         registry = self.registry = CollectorRegistry(auto_describe=True)
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
             "videosvc_http_requests", "HTTP requests, by route template, method and status",
             ["route", "method", "status"], registry=registry,
@@ -73,6 +78,12 @@ class Metrics:
         self.job_duration = Histogram(
             "videosvc_job_duration_seconds", "Resize jobs, from a worker taking them to their end",
             buckets=JOB_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.job_steps = Histogram(
+            "videosvc_job_step_seconds",
+            "Each step of a resize job that succeeded: queue, start (database), handover (to the"
+            " worker and back), spawn (ffmpeg's fork and exec), ffmpeg, verify, fsync, replace, record",
+            ["step"], buckets=STEP_BUCKETS, registry=registry,
         )  # fmt: skip
         Gauge("videosvc_jobs_queued", "Jobs waiting for a worker", registry=registry).set_function(queued)
         Gauge("videosvc_jobs_running", "Jobs on a worker", registry=registry).set_function(running)
@@ -92,13 +103,22 @@ class Metrics:
             self.jobs.labels(event.state).inc()
             if event.elapsed_s:
                 self.job_duration.observe(event.elapsed_s)
+            for step, seconds in event.steps:
+                self.job_steps.labels(step).observe(seconds)
         elif isinstance(event, BytesMoved):
             self.video_bytes.labels(event.direction).inc(event.count)
 
     def observe(self, request: web.Request, status: int, seconds: float) -> None:
-        route = _route_template(request)
-        self.requests.labels(route, request.method, str(status)).inc()
-        self.latency.labels(route, request.method).observe(seconds)
+        # Any token is a method to HTTP: a client inventing them must not invent series.
+        method = request.method if request.method in METHODS else "other"
+        key = (_route_template(request), method, status)
+        children = self._children.get(key)
+        if children is None:  # looked up once per key: `labels()` costs more than the counting
+            route = key[0]
+            children = (self.requests.labels(route, method, str(status)), self.latency.labels(route, method))
+            self._children[key] = children
+        children[0].inc()
+        children[1].observe(seconds)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)
