@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 from .helpers import Client, Samples, upload, wait_for_job
 
@@ -219,3 +220,69 @@ async def test_a_failed_resize_exits_6(make_client: Any, cli: Any, samples: Samp
     assert failed.code == 6
     assert failed.err.strip().splitlines()[-1].startswith("videosvc: the resize failed: ")
     assert "timed out" in failed.err
+
+
+async def test_a_server_error_exits_5(aiohttp_server: Any, cli: Any) -> None:
+    async def down(request: web.Request) -> web.Response:
+        return web.json_response({"error": "the database is down"}, status=503)
+
+    app = web.Application()
+    app.router.add_get("/file/", down)
+    run = await cli(await aiohttp_server(app), "ls")
+    assert run.code == 5 and "the database is down (HTTP 503)" in run.err, run
+
+
+async def test_a_busy_upload_423_is_retried(aiohttp_server: Any, cli: Any, samples: Samples) -> None:
+    """A tus server stand-in whose first PATCH finds the upload busy, as another connection can make it."""
+    state = {"offset": 0, "patches": 0}
+    tus = {"Tus-Resumable": "1.0.0"}
+
+    async def create(request: web.Request) -> web.Response:
+        return web.Response(status=201, headers={"Location": "/uploads/abc", **tus})
+
+    async def head(request: web.Request) -> web.Response:
+        return web.Response(headers={"Upload-Offset": str(state["offset"]), **tus})
+
+    async def patch(request: web.Request) -> web.Response:
+        body = await request.read()
+        state["patches"] += 1
+        if state["patches"] == 1:
+            return web.json_response({"error": "the upload is busy"}, status=423, headers=tus)
+        state["offset"] += len(body)
+        return web.Response(status=204, headers={"Upload-Offset": str(state["offset"]), **tus})
+
+    app = web.Application()
+    app.router.add_post("/uploads/", create)
+    app.router.add_route("HEAD", "/uploads/abc", head)
+    app.router.add_patch("/uploads/abc", patch)
+    source = samples.video(160, 120)
+    run = await cli(await aiohttp_server(app), "upload", str(source))
+    assert run.code == 0, run.err
+    assert run.out.strip() == "abc"
+    assert state == {"offset": source.stat().st_size, "patches": 2}
+
+
+async def test_an_upload_is_never_resumed_on_another_server(
+    make_client: Any, cli: Any, samples: Samples, tmp_path: Path
+) -> None:
+    first, second = await make_client(), await make_client(data_dir=str(tmp_path / "other"))
+    source = samples.noisy(4)
+    state = tmp_path / "state"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "videosvc", "upload", str(source), "--chunk-size", "1",
+        "--url", str(first.make_url("")).rstrip("/"),
+        env={**os.environ, "XDG_STATE_HOME": str(state)},
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+    )  # fmt: skip
+    state_file = state / "videosvc" / "uploads.json"
+    for _ in range(1000):
+        if state_file.exists() and "/uploads/" in state_file.read_text():
+            break
+        await asyncio.sleep(0.01)
+    process.kill()
+    await process.wait()
+    assert "/uploads/" in state_file.read_text()  # an upload to the first server, left to resume
+    other = await cli(second, "upload", str(source))
+    assert other.code == 0, other.err
+    assert "resuming" not in other.err
+    assert [v["id"] for v in (await (await second.get("/file/")).json())["items"]] == [other.out.strip()]

@@ -107,6 +107,8 @@ async def test_upload_list_play_seek_resize_and_delete_through_the_page(
         if key:
             # The key is asked for before anything else, and a wrong one is said to be wrong.
             await page.locator("#key-panel").wait_for()
+            assert json.loads(await page.locator("#config").text_content())["apiKeys"] is True
+            assert not wire.sent("GET", "/file/")  # asked before the first call, not after a 401
             await page.fill("#key-input", "wrong")
             await page.click("#key-form button")
             await page.locator("#message", has_text="refused").wait_for()
@@ -231,6 +233,12 @@ async def test_an_upload_cut_by_a_reload_resumes_when_the_file_is_picked_again(
         assert _sha256(data_dir / "videos" / f"{video_id}.mp4") == _sha256(source)
         assert len(_api(server, "GET", "/file/")[1]["items"]) == 1
 
+        # Stored: forgotten, so picking the file again is a new upload, not a resume.
+        assert await page.evaluate("Object.keys(localStorage).filter((k) => k.startsWith('tus::'))") == []
+        await page.set_input_files("#file-input", str(source))
+        await page.locator("#uploads li .details", has_text="Stored").nth(1).wait_for(timeout=WAIT_MS)
+        assert len(wire.sent("POST", "/uploads/")) == 1 and len(wire.sent("HEAD", "/uploads/")) == 1
+
 
 async def test_a_phone_sized_screen_and_a_keyboard_are_enough(
     page: Any, data_dir: Path, samples: Samples
@@ -249,10 +257,13 @@ async def test_a_phone_sized_screen_and_a_keyboard_are_enough(
                     return
             raise AssertionError(f"Tab never reached {selector}")
 
+        # Listening turns on Playwright's file chooser interception, a message of its own: on before
+        # the key press (expect_file_chooser, set up with the press, could lose that race when loaded).
+        chooser: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        page.on("filechooser", lambda opened: chooser.done() or chooser.set_result(opened))
         await tab_to("#pick")
-        async with page.expect_file_chooser() as chooser:
-            await page.keyboard.press("Enter")
-        await (await chooser.value).set_files(str(source))
+        await page.keyboard.press("Enter")
+        await (await asyncio.wait_for(chooser, WAIT_MS / 1000)).set_files(str(source))
         await page.locator("#detail-title", has_text=source.name).wait_for(timeout=WAIT_MS)
         assert await page.evaluate("document.documentElement.scrollWidth") <= 360
 
@@ -284,7 +295,12 @@ async def test_errors_are_the_apis_own_messages_and_sizes_are_checked_like_the_a
 ) -> None:
     not_a_video = tmp_path / "notes.mp4"
     not_a_video.write_text("these are my notes, not a video\n" * 100)
-    with ServerProcess(data_dir, max_job_pixel_frames=100_000) as server:
+    limits = {"max_job_pixel_frames": 100_000, "max_output_pixels": 250_000, "max_upload_bytes": 2_000_000}
+    with ServerProcess(data_dir, **limits) as server:
+        # The page runs only its own code, talks only to its server, and is framed by no one.
+        policy = (await page.request.get(server.url + "/")).headers["content-security-policy"]
+        rules = ["script-src 'self'", "connect-src 'self'", "object-src 'none'", "frame-ancestors 'none'"]
+        assert all(rule in policy for rule in rules), policy
         wire = await open_page(page, server.url + "/")
         await page.locator("#empty").wait_for()
         await page.set_input_files("#file-input", str(not_a_video))
@@ -293,6 +309,11 @@ async def test_errors_are_the_apis_own_messages_and_sizes_are_checked_like_the_a
         message = await failed.text_content()
         assert message and "not an MP4" in message, message  # the API's 415, as it said it
         assert _api(server, "GET", "/file/")[1]["items"] == []
+        # Over max_upload_bytes: refused by the page before a byte is sent.
+        posts = len(wire.sent("POST", "/uploads/"))
+        await page.set_input_files("#file-input", str(samples.noisy(1)))
+        await page.locator("#uploads li.failed .details", has_text="at most 2.0 MB").wait_for()
+        assert len(wire.sent("POST", "/uploads/")) == posts
 
         await _upload(page, samples.video(320, 240, duration_s=2))
         await page.select_option("#preset", "exact")
@@ -300,14 +321,15 @@ async def test_errors_are_the_apis_own_messages_and_sizes_are_checked_like_the_a
             ("161", "120", "Width must be even"),
             ("320", "20", "Height must be greater than 20"),
             ("9000", "120", "at most 8192"),
+            ("640", "480", "At most 250,000 pixels"),
         ]:
             await page.fill("#width", width)
             await page.fill("#height", height)
             await page.click("#resize")
             await page.locator("#resize-error", has_text=expected).wait_for()
         assert not wire.sent("PATCH", "/file/")  # refused before asking the server
-        await page.fill("#width", "640")
-        await page.fill("#height", "480")
+        await page.fill("#width", "600")
+        await page.fill("#height", "400")
         await page.click("#resize")
         await page.locator("#resize-error", has_text="max_job_pixel_frames").wait_for()  # the API's 400
         assert wire.unexpected_errors("415", "400") == []

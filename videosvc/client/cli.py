@@ -125,8 +125,11 @@ def _size(text: str) -> tuple[int, int]:
 @contextmanager
 def _bar(args: argparse.Namespace, total: int, initial: int = 0, desc: str = "") -> Iterator[tqdm[Any]]:
     disable = None if args.progress is None else not args.progress  # None: only on a terminal
+    # Asked for (a log, a CI job): every update is drawn, the last one (100%) too.
+    interval = 0.0 if args.progress else 0.1
     with tqdm(total=total, initial=initial, desc=desc, unit="B", unit_scale=True, unit_divisor=1024,
-              disable=disable, file=sys.stderr, dynamic_ncols=True, leave=False) as bar:  # fmt: skip
+              disable=disable, file=sys.stderr, dynamic_ncols=True, leave=False,
+              mininterval=interval) as bar:  # fmt: skip
         yield bar
 
 

@@ -443,6 +443,15 @@ function uploadError(error) {
 
 function startUpload(file) {
   const row = uploadRow(file);
+  if (file.size > CONFIG.maxUploadBytes) {
+    // Refused here, before a byte is sent: the server would refuse it at creation anyway.
+    row.item.classList.add("failed");
+    row.text.textContent = `This file is ${formatBytes(file.size)}; the server takes at most ${formatBytes(CONFIG.maxUploadBytes)}.`;
+    row.pause.remove();
+    row.cancel.textContent = "Dismiss";
+    row.cancel.addEventListener("click", () => row.item.remove());
+    return;
+  }
   row.text.textContent = `0% of ${formatBytes(file.size)}`;
   const upload = new tus.Upload(file, {
     endpoint: "/uploads/",
