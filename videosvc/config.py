@@ -123,8 +123,8 @@ class FfmpegSettings:
     ffmpeg_path: str = ""
     #: Empty: `ffprobe` on PATH or beside ffmpeg, else probing parses `ffmpeg -i`.
     ffprobe_path: str = ""
-    x264_preset: str = "veryfast"
-    x264_crf: int = 21
+    x264_preset: str = "superfast"
+    x264_crf: int = 22
     #: Memory one ffmpeg of a job may allocate (RLIMIT_DATA); past it the job fails, not the host.
     ffmpeg_max_memory_bytes: int = 2 * 1024**3
     #: Memory one ffprobe of an upload may allocate.
