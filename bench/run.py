@@ -1,13 +1,15 @@
 """Benchmark videosvc against bare ffmpeg, `cp` and a trivial aiohttp app.
 
-    python -m bench.run            # full run: 10 s clip, 100 MB + 400 MB uploads, 3 runs
+    python -m bench.run            # full run: real clips + a 10 s pattern, 100 MB + 400 MB uploads, 3 runs
     python -m bench.run --quick    # smoke run: small inputs, 1 run
-    python -m bench.run --sweep    # bare-ffmpeg preset/CRF sweep instead
+    python -m bench.run --sweep    # x264 preset/CRF candidates per clip, against ffmpeg's defaults
 
-Inputs are generated with ffmpeg in a temporary directory; the real service
-runs as a subprocess on 127.0.0.1 with a temporary data directory. Results go
-to stdout and to bench/results/ (latest.md, or sweep.md). Every server and
-temporary file is removed on the way out, on error and on SIGTERM too.
+Real clips are fetched once (bench/clips.py says from where); the other inputs
+are generated with ffmpeg in a temporary directory. The real service, with
+its default settings (the access log on), runs as a subprocess on 127.0.0.1
+with a temporary data directory. Results go to stdout and to bench/results/
+(latest.md, or sweep.md). Every server and temporary file is removed on the
+way out, on error and on SIGTERM too.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ if __package__ in (None, ""):
 import aiohttp
 
 from bench.api import api_rows, measure_api
+from bench.batch import batch_rows, measure_batch
+from bench.clips import Clip, ClipsUnavailable, real_clips
 from bench.load import LoadSpec
 from bench.media import Encoder, make_clip, make_looped
+from bench.quality import CANDIDATES, measure_quality, quality_rows, quality_table
 from bench.read import catalogue_rows, download_rows, fill_catalogue, measure_catalogue, measure_downloads
 from bench.report import Row, render_table
-from bench.resize import measure_resize, resize_rows, run_sweep, sweep_table
+from bench.resize import job_cost_rows, measure_job_cost
 from bench.servers import (
     CONFIG_PATH,
     REPO_ROOT,
@@ -51,14 +56,13 @@ from bench.upload import measure_uploads, upload_rows
 from videosvc.config import load_settings
 from videosvc.media.probe import Toolchain
 from videosvc.media.toolchain import inspect_toolchain
-from videosvc.store.storage import Storage
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORKERS = 2
 INPUT_TIMEOUT_S = 600.0
 MB = 1_000_000
 #: Under the temporary directory; "data" is the service's own.
-WORK_FOLDERS = ("inputs", "resize", "upload", "sweep")  # "catalogue" is made by fill_catalogue
+WORK_FOLDERS = ("inputs", "resize", "upload", "quality", "batch")  # "catalogue" is made by fill_catalogue
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small inputs and 1 run: a smoke test")
     parser.add_argument("--runs", type=int, help="runs per measurement (default: 3, or 1 with --quick)")
     parser.add_argument("--sweep", action="store_true", help="run the x264 preset/CRF sweep instead")
+    parser.add_argument(
+        "--no-real-clips", action="store_true", help="measure on the synthetic clip only (no pip download)"
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     if args.runs is not None:
@@ -113,7 +120,9 @@ def main(argv: list[str] | None = None) -> int:
             parser.error("--runs must be at least 1")
         plan = replace(plan, runs=args.runs)
     try:
-        return asyncio.run(_main(plan, args.sweep))
+        return asyncio.run(_main(plan, args.sweep, not args.no_real_clips))
+    except ClipsUnavailable as e:
+        print(f"bench: {e}", file=sys.stderr)
     except TimeoutError:
         print(f"bench: stopped after the {plan.deadline_s:g} s limit", file=sys.stderr)
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -121,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
-async def _main(plan: Plan, sweep: bool) -> int:
+async def _main(plan: Plan, sweep: bool, real: bool) -> int:
     # SIGTERM cancels the run like Ctrl-C does, so every `finally` still runs.
     main_task = asyncio.current_task()
     assert main_task is not None
@@ -138,15 +147,22 @@ async def _main(plan: Plan, sweep: bool) -> int:
             tools = toolchain.tools
             encoder = Encoder(settings.ffmpeg.x264_preset, settings.ffmpeg.x264_crf)
             inputs = await make_inputs(tools.ffmpeg, plan, tmp / "inputs", with_big_files=not sweep)
-            context = describe_run(plan, encoder, inputs, toolchain.ffmpeg_version)
+            clips = await asyncio.to_thread(real_clips) if real else []
+            clips.append(Clip("testsrc2", "synthetic", inputs.clip, (640, 360)))
+            context = describe_run(plan, encoder, inputs, clips, toolchain.ffmpeg_version)
+            encoders = [*CANDIDATES, *([] if encoder in CANDIDATES else [encoder])] if sweep else [encoder]
+            progress(
+                f"quality: {len(encoders)} encoder(s) x {len(clips)} clip(s) vs defaults, {plan.runs} run(s)"
+            )
+            points = await measure_quality(tools, clips, encoders, tmp / "quality", plan.runs)
             if sweep:
-                progress(f"sweep: bare ffmpeg per preset/CRF, {plan.runs} run(s) each")
-                points = await run_sweep(tools, inputs.clip, tmp / "sweep", plan.runs, encoder)
-                publish(context + "\n\n" + sweep_table(points, encoder), "sweep.md")
+                publish(context + "\n\n" + quality_table(points, encoder), "sweep.md")
             else:
-                rows = await measure_service(plan, env, tmp, tools, encoder, inputs)
+                rows = quality_rows(points, encoder)
+                rows += await measure_service(plan, env, tmp, tools, encoder, inputs, clips[0])
                 rows += await measure_catalogue_service(plan, tmp, inputs.clip)
-                publish(context + "\n\n" + render_table(rows), "latest.md")
+                tables = render_table(rows) + "\n\n## Per clip\n\n" + quality_table(points, encoder)
+                publish(context + "\n\n" + tables, "latest.md")
     return 0
 
 
@@ -162,14 +178,14 @@ async def make_inputs(ffmpeg: str, plan: Plan, folder: Path, with_big_files: boo
 
 
 async def measure_service(
-    plan: Plan, env: dict[str, str], tmp: Path, tools: Toolchain, encoder: Encoder, inputs: Inputs
+    plan: Plan, env: dict[str, str], tmp: Path, tools: Toolchain, encoder: Encoder, inputs: Inputs, film: Clip
 ) -> list[Row]:
     log_path = tmp / "service.log"
     try:
         async with running_service(env, log_path) as server, aiohttp.ClientSession() as session:
-            return await _measure_running_service(plan, server, session, tmp, tools, encoder, inputs)
+            return await _measure_running_service(plan, server, session, tmp, tools, encoder, inputs, film)
     finally:
-        # Kept for reading: at WARNING level it holds only what went wrong in the service.
+        # Kept for reading: what the service said while it was measured (its access log included).
         RESULTS_DIR.mkdir(exist_ok=True)
         if log_path.exists():
             shutil.copyfile(log_path, RESULTS_DIR / "service.log")
@@ -183,12 +199,13 @@ async def _measure_running_service(
     tools: Toolchain,
     encoder: Encoder,
     inputs: Inputs,
+    film: Clip,
 ) -> list[Row]:
     client = ServiceClient(session, server.base_url)
-    progress(f"resize: service vs bare/defaults/floor, {plan.runs} run(s)")
-    # The service's own layout of its data directory: the job output is read from there.
-    storage = Storage(tmp / "data", min_free_bytes=0)
-    resize = await measure_resize(client, storage, tools, encoder, inputs.clip, tmp / "resize", plan.runs)
+    progress(f"resize: a job on {film.name} vs bare ffmpeg, step by step, {plan.runs} run(s)")
+    cost = await measure_job_cost(client, tools, encoder, film, tmp / "resize", plan.runs)
+    progress(f"batch: 8 jobs on {WORKERS} workers vs hand-run ffmpeg batches, {plan.runs} run(s)")
+    batch = await measure_batch(client, tools, encoder, film, WORKERS, tmp / "batch", plan.runs)
     progress(f"upload: raw and multipart vs cp, {plan.runs} run(s)")
     uploads = await measure_uploads(
         client, server.pid, [inputs.small, inputs.large], inputs.clip, tmp / "upload", plan.runs
@@ -206,7 +223,8 @@ async def _measure_running_service(
     progress(f"tus: {inputs.large.stat().st_size // MB} MB in 8 MB chunks vs POST, {plan.runs} run(s)")
     resumable = await measure_tus(client, server.pid, inputs.large, tmp / "upload", plan.runs)
     return [
-        *resize_rows(resize, encoder),
+        *job_cost_rows(cost, encoder),
+        *batch_rows(batch),
         *upload_rows(uploads),
         *tus_rows(resumable),
         *api_rows(api, plan.load),
@@ -224,7 +242,7 @@ async def measure_catalogue_service(plan: Plan, tmp: Path, clip: Path) -> list[R
     return catalogue_rows(results, plan.catalogue_videos)
 
 
-def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs, ffmpeg_version: str) -> str:
+def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs, clips: list[Clip], ffmpeg_version: str) -> str:
     """What the numbers were measured on, since this machine is shared and noisy."""
     files = [p for p in (inputs.clip, inputs.small, inputs.large) if p.exists()]
     sizes = ", ".join(f"{p.name} {p.stat().st_size / MB:.0f} MB" for p in files)
@@ -235,6 +253,7 @@ def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs, ffmpeg_version: s
             f"- commit {_git_head()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
             f"- service: {WORKERS} workers, x264 {encoder}; medians of {plan.runs} run(s), interleaved",
             f"- inputs: {plan.clip_s:g} s 1280x720 H.264+AAC clip; {sizes}",
+            f"- clips: {', '.join(f'{c.name} ({c.kind})' for c in clips)}; their sources: bench/clips.py",
             f"- {ffmpeg_version}",
         ]
     )

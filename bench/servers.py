@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
 
 from .media import run_checked
 
@@ -56,7 +57,6 @@ def service_env(data_dir: Path, workers: int) -> dict[str, str]:
     env.update(
         VIDEOSVC_DATA_DIR=str(data_dir),
         VIDEOSVC_WORKERS=str(workers),
-        VIDEOSVC_LOG_LEVEL="WARNING",
     )
     return env
 
@@ -183,6 +183,19 @@ class ServiceClient:
     async def delete(self, video_id: str) -> None:
         async with self._session.delete(self.file_url(video_id), timeout=API_TIMEOUT) as response:
             await _json(response)
+
+    async def step_seconds(self) -> dict[str, float]:
+        """Total seconds per job step so far (`videosvc_job_step_seconds_sum`), from /metrics."""
+        async with self._session.get(f"{self.base_url}/metrics", timeout=API_TIMEOUT) as response:
+            if response.status != 200:
+                raise ServiceError(f"GET /metrics -> {response.status}")
+            text = await response.text()
+        return {
+            sample.labels["step"]: sample.value
+            for family in text_string_to_metric_families(text)
+            for sample in family.samples
+            if sample.name == "videosvc_job_step_seconds_sum"
+        }
 
     async def wait_until_done(self, video_id: str, timeout_s: float, poll_s: float = 0.025) -> dict[str, Any]:
         """Poll GET until `processing` is false; returns the last answer."""
