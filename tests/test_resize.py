@@ -3,12 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from pathlib import Path
 
 import pytest
 
+from videosvc.config import usable_cpus
+
 from .conftest import both_backends
-from .helpers import Client, Samples, leftovers, probe_stored, rows, upload, wait_for_job, wait_until_running
+from .helpers import (
+    Client,
+    Samples,
+    ffmpeg_processes,
+    leftovers,
+    probe_stored,
+    rows,
+    upload,
+    wait_for_job,
+    wait_until_running,
+)
 
 
 async def _patch(client: Client, video_id: str, body: object) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -199,3 +212,31 @@ async def test_max_dimension_is_configurable(make_client, samples: Samples) -> N
     status, body = await _patch(client, video_id, {"width": 102, "height": 50})
     assert status == 400
     assert "at most 100" in body["error"]
+
+
+async def test_side_by_side_jobs_share_the_cpus_and_a_lone_job_gets_them_all(
+    make_client, samples: Samples, data_dir: Path
+) -> None:  # type: ignore[no-untyped-def]
+    cpus = usable_cpus()
+    client = await make_client(workers=2, x264_preset="veryslow")
+    ids = [await upload(client, samples.video(640, 360, duration_s=5)) for _ in range(2)]
+
+    async def threads_of_running_ffmpeg(count: int) -> list[int]:
+        for _ in range(600):
+            found = []
+            for pid in ffmpeg_processes(data_dir):
+                with contextlib.suppress(OSError):
+                    args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
+                    found.append(int(args[args.index("-threads") + 1]))
+            if len(found) == count:
+                return sorted(found)
+            await asyncio.sleep(0.05)
+        raise AssertionError(f"never saw {count} ffmpeg processes")
+
+    assert (await client.patch(f"/file/{ids[0]}/", json={"width": 1280, "height": 720})).status == 200
+    assert await threads_of_running_ffmpeg(1) == [cpus]  # alone: every CPU
+    assert (await client.patch(f"/file/{ids[1]}/", json={"width": 1280, "height": 720})).status == 200
+    # The second starts beside the first: half the CPUs (the first keeps what it started with).
+    assert await threads_of_running_ffmpeg(2) == sorted([cpus, max(1, cpus // 2)])
+    for video_id in ids:
+        assert (await client.delete(f"/file/{video_id}/")).status in (200, 204)

@@ -95,6 +95,8 @@ class ResizeJob:
     #: Executions of the job after which it gives up (workers that died under it). 0: the runner
     #: counts them itself (the local pool); a cluster that reruns a dead worker's task needs this.
     max_attempts: int = 0
+    #: libx264's threads (`-threads`); 0: ffmpeg's own choice, for all the machine's CPUs.
+    threads: int = 0
 
 
 @dataclass(frozen=True)

@@ -182,6 +182,8 @@ def build_resize_args(job: ResizeJob, files: JobFiles, output: Path, audio_codec
         "movflags": "+faststart",
         "f": "mp4",
     }
+    if job.threads:
+        options["threads"] = job.threads
     if audio_codec is not None:
         streams.append(source.audio)
         options["acodec"] = audio_codec
