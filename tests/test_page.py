@@ -240,6 +240,29 @@ async def test_an_upload_cut_by_a_reload_resumes_when_the_file_is_picked_again(
         assert len(wire.sent("POST", "/uploads/")) == 1 and len(wire.sent("HEAD", "/uploads/")) == 1
 
 
+async def test_the_catalogue_pages_with_more(page: Any, data_dir: Path, samples: Samples) -> None:
+    body = samples.video(96, 64).read_bytes()
+    with ServerProcess(data_dir) as server:
+        for n in range(25):  # one page of 20, and 5 more
+            url = f"{server.url}/file?filename=v{n:02d}.mp4"
+            response = await page.request.post(url, data=body, headers={"Content-Type": "video/mp4"})
+            assert response.status == 200
+        wire = await open_page(page, server.url + "/")
+        items = page.locator("#videos li[data-id]")
+        await items.nth(19).wait_for()
+        assert await items.count() == 20
+        assert await items.first.text_content() and "v24.mp4" in (await items.first.text_content() or "")
+        await page.click("#more")
+        await items.nth(24).wait_for()
+        assert await items.count() == 25
+        ids = await items.evaluate_all("items => items.map((item) => item.dataset.id)")
+        assert len(set(ids)) == 25
+        assert await page.locator("#more").is_hidden()
+        assert "v00.mp4" in (await items.last.text_content() or "")  # oldest last
+        assert len(wire.sent("GET", r"/file/\?.*cursor=")) == 1
+        assert wire.unexpected_errors() == []
+
+
 async def test_a_phone_sized_screen_and_a_keyboard_are_enough(
     page: Any, data_dir: Path, samples: Samples
 ) -> None:
