@@ -139,8 +139,12 @@ def service_args(
     size: tuple[int, int],
     encoder: Encoder,
     audio_codec: str | None,
+    threads: int = 0,
 ) -> tuple[list[str], Path]:
-    """The exact command a service job runs; returns it and the output it writes."""
+    """The exact command a service job runs; returns it and the output it writes.
+
+    `threads`: what the service gives the job (all the CPUs when it runs alone).
+    """
     job_dir.mkdir(parents=True, exist_ok=True)
     files = JobFiles(job_dir)
     job = ResizeJob(
@@ -154,6 +158,7 @@ def service_args(
         x264_crf=encoder.crf,
         timeout_s=0,  # unused by build_resize_args
         max_memory_bytes=0,  # likewise
+        threads=threads,
     )
     output = files.output(1)
     return build_resize_args(job, files, output, audio_codec), output

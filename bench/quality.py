@@ -12,6 +12,7 @@ import asyncio
 from dataclasses import dataclass
 from pathlib import Path
 
+from videosvc.config import usable_cpus
 from videosvc.media.probe import Toolchain
 
 from .clips import Clip
@@ -55,7 +56,7 @@ async def measure_quality(
         ]
         for encoder in encoders:
             job_dir = work / f"{clip.name}-{encoder.preset}-{encoder.crf}"
-            args, output = service_args(tools, clip.path, job_dir, clip.size, encoder, audio)
+            args, output = service_args(tools, clip.path, job_dir, clip.size, encoder, audio, usable_cpus())
             commands.append((encoder, args, output))
         walls: list[list[float]] = [[] for _ in commands]
         for _ in range(runs):

@@ -37,6 +37,7 @@ from bench.api import api_rows, measure_api
 from bench.batch import batch_rows, measure_batch
 from bench.clips import Clip, ClipsUnavailable, real_clips
 from bench.load import LoadSpec
+from bench.logcost import Target, log_cost_rows, measure_log_cost
 from bench.media import Encoder, make_clip, make_looped
 from bench.quality import CANDIDATES, measure_quality, quality_rows, quality_table
 from bench.read import catalogue_rows, download_rows, fill_catalogue, measure_catalogue, measure_downloads
@@ -202,8 +203,9 @@ async def _measure_running_service(
     film: Clip,
 ) -> list[Row]:
     client = ServiceClient(session, server.base_url)
-    progress(f"resize: a job on {film.name} vs bare ffmpeg, step by step, {plan.runs} run(s)")
-    cost = await measure_job_cost(client, tools, encoder, film, tmp / "resize", plan.runs)
+    progress(f"resize: a job on {film.name} vs bare ffmpeg, step by step, {2 * plan.runs} run(s)")
+    # A job is short and ffmpeg's time varies: twice the runs of the rest.
+    cost = await measure_job_cost(client, tools, encoder, film, tmp / "resize", 2 * plan.runs)
     progress(f"batch: 8 jobs on {WORKERS} workers vs hand-run ffmpeg batches, {plan.runs} run(s)")
     batch = await measure_batch(client, tools, encoder, film, WORKERS, tmp / "batch", plan.runs)
     progress(f"upload: raw and multipart vs cp, {plan.runs} run(s)")
@@ -216,6 +218,19 @@ async def _measure_running_service(
         api = await measure_api(
             client, trivial.base_url, video_id, inputs.small, WORKERS, plan.load, plan.runs
         )
+        progress(f"log: GET with and without the access log, and trivially, {plan.runs} run(s)")
+        quiet_env = service_env(tmp / "data-quiet", WORKERS) | {"VIDEOSVC_LOG_LEVEL": "WARNING"}
+        async with running_service(quiet_env, tmp / "quiet.log") as quiet:
+            quiet_id = await ServiceClient(session, quiet.base_url).upload(inputs.clip)
+            log_cost = await measure_log_cost(
+                [
+                    Target("default", client.file_url(video_id), server.pid),
+                    Target("no access log", f"{quiet.base_url}/file/{quiet_id}/", quiet.pid),
+                    Target("trivial", f"{trivial.base_url}/file/{video_id}/", trivial.pid),
+                ],
+                plan.load,
+                plan.runs,
+            )
         progress(f"read: downloads of {inputs.large.stat().st_size // MB} MB vs cp, {plan.runs} run(s)")
         downloads = await measure_downloads(
             client, server.pid, trivial.base_url, inputs.large, tmp / "upload", plan.runs
@@ -228,6 +243,7 @@ async def _measure_running_service(
         *upload_rows(uploads),
         *tus_rows(resumable),
         *api_rows(api, plan.load),
+        *log_cost_rows(log_cost),
         *download_rows(downloads),
     ]
 

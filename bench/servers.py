@@ -184,6 +184,15 @@ class ServiceClient:
         async with self._session.delete(self.file_url(video_id), timeout=API_TIMEOUT) as response:
             await _json(response)
 
+    @asynccontextmanager
+    async def events(self, video_id: str) -> AsyncIterator[aiohttp.ClientResponse]:
+        """The video's live stream (SSE), open."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=UPLOAD_TIMEOUT_S)
+        async with self._session.get(f"{self.file_url(video_id)}events", timeout=timeout) as response:
+            if response.status != 200:
+                raise ServiceError(f"GET /file/{video_id}/events -> {response.status}")
+            yield response
+
     async def step_seconds(self) -> dict[str, float]:
         """Total seconds per job step so far (`videosvc_job_step_seconds_sum`), from /metrics."""
         async with self._session.get(f"{self.base_url}/metrics", timeout=API_TIMEOUT) as response:
