@@ -61,7 +61,7 @@ async def test_text_logs_have_every_access_line_in_order(data_dir: Path) -> None
         async with aiohttp.ClientSession(server.url) as client:
             for path in paths:
                 assert (await client.get(path)).status == 404
-            # Written at the end of the loop's turn, not held until the next line or the exit.
+            # Written within FLUSH_DELAY_S, not held until the next line or the exit.
             for _ in range(100):
                 if " GET /nope-199 " in server.log():
                     break

@@ -44,6 +44,9 @@ class _SecondCache:
         return f"{self._text},{int(msecs):03d}"
 
 
+#: Access lines are written at most this long after their request, together.
+FLUSH_DELAY_S = 0.05
+
 #: An access line's message, as `AccessLogger` logs it.
 ACCESS_MESSAGE = "%s %s %s %.1f ms"
 
@@ -126,10 +129,11 @@ class JsonFormatter(logging.Formatter):
 
 
 class LineHandler(logging.StreamHandler[TextIO]):
-    """The service's one handler: records as usual, and access lines written once per loop turn.
+    """The service's one handler: records as usual, and access lines written in batches.
 
-    Under load a turn of the event loop answers many requests; their lines go
-    out in one write at its end instead of a write and a flush each. A record
+    Under load the service answers thousands of requests a second; their lines
+    go out together, at most FLUSH_DELAY_S after the first of them, instead of
+    a write and a flush each. At exit `logging.shutdown` flushes. A record
     from anywhere else writes what is pending first, so the order holds.
     """
 
@@ -149,7 +153,7 @@ class LineHandler(logging.StreamHandler[TextIO]):
         finally:
             self.release()
         if first:
-            loop.call_soon(self.flush)
+            loop.call_later(FLUSH_DELAY_S, self.flush)
 
     def flush(self) -> None:
         self.acquire()  # the handler's own lock (re-entrant), which `handle` holds around `emit`
@@ -200,7 +204,7 @@ class AccessLogger(AbstractAccessLogger):
 
     With the service's own handler the line is formatted straight from these
     four values, as the record would have been, and written at the end of the
-    loop's turn; otherwise (tests, a host's own logging) it is a record as usual.
+    batch; otherwise (tests, a host's own logging) it is a record as usual.
     """
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
