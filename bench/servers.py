@@ -180,6 +180,12 @@ class ServiceClient:
         async with self._session.get(self.file_url(video_id), timeout=API_TIMEOUT) as response:
             return await _json(response)
 
+    async def processing_ids(self) -> set[str]:
+        """Ids of the videos with a job queued or running (one page of up to 100)."""
+        url = f"{self.base_url}/file/?processing=true&limit=100"
+        async with self._session.get(url, timeout=API_TIMEOUT) as response:
+            return {item["id"] for item in (await _json(response))["items"]}
+
     async def delete(self, video_id: str) -> None:
         async with self._session.delete(self.file_url(video_id), timeout=API_TIMEOUT) as response:
             await _json(response)
