@@ -79,3 +79,35 @@ async def test_a_failed_job_says_why_in_both_places(make_client, samples: Sample
     assert done["job"]["state"] == "failed"
     assert "timed out" in done["job"]["error"] and done["processingError"] == done["job"]["error"]
     assert done["job"]["progress"] is None
+
+
+async def test_a_running_jobs_progress_moves_between_gets(make_client, samples: Samples) -> None:  # type: ignore[no-untyped-def]
+    """Nothing is written while ffmpeg runs: each GET must read the progress afresh, not a kept body."""
+    client = await make_client(workers=1, x264_preset="veryslow")
+    video_id = await upload(client, samples.video(640, 360, duration_s=5))
+    assert (await client.patch(f"/file/{video_id}/", json={"width": 1280, "height": 720})).status == 200
+    seen: list[int] = []
+    for _ in range(600):
+        progress = (await _get(client, video_id))["progress"]
+        if progress is not None and (not seen or progress != seen[-1]):
+            seen.append(progress)
+        if len(seen) >= 3:
+            break
+        await asyncio.sleep(0.05)
+    assert len(seen) >= 3 and seen == sorted(seen), seen
+    assert (await client.delete(f"/file/{video_id}/")).status in (200, 204)
+
+
+async def test_signed_links_are_fresh_on_each_get(make_client, samples: Samples) -> None:  # type: ignore[no-untyped-def]
+    client = await make_client(api_keys=("k",), url_signing_key="sign-me")
+    key = {"Authorization": "Bearer k"}
+    with samples.video().open("rb") as f:
+        posted = await client.post("/file/", data=f, headers={**key, "Content-Type": "video/mp4"})
+        video_id = (await posted.json())["id"]
+    first = await (await client.get(f"/file/{video_id}/", headers=key)).json()
+    await asyncio.sleep(1.1)  # expiries are in whole seconds
+    second = await (await client.get(f"/file/{video_id}/", headers=key)).json()
+    assert first["contentUrl"] != second["contentUrl"]
+    assert {k: v for k, v in first.items() if not k.endswith("Url")} == {
+        k: v for k, v in second.items() if not k.endswith("Url")
+    }

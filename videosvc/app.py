@@ -21,7 +21,7 @@ from .jobs.backends import make_backend
 from .jobs.outcomes import JobOutcomes
 from .jobs.runner import JobRunner
 from .media.toolchain import inspect_toolchain
-from .representation import Representation
+from .representation import GetBodies, Representation
 from .resumable import ResumableUploads
 from .service import VideoService, describe_status
 from .signing import Signer
@@ -31,6 +31,7 @@ from .web.inflight import InFlightRequests
 from .web.keys import (
     BUS,
     DATABASE,
+    GET_BODIES,
     IN_FLIGHT,
     JOB_RUNNER,
     LIVE,
@@ -222,6 +223,7 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     await service.reconcile()
     await app[JOB_RUNNER].resume_interrupted()
     app[SERVICE] = service
+    app[GET_BODIES] = GetBodies(service, app[REPRESENTATION])
     yield
     await service.close()
 

@@ -6,17 +6,25 @@ catalogue, live streams (SSE) and webhook payloads.
 
 from __future__ import annotations
 
+import json
+from collections import OrderedDict
 from typing import Any
 
 from .config import Settings
-from .service import VideoInfo
+from .service import VideoInfo, VideoService
 from .signing import Signer
+from .store.db import VideoStatus
 
 
 class Representation:
     def __init__(self, settings: Settings, signer: Signer) -> None:
         self._settings = settings.http
         self._signer = signer
+
+    @property
+    def signs(self) -> bool:
+        """Whether its links carry expiring signatures (API keys are set)."""
+        return bool(self._settings.api_keys)
 
     def _signed(self, path: str, video_id: str) -> str:
         """`path`, with an expiring signature when API keys are set (a browser sends no key
@@ -66,3 +74,40 @@ class Representation:
                 "finishedAt": job.finished_at,
             },
         }
+
+
+class GetBodies:
+    """GET /file/{id}/'s body as bytes, made once per stored state of the video.
+
+    Polling is what clients do, and rendering and encoding the video's JSON was
+    most of a GET's own cost. A body is kept with the `VideoStatus` it was made
+    from; the status cache hands out a new one after every write, so a kept body
+    is used only while its state is still the stored one. Nothing is kept while
+    a job is active (its progress moves between writes) or when API keys are set
+    (the links in it are signed and expire).
+    """
+
+    def __init__(
+        self, service: VideoService, representation: Representation, max_entries: int = 10_000
+    ) -> None:
+        self._service = service
+        self._representation = representation
+        self._signed = bool(representation.signs)
+        self._bodies: OrderedDict[str, tuple[VideoStatus, bytes]] = OrderedDict()
+        self._max_entries = max_entries
+
+    async def body(self, video_id: str) -> bytes:
+        status = await self._service.status(video_id)
+        kept = self._bodies.get(video_id)
+        if kept is not None and kept[0] is status:
+            self._bodies.move_to_end(video_id)
+            return kept[1]
+        info = self._service.info(status)
+        body = json.dumps(self._representation.video(info)).encode()
+        if info.processing or self._signed:
+            self._bodies.pop(video_id, None)
+        else:
+            self._bodies[video_id] = (status, body)
+            if len(self._bodies) > self._max_entries:
+                self._bodies.popitem(last=False)
+        return body

@@ -369,6 +369,14 @@ class VideoService:
     async def describe(self, video_id: str) -> VideoInfo:
         return self._info(await self._db.get_status(video_id))
 
+    async def status(self, video_id: str) -> VideoStatus:
+        """The video's stored state: the same object until a write changes it (the status cache)."""
+        return await self._db.get_status(video_id)
+
+    def info(self, status: VideoStatus) -> VideoInfo:
+        """What GET shows of a stored state, with a running job's progress as of now."""
+        return self._info(status)
+
     async def catalogue(self, limit: int, cursor: str | None, processing: bool | None) -> Page:
         """A page of videos, newest first. The cursor is opaque and signed; a forged one is refused."""
         after = None

@@ -9,7 +9,7 @@ from ..events import EventBus, Outbox
 from ..jobs.outcomes import JobOutcomes
 from ..jobs.runner import JobRunner
 from ..media.probe import Toolchain
-from ..representation import Representation
+from ..representation import GetBodies, Representation
 from ..resumable import ResumableUploads
 from ..service import VideoService
 from ..signing import Signer
@@ -29,6 +29,7 @@ SERVICE = web.AppKey("service", VideoService)
 IN_FLIGHT = web.AppKey("in_flight", InFlightRequests)
 SIGNER = web.AppKey("signer", Signer)
 REPRESENTATION = web.AppKey("representation", Representation)
+GET_BODIES = web.AppKey("get_bodies", GetBodies)
 BUS = web.AppKey("bus", EventBus)
 OUTBOX = web.AppKey("outbox", Outbox)
 OUTCOMES = web.AppKey("outcomes", JobOutcomes)

@@ -10,7 +10,7 @@ from aiohttp_apigami import docs, json_schema, querystring_schema, response_sche
 from ..service import Variant, VideoInfo
 from .content import send_video
 from .errortable import documented
-from .keys import API_KEY, JOB_RUNNER, LIVE, METRICS, REPRESENTATION, SERVICE, SETTINGS, VIDEO_ID
+from .keys import API_KEY, GET_BODIES, JOB_RUNNER, LIVE, METRICS, REPRESENTATION, SERVICE, SETTINGS, VIDEO_ID
 from .live import stream_video
 from .metrics import serve_metrics
 from .schemas import (
@@ -135,8 +135,8 @@ async def list_files(request: web.Request) -> web.Response:
 )
 @response_schema(FileInfoSchema, 200, description="The video")
 async def get_file(request: web.Request) -> web.Response:
-    info = await request.app[SERVICE].describe(request[VIDEO_ID])
-    return web.json_response(file_info(request, info))
+    body = await request.app[GET_BODIES].body(request[VIDEO_ID])
+    return web.Response(body=body, content_type="application/json", charset="utf-8")
 
 
 @docs(
