@@ -31,10 +31,9 @@ if __package__ in (None, ""):
 import aiohttp
 
 from bench.media import make_clip
-from bench.report import Row, median, render_table
+from bench.report import Row, median, progress, publish, render_table
 from bench.servers import HOST, ServiceClient, free_port, running_service, service_env
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 DASK = str(Path(sys.executable).with_name("dask"))
 MAX_DASK_OVER_LOCAL = 1.05
 BATCH = 8
@@ -133,10 +132,6 @@ async def measure(runs: int) -> list[Row]:
     ]
 
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.backends", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="one run instead of five")
@@ -144,9 +139,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = asyncio.run(measure(1 if args.quick else 5))
     table = "# videosvc: the Dask backend against the local pool (2 workers each, one machine)\n\n"
     table += render_table(rows)
-    print(table)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "backends.md").write_text(table + "\n")
+    publish(table, "backends.md")
     return 0
 
 

@@ -40,11 +40,10 @@ from standardwebhooks.webhooks import Webhook
 
 from bench.load import LoadSpec, get_load
 from bench.media import make_clip
-from bench.report import Row, median, render_table
+from bench.report import Row, median, progress, publish, render_table
 from bench.rss import RssSampler
 from bench.servers import HOST, ServiceClient, free_port, running_service, service_env
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 STREAMS = 500
 STREAM_VIDEOS = 10
 MAX_P99_MS = 50.0
@@ -295,10 +294,6 @@ async def measure_webhooks(tmp: Path, runs: int) -> list[Row]:
     ]
 
 
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
-
-
 async def measure(runs: int) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="videosvc-events-") as name:
         tmp = Path(name)
@@ -316,9 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     rows = asyncio.run(measure(1 if args.quick else 3))
     table = "# videosvc: live streams and webhooks\n\n" + render_table(rows)
-    print(table)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "events.md").write_text(table + "\n")
+    publish(table, "events.md")
     return 0
 
 

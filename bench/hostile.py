@@ -27,11 +27,10 @@ if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 from bench.media import make_clip
-from bench.report import Row, percentile, render_table
+from bench.report import Row, percentile, publish, render_table
 from bench.rss import read_status_kb
 from bench.servers import HOST, running_service, service_env
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 PROBE_INTERVAL_S = 0.01
 P99_TARGET_MS = 100.0
 RSS_TARGET_MB = 100.0
@@ -231,9 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     rows = asyncio.run(run(2.0 if args.quick else 5.0))
     table = "# videosvc under hostile clients\n\n" + render_table(rows)
-    print(table)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / "hostile.md").write_text(table + "\n")
+    publish(table, "hostile.md")
     return 0 if all(row.met is not False for row in rows) else 1
 
 

@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import math
 import statistics
+import sys
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
+
+#: Where every benchmark writes its table (not committed).
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 
 @dataclass(frozen=True)
@@ -46,3 +52,16 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(cells) + " |" for cells in rows]
     return "\n".join(lines)
+
+
+def progress(message: str) -> None:
+    """A timestamped line on stderr: what the benchmark is doing now."""
+    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def publish(text: str, name: str) -> None:
+    """Print the results and keep them in bench/results/NAME."""
+    print(text)
+    RESULTS_DIR.mkdir(exist_ok=True)
+    (RESULTS_DIR / name).write_text(text + "\n")
+    progress(f"written to {RESULTS_DIR / name}")

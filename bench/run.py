@@ -22,7 +22,6 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from dataclasses import dataclass, replace
 from datetime import datetime
 from pathlib import Path
@@ -41,7 +40,7 @@ from bench.logcost import Target, log_cost_rows, measure_log_cost
 from bench.media import Encoder, make_clip, make_looped
 from bench.quality import CANDIDATES, measure_quality, quality_rows, quality_table
 from bench.read import catalogue_rows, download_rows, fill_catalogue, measure_catalogue, measure_downloads
-from bench.report import Row, render_table
+from bench.report import RESULTS_DIR, Row, progress, publish, render_table
 from bench.resize import job_cost_rows, measure_job_cost
 from bench.servers import (
     CONFIG_PATH,
@@ -58,7 +57,6 @@ from videosvc.config import load_settings
 from videosvc.media.probe import Toolchain
 from videosvc.media.toolchain import inspect_toolchain
 
-RESULTS_DIR = Path(__file__).resolve().parent / "results"
 WORKERS = 2
 INPUT_TIMEOUT_S = 600.0
 MB = 1_000_000
@@ -273,17 +271,6 @@ def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs, clips: list[Clip]
             f"- {ffmpeg_version}",
         ]
     )
-
-
-def publish(text: str, name: str) -> None:
-    print(text)
-    RESULTS_DIR.mkdir(exist_ok=True)
-    (RESULTS_DIR / name).write_text(text + "\n")
-    progress(f"written to {RESULTS_DIR / name}")
-
-
-def progress(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
 
 
 def _git_head() -> str:
