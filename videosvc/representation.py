@@ -92,7 +92,6 @@ class GetBodies:
     ) -> None:
         self._service = service
         self._representation = representation
-        self._signed = bool(representation.signs)
         self._bodies: OrderedDict[str, tuple[VideoStatus, bytes]] = OrderedDict()
         self._max_entries = max_entries
 
@@ -104,7 +103,7 @@ class GetBodies:
             return kept[1]
         info = self._service.info(status)
         body = json.dumps(self._representation.video(info)).encode()
-        if info.processing or self._signed:
+        if info.processing or self._representation.signs:
             self._bodies.pop(video_id, None)
         else:
             self._bodies[video_id] = (status, body)
