@@ -112,6 +112,22 @@ def quality_rows(points: list[Point], current: Encoder) -> list[Row]:
     """The current settings' figures for the one-table summary."""
     speedup, worst = holds(points, current)
     clips = len({p.clip for p in points})
+    real = [p for p in points if p.clip.kind != "synthetic"]
+    rows = []
+    if real and len(real) < len(points):
+        # Shown apart: a synthetic pattern can sit outside the band in the better direction.
+        worst_real = holds(real, current)[1]
+        real_clips = len({p.clip for p in real})
+        rows.append(
+            Row(
+                f"Resize SSIM against ffmpeg's defaults, worst of the {real_clips} real clips",
+                f"\\|Δ\\| {worst_real:.4f}",
+                "per clip in the table below",
+                "—",
+                f"\\|Δ\\| ≤ {MAX_SSIM_DELTA}",
+                worst_real <= MAX_SSIM_DELTA,
+            )
+        )
     return [
         Row(
             f"Resize speed over ffmpeg's defaults, median of {clips} clips ({current})",
@@ -129,4 +145,5 @@ def quality_rows(points: list[Point], current: Encoder) -> list[Row]:
             f"\\|Δ\\| ≤ {MAX_SSIM_DELTA}",
             worst <= MAX_SSIM_DELTA,
         ),
+        *rows,
     ]

@@ -208,7 +208,13 @@ async def _measure_running_service(
     batch = await measure_batch(client, tools, encoder, film, WORKERS, tmp / "batch", plan.runs)
     progress(f"upload: raw and multipart vs cp, {plan.runs} run(s)")
     uploads = await measure_uploads(
-        client, server.pid, [inputs.small, inputs.large], inputs.clip, tmp / "upload", plan.runs
+        client,
+        server.pid,
+        [inputs.small, inputs.large],
+        inputs.clip,
+        tmp / "upload",
+        plan.runs,
+        tools.ffprobe,
     )
     progress(f"api: GET under load, idle and with {WORKERS} busy workers, {plan.runs} run(s)")
     video_id = await client.upload(inputs.clip)

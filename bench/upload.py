@@ -6,6 +6,8 @@ import asyncio
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from videosvc.media.probe import FFPROBE_ARGS
+
 from .media import run_checked
 from .report import Row, median
 from .rss import RssSampler, read_status_kb
@@ -15,6 +17,7 @@ MODES = ("raw", "multipart")
 CP_TIMEOUT_S = 600.0
 
 MIN_THROUGHPUT_VS_CP = 0.5
+
 MAX_RSS_GROWTH_MB = 50.0
 
 
@@ -27,6 +30,10 @@ class UploadResults:
     #: cp, then fsync of the copy: the service fsyncs every upload before answering.
     cp_fsync_s: list[float] = field(default_factory=list)
     seconds: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
+    #: The check every upload gets before it is answered (ffprobe), run by hand on the file.
+    probe_s: list[float] = field(default_factory=list)
+    #: ffprobe's start alone (`-version`): loading its shared libraries.
+    probe_start_s: list[float] = field(default_factory=list)
     rss_growth_mb: dict[str, list[float]] = field(default_factory=lambda: {m: [] for m in MODES})
 
     def mb_per_s(self, seconds: list[float]) -> float:
@@ -42,7 +49,13 @@ class UploadPhase:
 
 
 async def measure_uploads(
-    client: ServiceClient, server_pid: int, files: list[Path], warmup: Path, work: Path, runs: int
+    client: ServiceClient,
+    server_pid: int,
+    files: list[Path],
+    warmup: Path,
+    work: Path,
+    runs: int,
+    ffprobe: str | None,
 ) -> UploadPhase:
     # First uploads allocate once-only things (imports, buffers); they are not growth per upload.
     for mode in MODES:
@@ -55,6 +68,11 @@ async def measure_uploads(
             cp_s, sync_s = await _timed_cp(path, work / "copy")
             result.cp_s.append(cp_s)
             result.cp_fsync_s.append(cp_s + sync_s)
+            if ffprobe is not None:
+                probe = await run_checked([ffprobe, *FFPROBE_ARGS, str(path)], CP_TIMEOUT_S)
+                result.probe_s.append(probe.elapsed_s)
+                started = await run_checked([ffprobe, "-version"], CP_TIMEOUT_S)
+                result.probe_start_s.append(started.elapsed_s)
             for mode in MODES:
                 seconds, growth_mb = await _timed_upload(client, server_pid, path, mode)
                 result.seconds[mode].append(seconds)
@@ -97,6 +115,18 @@ def upload_rows(phase: UploadPhase) -> list[Row]:
                     speed / cp_sync >= MIN_THROUGHPUT_VS_CP,
                 )
             )
+        if not r.probe_s:
+            continue
+        probe_ms, start_ms = 1000 * median(r.probe_s), 1000 * median(r.probe_start_s)
+        cp_sync_ms = 1000 * median(r.cp_fsync_s)
+        rows.append(
+            Row(
+                f"Upload {label}: the ffprobe check every upload gets, run by hand",
+                f"{probe_ms:.0f} ms",
+                f"its start alone (ffprobe -version): {start_ms:.0f} ms; cp+fsync: {cp_sync_ms:.0f} ms",
+                f"{probe_ms / cp_sync_ms:.2f}x of cp+fsync",
+            )
+        )
     smallest = results[0]
     for r in results:
         for mode in MODES:

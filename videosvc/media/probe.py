@@ -129,10 +129,13 @@ def probe(path: str, tools: Toolchain) -> MediaInfo:
     return _probe_with_ffmpeg(path, tools.ffmpeg, tools.probe_ceiling)
 
 
+#: What ffprobe is asked of a file (ffmpeg-python's `probe`, as JSON).
+FFPROBE_ARGS = ("-show_format", "-show_streams", "-of", "json", "-v", "error")
+
+
 def _probe_with_ffprobe(path: str, ffprobe_cmd: str, ceiling: Ceiling) -> MediaInfo:
     # ffmpeg.probe has no timeout and no memory ceiling; the same call, bounded.
-    args = ["-show_format", "-show_streams", "-of", "json", "-v", "error", path]
-    completed = run_bounded([ffprobe_cmd, *args], ceiling)
+    completed = run_bounded([ffprobe_cmd, *FFPROBE_ARGS, path], ceiling)
     if completed.returncode != 0:
         _raise_if_out_of_memory(completed.stderr, ceiling)
         raise ProbeError(_last_line(completed.stderr, path) or "ffprobe could not read the file")
