@@ -37,11 +37,13 @@ class _SecondCache:
         return self.at(record.created, record.msecs)
 
     def at(self, created: float, msecs: float) -> str:
-        second = int(created)
+        return f"{self.of_second(int(created))},{int(msecs):03d}"
+
+    def of_second(self, second: int) -> str:
         if second != self._second:
             self._second = second
             self._text = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
-        return f"{self._text},{int(msecs):03d}"
+        return self._text
 
 
 #: Access lines are written at most this long after their request, together.
@@ -86,8 +88,12 @@ class TextFormatter(logging.Formatter):
         return self._times.format_time(record)
 
     def format_access(self, a: Access) -> str:
-        """What `format` makes of `a.record()`, without making the record."""
-        return f"{self._times.at(a.created, a.msecs)} INFO {a.logger}: {a.message}"
+        """What `format` makes of `a.record()`, without making the record (one f-string: ~1 µs)."""
+        second = int(a.created)
+        return (
+            f"{self._times.of_second(second)},{int((a.created - second) * 1000):03d} INFO {a.logger}:"
+            f" {a.method} {a.path} {a.status} {a.ms:.1f} ms"
+        )
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
