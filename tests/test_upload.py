@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from urllib.parse import quote
 
@@ -30,6 +31,24 @@ async def test_multipart_upload_is_stored_and_described(
     assert (data_dir / "videos" / f"{video_id}.mp4").read_bytes() == source.read_bytes()
     assert probe_stored(data_dir, video_id, tools).width == 320
     assert leftovers(data_dir) == []
+
+
+@pytest.mark.parametrize("form", [False, True], ids=["raw-chunked", "multipart"])
+async def test_a_file_of_many_write_blocks_is_stored_byte_for_byte(
+    client: Client, samples: Samples, data_dir: Path, form: bool
+) -> None:
+    source = samples.noisy(2)  # ~11 MB: several 4 MiB write blocks, each of many received pieces
+    data = source.read_bytes()
+    if form:
+        body = FormData()
+        body.add_field("file", io.BytesIO(data), filename="noise.mp4", content_type="video/mp4")
+        response = await client.post("/file/", data=body)
+    else:
+        headers = {"Content-Type": "video/mp4"}
+        response = await client.post("/file/", data=chunked(data, 65536), headers=headers)
+    assert response.status == 200, await response.text()
+    video_id = (await response.json())["id"]
+    assert (data_dir / "videos" / f"{video_id}.mp4").read_bytes() == data
 
 
 async def test_any_single_file_part_is_accepted(client: Client, samples: Samples) -> None:

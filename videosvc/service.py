@@ -347,13 +347,13 @@ class VideoService:
                         raise NotAnMp4(not_mp4_reason(head))
                     checked_header = True
                 if pending_bytes >= WRITE_BLOCK_BYTES:
-                    await out.write(b"".join(pending))
+                    await out.write(pending)
                     pending, pending_bytes = [], 0
                 if size >= next_disk_check:
                     await asyncio.to_thread(self._storage.ensure_free, DISK_CHECK_EVERY_BYTES)
                     next_disk_check += DISK_CHECK_EVERY_BYTES
             if pending:
-                await out.write(b"".join(pending))
+                await out.write(pending)
         finally:
             await out.close()
         if size == 0:

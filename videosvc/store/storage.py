@@ -154,15 +154,16 @@ class BackgroundWriter:
 
     def __init__(self, file: BinaryIO) -> None:
         self._file = file
-        self._in_flight: asyncio.Future[int] | None = None
+        self._in_flight: asyncio.Future[None] | None = None
 
     @classmethod
     async def open(cls, path: Path) -> BackgroundWriter:
         return cls(await asyncio.to_thread(open, path, "wb"))
 
-    async def write(self, block: bytes) -> None:
+    async def write(self, blocks: list[bytes]) -> None:
+        """Hand `blocks` to the thread, written one after the other: never joined into one copy here."""
         await self.flush()
-        self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._file.write, block))
+        self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._file.writelines, blocks))
 
     async def flush(self) -> None:
         """Wait for the block in flight; its error (a full disk) surfaces here."""
