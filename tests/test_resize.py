@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 from pathlib import Path
 
 import pytest
 
 from videosvc.config import usable_cpus
-from videosvc.jobs.backends.local import AUTOGROUP_SWITCH
 
 from .conftest import both_backends
 from .helpers import (
@@ -240,37 +238,5 @@ async def test_side_by_side_jobs_share_the_cpus_and_a_lone_job_gets_them_all(
     assert (await client.patch(f"/file/{ids[1]}/", json={"width": 1280, "height": 720})).status == 200
     # The second starts beside the first: half the CPUs (the first keeps what it started with).
     assert await threads_of_running_ffmpeg(2) == sorted([cpus, max(1, cpus // 2)])
-    for video_id in ids:
-        assert (await client.delete(f"/file/{video_id}/")).status in (200, 204)
-    # Each job's share is that of one job, whatever its thread count: see the next test.
-
-
-def _autogroup() -> str:
-    try:
-        return AUTOGROUP_SWITCH.read_text().strip()
-    except OSError:
-        return "absent"
-
-
-@pytest.mark.skipif(_autogroup() != "1", reason="Linux schedules no session groups here (autogroup)")
-async def test_each_worker_is_a_scheduling_group_of_its_own_below_the_server(
-    make_client, samples: Samples, data_dir: Path
-) -> None:  # type: ignore[no-untyped-def]
-    client = await make_client(workers=2, x264_preset="veryslow")
-    ids = [await upload(client, samples.video(640, 360, duration_s=5)) for _ in range(2)]
-    for video_id in ids:
-        assert (await client.patch(f"/file/{video_id}/", json={"width": 1280, "height": 720})).status == 200
-    for _ in range(600):
-        encoders = ffmpeg_processes(data_dir)
-        if len(encoders) == 2:
-            break
-        await asyncio.sleep(0.05)
-    groups = [Path(f"/proc/{pid}/autogroup").read_text().split() for pid in encoders]
-    server_group = Path("/proc/self/autogroup").read_text().split()  # the app runs in the test's process
-    # Two groups, neither the server's: side by side, the jobs get equal CPU whatever their threads.
-    names = {name for name, _, _ in groups}
-    assert len(names) == 2 and server_group[0] not in names
-    assert [nice for _, _, nice in groups] == ["10", "10"]  # and the server still comes first
-    assert {os.getsid(pid) for pid in encoders}.isdisjoint({os.getsid(0)})
     for video_id in ids:
         assert (await client.delete(f"/file/{video_id}/")).status in (200, 204)

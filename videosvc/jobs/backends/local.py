@@ -99,43 +99,16 @@ class LocalBackend:
 _current_job: JobFiles | None = None
 
 
-#: Workers yield the CPU to the server, which must stay responsive.
-WORKER_NICE = 10
-#: Linux's switch for scheduling each session as a group of its own (autogroup).
-AUTOGROUP_SWITCH = Path("/proc/sys/kernel/sched_autogroup_enabled")
-
-
 def init_worker(server_pid: int) -> None:
-    """Worker start-up: a CPU share of its own below the server's; signals; a watch on the server."""
+    """Worker start-up: yield the CPU to the server, which must stay responsive."""
     with contextlib.suppress(OSError):
-        os.nice(WORKER_NICE)
-    _schedule_as_own_group()
+        os.nice(10)
     # The server handles Ctrl-C; a worker should not die of the same signal mid-job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
     # If the server dies (kill -9), the worker must not go on encoding for nobody. Its
     # parent is the forkserver, not the server, so it watches the server itself.
     threading.Thread(target=_exit_when_gone, args=(server_pid,), name="server-watch", daemon=True).start()
-
-
-def _schedule_as_own_group() -> None:
-    """Where Linux schedules sessions as groups (autogroup), make this worker one, at nice 10.
-
-    Linux then shares the CPUs among groups first and their threads second, so each
-    job running side by side gets an equal share whatever its thread count. Without
-    it, a job that started alone with every CPU's worth of threads would keep twice
-    the share of the job started next to it; the two lanes of a batch would drift
-    apart and leave a CPU idle at the end. In its own session the worker (and its
-    ffmpeg) is also out of reach of a terminal's Ctrl-C: the server stops jobs itself.
-    """
-    try:
-        if AUTOGROUP_SWITCH.read_text().strip() != "1":
-            return
-        os.setsid()
-        # A new group starts at nice 0, level with the server's: yield to it as before.
-        Path("/proc/self/autogroup").write_text(str(WORKER_NICE))
-    except OSError as e:  # not Linux, no autogroup, or a read-only /proc: threads share as usual
-        log.debug("worker keeps the server's scheduling group: %s", e)
 
 
 def warm_up() -> int:
