@@ -406,16 +406,16 @@ async def test_slowloris_connections_get_408_at_the_header_deadline(make_client)
 
 
 async def test_each_head_on_a_kept_alive_connection_has_a_deadline_of_its_own(make_client) -> None:
-    client = await make_client(header_timeout_s=1.0, keepalive_timeout_s=30)
+    client = await make_client(header_timeout_s=2.0, keepalive_timeout_s=30)
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
     head = await reader.readuntil(b"\r\n\r\n")
     length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
     await reader.readexactly(length)
-    await asyncio.sleep(0.6)
-    # A second head, sent slowly: past the first head's deadline, within its own.
+    await asyncio.sleep(1.5)
+    # A second head, sent slowly: past the first head's deadline (2.0 s), 1 s inside its own.
     writer.write(b"GET /health HTTP/1.1\r\nHost: x\r\n")
-    await asyncio.sleep(0.6)
+    await asyncio.sleep(1.0)
     writer.write(b"\r\n")
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
     assert status_of(head) == 200
