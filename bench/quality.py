@@ -111,39 +111,34 @@ def quality_table(points: list[Point], current: Encoder) -> str:
 def quality_rows(points: list[Point], current: Encoder) -> list[Row]:
     """The current settings' figures for the one-table summary."""
     speedup, worst = holds(points, current)
-    clips = len({p.clip for p in points})
-    real = [p for p in points if p.clip.kind != "synthetic"]
-    rows = []
-    if real and len(real) < len(points):
-        # Shown apart: a synthetic pattern can sit outside the band in the better direction.
-        worst_real = holds(real, current)[1]
-        real_clips = len({p.clip for p in real})
-        rows.append(
-            Row(
-                f"Resize SSIM against ffmpeg's defaults, worst of the {real_clips} real clips",
-                f"\\|Δ\\| {worst_real:.4f}",
-                "per clip in the table below",
-                "—",
-                f"\\|Δ\\| ≤ {MAX_SSIM_DELTA}",
-                worst_real <= MAX_SSIM_DELTA,
-            )
-        )
-    return [
+    rows = [
         Row(
-            f"Resize speed over ffmpeg's defaults, median of {clips} clips ({current})",
+            f"Resize speed over ffmpeg's defaults, median of {_clip_count(points)} clips ({current})",
             f"{speedup:.2f}x",
             "defaults: medium, CRF 23",
             f"{speedup:.2f}x",
             f"≥ {MIN_SPEEDUP:.1f}x",
             speedup >= MIN_SPEEDUP,
         ),
-        Row(
-            f"Resize SSIM against ffmpeg's defaults, worst of {clips} clips",
-            f"\\|Δ\\| {worst:.4f}",
-            "per clip in the table below",
-            "—",
-            f"\\|Δ\\| ≤ {MAX_SSIM_DELTA}",
-            worst <= MAX_SSIM_DELTA,
-        ),
-        *rows,
+        _ssim_row(f"worst of {_clip_count(points)} clips", worst),
     ]
+    real = [p for p in points if p.clip.kind != "synthetic"]
+    if real and len(real) < len(points):
+        # Shown apart: a synthetic pattern can sit outside the band in the better direction.
+        rows.append(_ssim_row(f"worst of the {_clip_count(real)} real clips", holds(real, current)[1]))
+    return rows
+
+
+def _clip_count(points: list[Point]) -> int:
+    return len({p.clip for p in points})
+
+
+def _ssim_row(which: str, worst: float) -> Row:
+    return Row(
+        f"Resize SSIM against ffmpeg's defaults, {which}",
+        f"\\|Δ\\| {worst:.4f}",
+        "per clip in the table below",
+        "—",
+        f"\\|Δ\\| ≤ {MAX_SSIM_DELTA}",
+        worst <= MAX_SSIM_DELTA,
+    )
