@@ -116,7 +116,9 @@ async def test_a_scheduler_restart_is_logged_and_jobs_go_on(
             # The job that was on a worker when the scheduler went is not lost: handed out again.
             survived = await wait_for_job(session, in_flight, timeout_s=180)  # type: ignore[arg-type]
     assert done["processingSuccess"] is True, done
-    assert survived["processingSuccess"] is True and survived["width"] == 1920, survived
+    # On failure, say why: the job's error and the end of the service's log.
+    why = (survived.get("processingError"), server.log()[-3000:])
+    assert survived["processingSuccess"] is True and survived["width"] == 1920, why
 
 
 def _check(data_dir: Path, address: str) -> subprocess.CompletedProcess[str]:
