@@ -6,6 +6,8 @@ Test videos are made here with ffmpeg's lavfi sources, once per session.
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -63,6 +65,34 @@ def samples(tmp_path_factory: pytest.TempPathFactory, tools: Toolchain) -> Sampl
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
+
+
+@pytest.fixture
+def make_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
+    """Real small filesystems (tmpfs) of a given size in MiB, when this user may mount one."""
+    mounted: list[Path] = []
+
+    def make(size_mib: int) -> Path:
+        mount_point = tmp_path / f"disk-{len(mounted)}"
+        mount_point.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        if subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", f"size={size_mib}m", "tmpfs", str(mount_point)]
+        ).returncode:
+            pytest.skip("cannot mount tmpfs here")
+        mounted.append(mount_point)
+        return mount_point
+
+    yield make
+    for mount_point in mounted:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+@pytest.fixture
+def small_disk(make_disk: Callable[[int], Path]) -> Path:
+    """A real 24 MiB filesystem."""
+    return make_disk(24)
 
 
 @pytest.fixture(scope="session")
