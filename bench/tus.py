@@ -120,7 +120,7 @@ async def _resend_after_a_drop(base_url: str, chunks: list[Path], size: int) -> 
     port = int(urllib.parse.urlsplit(base_url).port or 80)
     _, writer = await asyncio.open_connection(HOST, port)
     writer.write(
-        f"PATCH /uploads/{upload_id} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+        f"PATCH /uploads/{upload_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
         "Content-Type: application/offset+octet-stream\r\n"
         f"Upload-Offset: {middle * CHUNK_BYTES}\r\nContent-Length: {len(data)}\r\n\r\n".encode()
         + data[: len(data) // 2]

@@ -52,6 +52,11 @@ class WebhookReceiver:
         self.fail_first = 0
         #: Never answer (until closed): a receiver that hangs.
         self.hang = False
+        #: Answer every verified attempt with this status (and these headers), e.g. a redirect or a 410.
+        self.status: int | None = None
+        self.headers: dict[str, str] = {}
+        #: Answer with a body this large, streamed (a receiver that answers a gigabyte).
+        self.answer_bytes = 0
         self.in_flight = 0
         self.max_in_flight = 0
         self._released = asyncio.Event()
@@ -89,14 +94,30 @@ class WebhookReceiver:
             except WebhookVerificationError:
                 self.invalid += 1
                 return web.Response(status=400)
-            status = 500 if len(self.attempts) < self.fail_first else 204
+            status = 500 if len(self.attempts) < self.fail_first else (self.status or 204)
             self.attempts.append(Attempt(request.headers["webhook-id"], payload, status))
             self._arrived.set()
             if self.hang:
                 await self._released.wait()
-            return web.Response(status=status)
+            if self.answer_bytes:
+                return await self._answer_huge(request, status)
+            return web.Response(status=status, headers=self.headers)
         finally:
             self.in_flight -= 1
+
+    async def _answer_huge(self, request: web.Request, status: int) -> web.StreamResponse:
+        response = web.StreamResponse(status=200 if status == 204 else status)
+        response.content_length = self.answer_bytes
+        await response.prepare(request)
+        block = b"x" * (1024 * 1024)
+        sent = 0
+        try:
+            while sent < self.answer_bytes:
+                await response.write(block[: self.answer_bytes - sent])
+                sent += len(block)
+        except ConnectionError:
+            pass  # the service stopped reading, as it should
+        return response
 
     async def wait_for(self, done: Callable[[WebhookReceiver], bool], timeout_s: float = 30.0) -> None:
         deadline = time.monotonic() + timeout_s

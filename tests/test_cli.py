@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -63,3 +64,28 @@ def test_the_missing_ffmpeg_hint_names_an_install_that_exists(tmp_path: Path) ->
     (line,) = result.stderr.strip().splitlines()
     assert "videosvc[ffmpeg]" not in line
     assert "pip install '.[ffmpeg]'" in line and "apt-get install ffmpeg" in line
+
+
+def test_run_says_where_its_data_and_settings_are_and_where_to_look(tmp_path: Path) -> None:
+    """A new user needs to know which folder and which config file it took, and what to open."""
+    (tmp_path / "config.toml").write_text("[http]\nport = 0\n")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "videosvc", "run"],
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+    lines = []
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            lines.append(line)
+            if "swagger" in line:
+                break
+    finally:
+        process.terminate()
+        process.communicate(timeout=30)
+    text = "".join(lines)
+    assert str((tmp_path / "data").resolve()) in text
+    assert str((tmp_path / "config.toml").resolve()) in text
+    assert re.search(r"http://127\.0\.0\.1:\d+/ ", text) and re.search(
+        r"http://127\.0\.0\.1:\d+/swagger", text
+    )

@@ -48,3 +48,20 @@ def test_bad_settings_fail_with_a_message_naming_them(
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="cannot read config file"):
         load_settings(tmp_path / "absent.toml", env={})
+
+
+def test_a_misspelled_variable_is_warned_about(caplog: pytest.LogCaptureFixture) -> None:
+    """A misspelled TOML key is an error; a misspelled VIDEOSVC_ variable was silently ignored."""
+    with caplog.at_level("WARNING", logger="videosvc.config"):
+        settings = load_settings(
+            None, env={"VIDEOSVC_PROT": "9000", "VIDEOSVC_PORT": "9001", "VIDEOSVC_URL": "x"}
+        )
+    assert settings.http.port == 9001
+    assert "VIDEOSVC_PROT" in caplog.text and "unknown" in caplog.text
+    assert "VIDEOSVC_URL" not in caplog.text  # the command-line client's own variables are known
+
+
+def test_a_boolean_is_a_boolean_or_an_error() -> None:
+    assert load_settings(None, env={"VIDEOSVC_KEEP_ORIGINAL": "off"}).storage.keep_original is False
+    with pytest.raises(ConfigError, match="VIDEOSVC_KEEP_ORIGINAL"):
+        load_settings(None, env={"VIDEOSVC_KEEP_ORIGINAL": "flase"})

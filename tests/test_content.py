@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from email.utils import formatdate
@@ -11,7 +12,7 @@ from urllib.parse import quote
 
 import pytest
 
-from videosvc.signing import Signer
+from videosvc.signing import LinkFamily, Signer
 
 from .helpers import Client, Samples, upload, wait_for_job
 
@@ -170,7 +171,9 @@ async def test_a_download_in_flight_when_a_resize_lands_gets_the_old_version_who
     data = source.read_bytes()
     video_id = await upload(client, source)
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
-    writer.write(f"GET /file/{video_id}/content HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".encode())
+    writer.write(
+        f"GET /file/{video_id}/content HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n".encode()
+    )
     head = await reader.readuntil(b"\r\n\r\n")
     assert b"200 OK" in head
     received = await reader.readexactly(1_000_000)  # then stop reading: the server blocks in sendfile
@@ -215,7 +218,7 @@ async def test_a_signed_content_url_works_without_the_key_and_nowhere_else(
     for bad in (tampered, url.replace(video_id, other_id)):
         refused = await client.get(bad)
         assert refused.status == 403 and "not valid" in (await refused.json())["error"]
-    expires, signature = Signer("sign-me").sign_content(video_id, ttl_s=-10)
+    expires, signature = Signer("sign-me").sign(LinkFamily.CONTENT, video_id, ttl_s=-10, variant="current")
     expired = await client.get(f"/file/{video_id}/content?expires={expires}&signature={signature}")
     assert expired.status == 403 and "expired" in (await expired.json())["error"]
     assert (await client.get(f"/file/{video_id}/content")).status == 401
@@ -235,3 +238,38 @@ async def test_unknown_or_deleted_videos_are_404(client: Client, samples: Sample
     ):
         response = await client.get(url)
         assert response.status == 404 and "error" in await response.json()
+
+
+@pytest.mark.parametrize(
+    ("range_header", "status"),
+    [
+        ("bytes=" + "9" * 5000 + "-", 416),  # past any end
+        ("bytes=0-" + "9" * 5000, 206),  # to the end
+        ("bytes=-" + "9" * 5000, 206),  # the whole file, as a suffix
+        ("bytes=\u0661-\u0662", 200),  # other scripts' digits: not a range
+        ("bytes=1_0-20", 200),
+    ],
+)
+async def test_numbers_in_a_range_are_ascii_digits_and_bounded(
+    client: Client, samples: Samples, range_header: str, status: int
+) -> None:
+    video_id, _ = await _stored(client, samples)
+    response = await client.get(f"/file/{video_id}/content", headers={"Range": range_header})
+    assert response.status == status, (range_header[:20], response.status)
+
+
+async def test_a_client_that_stops_reading_a_download_is_cut_off(make_client, samples: Samples) -> None:
+    """A slow reader of /content would hold its connection (and a file) forever: send_timeout_s."""
+    client = await make_client(send_timeout_s=1)
+    video_id = await upload(client, samples.noisy(2))  # ~11 MB: far more than the socket buffers hold
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port, limit=1024)
+    writer.write(f"GET /file/{video_id}/content HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    await writer.drain()
+    await asyncio.sleep(3)  # reads nothing for three times send_timeout_s
+    received = 0
+    with contextlib.suppress(ConnectionResetError):  # the server aborted the connection
+        async with asyncio.timeout(10):
+            while chunk := await reader.read(1 << 20):
+                received += len(chunk)
+    writer.close()
+    assert received < samples.noisy(2).stat().st_size, "the server waited for the stalled reader"

@@ -69,7 +69,7 @@ async def test_kill_mid_upload_leaves_nothing_after_restart(data_dir: Path, samp
         data = samples.video(duration_s=2).read_bytes()
         sock = socket.create_connection(("127.0.0.1", server.port))
         sock.sendall(
-            b"POST /file/ HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
+            b"POST /file/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\n"
             + f"Content-Length: {len(data) * 10}\r\n\r\n".encode()
             + data
         )

@@ -132,7 +132,7 @@ def _check(data_dir: Path, address: str) -> subprocess.CompletedProcess[str]:
 async def test_check_lists_every_worker_and_fails_when_one_cannot_see_data_dir(
     data_dir: Path, cluster: DaskCluster, tmp_path: Path
 ) -> None:
-    (data_dir / "tmp").mkdir(parents=True)
+    assert not data_dir.exists()  # a fresh install: check makes the folder, as run does
     result = await asyncio.to_thread(_check, data_dir, cluster.address)
     assert result.returncode == 0, result.stdout + result.stderr
     workers = [line for line in result.stdout.splitlines() if line.startswith("  tcp://")]

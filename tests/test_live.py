@@ -223,3 +223,43 @@ async def test_an_app_shutdown_ends_open_streams(make_client, samples: Samples) 
     closing = asyncio.create_task(client.server.close())
     assert await stream.next(timeout_s=5) is None  # ended at once, not when the shutdown times out
     await closing
+
+
+async def test_a_stream_whose_client_went_away_frees_its_place_within_a_second(
+    make_client, samples: Samples
+) -> None:
+    """Finding 7: closed sockets kept max_live_streams full until the next heartbeat (15 s)."""
+    client = await make_client(max_live_streams=50, stream_heartbeat_s=30)
+    video_id = await upload(client, samples.video())
+    request = f"GET /file/{video_id}/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode()
+    sockets = []
+    for _ in range(50):
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+        writer.write(request)
+        await reader.readuntil(b"event: video")  # the stream is open and counted
+        sockets.append(writer)
+    assert (await client.get(f"/file/{video_id}/events")).status == 429
+    for writer in sockets:
+        writer.transport.abort()  # gone at once, as a closed tab or a dropped network is
+    started = time.monotonic()
+    while (response := await client.get(f"/file/{video_id}/events")).status != 200:
+        response.close()
+        assert time.monotonic() - started < 1.0, "a gone client still holds its stream's place"
+        await asyncio.sleep(0.02)
+    response.close()
+
+
+async def test_one_address_cannot_hold_every_live_stream(make_client, samples: Samples) -> None:
+    """Without keys, a client is its address: it gets its share, not all (SPEC §12)."""
+    client = await make_client(max_live_streams=10, max_live_streams_per_client=3)
+    video_id = await upload(client, samples.video())
+    url = f"/file/{video_id}/events"
+    streams = [await _open(client, url) for _ in range(3)]
+    refused = await client.get(url)
+    assert refused.status == 429 and "max_live_streams_per_client" in (await refused.json())["error"]
+    streams[0].response.close()
+    for _ in range(100):
+        if (response := await client.get(url)).status == 200:
+            break
+        await asyncio.sleep(0.02)
+    assert response.status == 200

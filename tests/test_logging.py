@@ -51,7 +51,18 @@ async def test_failed_job_logs_ffmpegs_last_words(make_client, samples: Samples,
 def test_an_access_line_made_directly_is_the_line_its_record_makes(
     formatter: TextFormatter | JsonFormatter, created: float
 ) -> None:
-    access = Access("videosvc.access", created, "GET", "/file/%E2%80%AE/?a=%22", 404, 12.34567)
+    access = Access(
+        "videosvc.access",
+        created,
+        "127.0.0.1",
+        "GET",
+        "/file/%E2%80%AE/",
+        "a=%22",
+        404,
+        69,
+        12.34567,
+        "key:0a1b2c3d",
+    )
     assert formatter.format_access(access) == formatter.format(access.record())
 
 
@@ -74,7 +85,42 @@ async def test_text_logs_have_every_access_line_in_order(data_dir: Path) -> None
     gets = [line for line in lines if " GET /nope-" in line]
     assert [line.split(" GET ")[1].split()[0] for line in gets] == paths
     stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}"
-    assert re.fullmatch(stamp + r" INFO videosvc.access: GET /nope-0 404 \d+\.\d ms", gets[0])
+    assert re.fullmatch(
+        stamp + r" INFO videosvc.access: 127\.0\.0\.1 GET /nope-0 404 \d+ \d+\.\d ms", gets[0]
+    )
     assert sorted(line.split(" HEAD ")[1].split()[0] for line in lines if " HEAD " in line) == sorted(
         f"/many-{n}" for n in range(50)
     )
+
+
+async def test_an_access_line_says_who_what_and_how_much_but_never_a_secret(
+    data_dir: Path, samples: Samples
+) -> None:
+    key = "the-secret-key"
+    with ServerProcess(data_dir, log_format="json", api_keys=key) as server:
+        headers = {"Authorization": f"Bearer {key}"}
+        async with aiohttp.ClientSession(server.url, headers=headers) as client:
+            for _ in range(2):
+                await upload(client, samples.video())
+            page = await (await client.get("/file/?limit=1")).json()
+            cursor = page["next"]
+            assert (await client.get(f"/file/?limit=1&cursor={cursor}")).status == 200
+        async with aiohttp.ClientSession(server.url) as browser:  # a <video src>: no key, a signed link
+            content_url = page["items"][0]["contentUrl"]
+            signature = content_url.split("signature=")[1]
+            assert (await browser.get(content_url)).status == 200
+        assert server.stop() == 0
+    log = server.log()
+    for secret in (key, cursor, signature):
+        assert secret not in log
+    entries = [json.loads(line) for line in log.splitlines() if line.strip()]
+    access = [e for e in entries if e["logger"] == "videosvc.access"]
+    listing = next(e for e in access if e["path"] == "/file/" and "cursor" in e["query"])
+    assert listing["client"] == "127.0.0.1"
+    assert re.fullmatch(r"key:[0-9a-f]{8}", listing["key"])
+    assert listing["bytes"] > 0
+    download = next(e for e in access if e["path"].endswith("/content"))
+    assert "signature=" in download["query"] and signature not in download["query"]
+    assert download["bytes"] == samples.video().stat().st_size and download["key"] is None
+    # ISO 8601 with its zone, for log collectors.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}(Z|[+-]\d\d:\d\d)", listing["time"])

@@ -155,3 +155,13 @@ async def test_metrics_need_a_key_when_keys_are_set(make_client) -> None:
     client = await make_client(api_keys=("k",))
     assert (await client.get("/metrics")).status == 401
     assert _value(await _scrape(client, Authorization="Bearer k"), "videosvc_jobs_running") == 0
+
+
+async def test_a_missing_static_file_is_counted_as_the_404_it_is(client: Client) -> None:
+    """Finding 13: aiohttp's file response turns into a 404 after the handler returned."""
+    response = await client.get("/static/no-such-file.js")
+    assert response.status == 404 and "error" in await response.json()
+    scraped = await _scrape(client)
+    requests = "videosvc_http_requests_total"
+    assert _value(scraped, requests, route="/static/{name}", method="GET", status="404") == 1
+    assert not _value(scraped, requests, route="/static/{name}", method="GET", status="200")

@@ -6,9 +6,7 @@ import asyncio
 import io
 import logging
 import os
-import shutil
 import signal
-import subprocess
 from pathlib import Path
 from urllib.parse import quote
 
@@ -82,7 +80,7 @@ async def test_a_stalled_upload_is_cut_off_and_its_temp_file_removed(
     data = samples.video().read_bytes()
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(
-        b"POST /file/ HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\n"
+        b"POST /file/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\n"
         + f"Content-Length: {len(data)}\r\n\r\n".encode()
         + data[: len(data) // 2]
     )
@@ -93,22 +91,6 @@ async def test_a_stalled_upload_is_cut_off_and_its_temp_file_removed(
     await asyncio.sleep(0.1)
     assert leftovers(data_dir) == []
     assert stored_ids(data_dir) == []
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
-    """A real 24 MB filesystem (tmpfs), when this user may mount one."""
-    mount_point = tmp_path / "disk"
-    mount_point.mkdir()
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("mounting a small tmpfs needs root")
-    result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(mount_point)], check=False
-    )
-    if result.returncode != 0:
-        pytest.skip("cannot mount tmpfs here")
-    yield mount_point
-    subprocess.run(["umount", "-l", str(mount_point)], check=False)
 
 
 async def test_a_full_disk_answers_507_and_leaves_nothing(
@@ -199,7 +181,7 @@ async def test_non_utf8_filename_bytes_are_replaced(client: Client, samples: Sam
     data = samples.video().read_bytes()
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(
-        b"POST /file/ HTTP/1.1\r\nHost: x\r\nContent-Type: video/mp4\r\nConnection: close\r\n"
+        b"POST /file/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\nConnection: close\r\n"
         b'Content-Disposition: attachment; filename="caf\xe9\xff.mp4"\r\n'
         + f"Content-Length: {len(data)}\r\n\r\n".encode()
         + data
@@ -234,4 +216,4 @@ def test_access_log_lines_escape_what_the_client_sent(caplog: pytest.LogCaptureF
     with caplog.at_level(logging.INFO, logger="videosvc.access"):
         logger.log(request, web.Response(status=404), 0.0012)
     (line,) = [r.getMessage() for r in caplog.records]
-    assert line == "GET /file/%0D%0AFAKE%20200%20OK/ 404 1.2 ms"
+    assert line.endswith(" GET /file/%0D%0AFAKE%20200%20OK/ 404 0 1.2 ms")

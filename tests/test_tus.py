@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import email.utils
 import hashlib
 import io
 import signal
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from tusclient import client as tus_client
 from tusclient.storage.filestorage import FileStorage
 
 from videosvc.web.keys import SETTINGS as SETTINGS_KEY
+from videosvc.web.keys import UPLOADS
 
 from .helpers import Client, Samples, leftovers, rows, stored_ids
 from .server import ServerProcess
@@ -42,7 +45,7 @@ class KeptOpen(io.BytesIO):
 def raw_patch_head(upload_id: str, offset: int, length: int) -> bytes:
     """The head of a tus PATCH, for a client that then sends (part of) its body by hand."""
     return (
-        f"PATCH /uploads/{upload_id} HTTP/1.1\r\nHost: x\r\nTus-Resumable: 1.0.0\r\n"
+        f"PATCH /uploads/{upload_id} HTTP/1.1\r\nHost: 127.0.0.1\r\nTus-Resumable: 1.0.0\r\n"
         "Content-Type: application/offset+octet-stream\r\n"
         f"Upload-Offset: {offset}\r\nContent-Length: {length}\r\n\r\n"
     ).encode()
@@ -519,7 +522,7 @@ async def test_partial_uploads_survive_a_restart_and_expired_ones_are_swept_at_s
     data_dir: Path, samples: Samples
 ) -> None:
     data = samples.video().read_bytes()
-    with ServerProcess(data_dir, upload_expiry_s=3) as server:
+    with ServerProcess(data_dir) as server:
         async with aiohttp.ClientSession(server.url) as session:
             ids = []
             for _ in range(2):
@@ -531,7 +534,7 @@ async def test_partial_uploads_survive_a_restart_and_expired_ones_are_swept_at_s
                 )
                 assert response.status == 204
         assert server.stop(signal.SIGTERM) == 0
-    with ServerProcess(data_dir, upload_expiry_s=3) as server:
+    with ServerProcess(data_dir) as server:
         assert [await asyncio.to_thread(_head, server, upload_id) for upload_id in ids] == [1000, 1000]
         async with aiohttp.ClientSession(server.url) as session:
             response = await session.patch(
@@ -539,8 +542,249 @@ async def test_partial_uploads_survive_a_restart_and_expired_ones_are_swept_at_s
             )
             assert response.status == 204
         server.stop(signal.SIGTERM)
-    await asyncio.sleep(3.2)  # ids[1] expires while the service is down
-    with ServerProcess(data_dir, upload_expiry_s=3) as server:
+    # ids[1] expires while the service is down: the test moves its clock, rather than wait and race it.
+    with sqlite3.connect(data_dir / "videosvc.sqlite3") as db:
+        db.execute("UPDATE uploads SET expires_at = ? WHERE id = ?", (time.time() - 1, ids[1]))
+    with ServerProcess(data_dir) as server:
         assert "upload expired; removed" in server.log()
     assert sorted(p.name for p in (data_dir / "uploads").glob("*")) == []
     assert stored_ids(data_dir) == [ids[0]]
+
+
+# -- refused requests change nothing (SPEC §12): takeovers, caps, sweeps
+
+
+def slow_ffprobe(tmp_path: Path, tools: Any, seconds: float) -> str:
+    """An ffprobe that takes `seconds` before it starts: a publish that lasts long enough to be hit."""
+    slow = tmp_path / "slow-ffprobe"
+    slow.write_text(f'#!/bin/sh\nsleep {seconds}\nexec {tools.ffprobe} "$@"\n')
+    slow.chmod(0o755)
+    return str(slow)
+
+
+async def _until_offset(client: Client, upload_id: str, offset: int, **headers: str) -> None:
+    for _ in range(500):
+        if await offset_of(client, upload_id, **headers) == offset:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the upload never reached offset {offset}")
+
+
+async def test_refused_patches_never_interrupt_the_final_patch_while_it_receives_or_publishes(
+    make_client, samples: Samples, tools: Any, tmp_path: Path, data_dir: Path
+) -> None:
+    """A proxy retrying the last PATCH, or another key's PATCH, must not cost the upload (finding 1)."""
+    client = await make_client(api_keys=("a", "b"), ffprobe_path=slow_ffprobe(tmp_path, tools, 1.5))
+    a = {"Authorization": "Bearer a"}
+    data = samples.video(640, 360, duration_s=2).read_bytes()
+    upload_id = await create(client, len(data), **a)
+    half = len(data) // 2
+    assert (await patch(client, upload_id, 0, data[:half], **a)).status == 204
+    go_on = asyncio.Event()
+
+    async def rest() -> Any:  # the final PATCH: a first piece, then the rest when told
+        yield data[half : half + 10_000]
+        await go_on.wait()
+        yield data[half + 10_000 :]
+
+    final = asyncio.create_task(
+        client.patch(
+            f"/uploads/{upload_id}", data=rest(), headers={**OCTETS, **a, "Upload-Offset": str(half)}
+        )
+    )
+    await _until_offset(client, upload_id, half + 10_000, **a)
+    # While it receives: a stale offset (a retry), and another key's PATCH at the right offset.
+    while_receiving = [
+        await patch(client, upload_id, half, b"x" * 10, **a),
+        await patch(client, upload_id, half + 10_000, b"x" * 10, Authorization="Bearer b"),
+    ]
+    assert [r.status for r in while_receiving] == [409, 403]
+    assert not final.done()
+    go_on.set()
+    await _until_offset(client, upload_id, len(data), **a)  # every byte is in: the slow probe runs now
+    # While it publishes: the retried final PATCH, whole (a stale offset), and one at the end, empty.
+    while_publishing = [
+        await patch(client, upload_id, half, data[half:], **a),
+        await patch(client, upload_id, len(data), b"x", Authorization="Bearer b"),
+    ]
+    assert [r.status for r in while_publishing] == [409, 403]
+    assert not final.done()
+    at_the_end = await patch(client, upload_id, len(data), b"", **a)  # acceptable: waits for the publish
+    assert at_the_end.status == 204 and at_the_end.headers["Upload-Offset"] == str(len(data))
+    response = await final
+    assert response.status == 204, await response.text()
+    assert (await client.get(f"/file/{upload_id}/", headers=a)).status == 200
+    assert (data_dir / "videos" / f"{upload_id}.mp4").read_bytes() == data
+
+
+async def test_concurrent_checksummed_patches_never_take_each_others_chunk(
+    client: Client, samples: Samples, data_dir: Path
+) -> None:
+    """Three PATCHes of one checksummed chunk at once: one wins, none answers 500 (finding 3)."""
+    data = samples.video(640, 360, duration_s=2).read_bytes()
+    upload_id = await create(client, len(data))
+    chunk = data[:300_000]
+    digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+
+    async def slowly() -> Any:
+        for start in range(0, len(chunk), 30_000):
+            yield chunk[start : start + 30_000]
+            await asyncio.sleep(0.02)
+
+    async def send() -> int:
+        try:
+            response = await client.patch(
+                f"/uploads/{upload_id}",
+                data=slowly(),
+                headers={**OCTETS, "Upload-Offset": "0", "Upload-Checksum": f"sha256 {digest}"},
+            )
+            return response.status
+        except aiohttp.ClientError:
+            return 0  # taken over: its connection was ended
+
+    statuses = []
+    for _ in range(3):
+        tasks = [asyncio.create_task(send())]
+        await asyncio.sleep(0.05)
+        tasks += [asyncio.create_task(send()) for _ in range(2)]
+        statuses += await asyncio.gather(*tasks)
+        offset = await offset_of(client, upload_id)
+        assert offset in (0, len(chunk)), offset
+        if offset:
+            break
+    assert 500 not in statuses and 204 in statuses, statuses
+    assert (data_dir / "uploads" / f"{upload_id}.part").read_bytes() == chunk
+    assert not list((data_dir / "uploads").glob("*.chunk"))
+
+
+async def test_the_sweep_never_removes_an_upload_a_patch_just_extended(make_client, data_dir: Path) -> None:
+    """The sweep lists expired uploads, then (paused by the test) a PATCH that began before the expiry
+    ends and extends it: the sweep must not remove it from its stale list (finding 4)."""
+    client = await make_client(upload_expiry_s=1.0, upload_first_byte_timeout_s=1.0)
+    uploads = client.app[UPLOADS]
+    upload_id = await create(client, 100_000)
+    listed = asyncio.Event()
+
+    async def body() -> Any:
+        yield b"\0" * 1000
+        await listed.wait()  # the sweep has its list: only now does this PATCH end
+        yield b"\0" * 1000
+
+    patching = asyncio.create_task(
+        client.patch(f"/uploads/{upload_id}", data=body(), headers={**OCTETS, "Upload-Offset": "0"})
+    )
+    await _until_offset(client, upload_id, 1000)
+    await asyncio.sleep(1.1)  # the upload's expiry (set when the PATCH began) is past
+
+    async def after_listing() -> None:
+        listed.set()
+        assert (await patching).status == 204
+
+    await uploads.sweep(after_listing=after_listing)
+    assert await offset_of(client, upload_id) == 2000
+    assert (data_dir / "uploads" / f"{upload_id}.part").stat().st_size == 2000
+
+
+async def test_the_unfinished_upload_caps_hold_against_a_burst(make_client, data_dir: Path) -> None:
+    """Counting and inserting in one transaction: 40 creations at once cannot pass a cap of 5 (finding 5)."""
+    client = await make_client(max_pending_uploads=5)
+    responses = await asyncio.gather(
+        *(client.post("/uploads/", headers={**TUS, "Upload-Length": "1000"}) for _ in range(40))
+    )
+    statuses = sorted(r.status for r in responses)
+    assert statuses == [201] * 5 + [429] * 35, statuses
+    assert rows(data_dir, "SELECT count(*) FROM uploads") == [(5,)]
+    assert len(list((data_dir / "uploads").glob("*.part"))) == 5
+
+
+async def test_the_per_key_cap_holds_against_a_burst(make_client) -> None:
+    client = await make_client(api_keys=("a", "b"), max_pending_uploads_per_key=3)
+    headers = {**TUS, "Upload-Length": "1000", "Authorization": "Bearer a"}
+    responses = await asyncio.gather(*(client.post("/uploads/", headers=headers) for _ in range(20)))
+    assert sorted(r.status for r in responses) == [201] * 3 + [429] * 17
+    other = await client.post("/uploads/", headers={**headers, "Authorization": "Bearer b"})
+    assert other.status == 201  # another key's share is its own
+
+
+@pytest.mark.parametrize(
+    ("extra", "body_of", "status"),
+    [
+        ({}, lambda data: data + b"past the end", 413),
+        ({"Upload-Checksum": "sha256 " + base64.b64encode(b"\0" * 32).decode()}, lambda d: d[:1000], 460),
+        ({"Upload-Checksum": "crc32 AAAA"}, lambda data: data[:1000], 400),
+    ],
+)
+async def test_a_creation_with_upload_refused_for_its_body_leaves_no_upload(
+    client: Client, samples: Samples, data_dir: Path, extra: dict[str, str], body_of: Any, status: int
+) -> None:
+    """Nobody could end an upload whose creation answered an error without a Location (finding 6)."""
+    data = samples.video().read_bytes()
+    response = await client.post(
+        "/uploads/", data=body_of(data), headers={**OCTETS, "Upload-Length": str(len(data)), **extra}
+    )
+    assert response.status == status, await response.text()
+    assert "Location" not in response.headers
+    assert rows(data_dir, "SELECT count(*) FROM uploads") == [(0,)]
+    assert not list((data_dir / "uploads").glob("*"))
+
+
+async def test_an_upload_that_gets_no_byte_expires_early_and_frees_its_place(
+    make_client, data_dir: Path
+) -> None:
+    """Declaring lengths must not hold places (and disk) for a day: no first byte, no upload."""
+    client = await make_client(max_pending_uploads=1, upload_first_byte_timeout_s=0.5)
+    idle = await create(client, 1000)
+    assert (await client.post("/uploads/", headers={**TUS, "Upload-Length": "1000"})).status == 429
+    response = await client.head(f"/uploads/{idle}", headers=TUS)
+    expires = email.utils.parsedate_to_datetime(response.headers["Upload-Expires"]).timestamp()
+    assert expires <= time.time() + 2  # not upload_expiry_s (a day) away
+    await asyncio.sleep(0.6)
+    active = await create(client, 1000)  # the idle one no longer counts
+    assert (await patch(client, idle, 0, b"\0" * 10)).status in (404, 410)
+    # Once a byte arrives, the whole upload_expiry_s applies.
+    assert (await patch(client, active, 0, b"\0" * 10)).status == 204
+    response = await client.head(f"/uploads/{active}", headers=TUS)
+    expires = email.utils.parsedate_to_datetime(response.headers["Upload-Expires"]).timestamp()
+    assert expires > time.time() + 3600
+
+
+@pytest.mark.parametrize(
+    ("header", "value"),
+    [
+        ("Upload-Length", "9" * 5000),
+        ("Upload-Length", "1_000"),
+        ("Upload-Length", "\u0661\u0662"),  # Arabic-Indic digits: int() takes them
+        ("Upload-Length", " 1000 0"),
+    ],
+)
+async def test_numbers_in_tus_headers_are_ascii_digits_and_bounded(
+    client: Client, data_dir: Path, header: str, value: str
+) -> None:
+    response = await client.post("/uploads/", headers={**TUS, header: value})
+    assert response.status in (400, 413), response.status
+    assert (
+        header in (await response.json())["error"] or "max_upload_bytes" in (await response.json())["error"]
+    )
+    assert rows(data_dir, "SELECT count(*) FROM uploads") == [(0,)]
+
+
+async def test_a_huge_upload_offset_is_a_400_not_a_500(client: Client) -> None:
+    upload_id = await create(client, 1000)
+    for value in ("9" * 5000, "1_0", "\u0661"):
+        response = await patch(client, upload_id, 0, b"x", **{"Upload-Offset": value})
+        assert response.status == 400, (value[:10], response.status)
+        assert "Upload-Offset" in (await response.json())["error"]
+
+
+async def test_concatenation_is_refused_and_overrides_mean_nothing_on_the_collection(
+    client: Client, data_dir: Path
+) -> None:
+    response = await client.post(
+        "/uploads/", headers={**TUS, "Upload-Length": "100", "Upload-Concat": "partial"}
+    )
+    assert response.status == 400 and "Upload-Concat" in (await response.json())["error"]
+    response = await client.post(
+        "/uploads/", headers={**TUS, "Upload-Length": "100", "X-HTTP-Method-Override": "DELETE"}
+    )
+    assert response.status == 405 and "X-HTTP-Method-Override" in (await response.json())["error"]
+    assert rows(data_dir, "SELECT count(*) FROM uploads") == [(0,)]

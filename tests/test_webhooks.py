@@ -212,3 +212,126 @@ async def test_a_job_ended_by_the_recovery_at_start_is_posted(data_dir: Path, sa
 def test_webhook_settings_are_checked_at_start(make_settings) -> None:
     with pytest.raises(ConfigError, match="webhook_secret"):
         make_settings(webhook_urls=("http://127.0.0.1:1/hooks",), webhook_secret="not-a-secret")
+
+
+# -- outbound calls are bounded like inbound ones (SPEC §12)
+
+
+def _peak_rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmHWM")
+
+
+async def test_a_receivers_answer_is_read_only_a_little(data_dir: Path, samples: Samples) -> None:
+    """Finding 9: one 1 GiB answer took the service from 53 MiB to 2.1 GB."""
+    secret = new_secret()
+    async with WebhookReceiver(secret) as receiver:
+        receiver.answer_bytes = 512 * 1024**2
+        settings = {"webhook_urls": receiver.url, "webhook_secret": secret}
+        with ServerProcess(data_dir, **settings) as server:
+            assert server.process is not None
+            before = _peak_rss_bytes(server.process.pid)
+            async with aiohttp.ClientSession(server.url) as client:
+                await upload(client, samples.video())
+                await receiver.wait_for(lambda r: len(r.attempts) == 1)
+                await _until_outbox_empty(data_dir)  # a 2xx, whatever followed it
+                growth = _peak_rss_bytes(server.process.pid) - before
+                assert growth < 50 * 1024**2, f"peak RSS grew by {growth / 1024**2:.0f} MiB"
+                health = await client.get("/health")
+                assert health.status == 200
+
+
+@pytest.mark.parametrize("status", [301, 307])
+async def test_redirects_are_failed_deliveries_not_followed(
+    make_client, samples: Samples, data_dir: Path, status: int
+) -> None:
+    """Finding 10: a 301 became a GET whose 204 marked the event delivered; a 307 re-posted it elsewhere."""
+    secret = new_secret()
+    async with WebhookReceiver(secret) as receiver, WebhookReceiver(secret) as elsewhere:
+        receiver.status = status
+        receiver.headers = {"Location": elsewhere.url}
+        client = await make_client(webhook_urls=(receiver.url,), webhook_secret=secret)
+        await upload(client, samples.video())
+        await receiver.wait_for(lambda r: len(r.attempts) == 1)
+        await asyncio.sleep(0.5)
+        assert elsewhere.attempts == [] and elsewhere.invalid == 0
+        assert [row[1:] for row in _outbox(data_dir)] == [("video.stored", 1)]  # failed once, kept
+        metrics = await (await client.get("/metrics")).text()
+        assert 'videosvc_webhook_deliveries_total{result="delivered"} 0.0' in metrics
+
+
+async def test_the_outbox_has_a_cap_past_which_the_oldest_events_are_dropped(
+    make_client, samples: Samples, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Finding 11: upload and delete against a hanging receiver grew the outbox without bound."""
+    secret = new_secret()
+    async with WebhookReceiver(secret) as receiver:
+        receiver.hang = True
+        client = await make_client(
+            webhook_urls=(receiver.url,), webhook_secret=secret, webhook_max_backlog=5, webhook_concurrency=1
+        )
+        with caplog.at_level(logging.WARNING, logger="videosvc"):
+            for _ in range(6):
+                video_id = await upload(client, samples.video())
+                assert (await client.delete(f"/file/{video_id}/")).status == 200
+        queued = _outbox(data_dir)
+        assert len(queued) == 5
+        assert [row[1] for row in queued][-1] == "video.deleted"  # the newest are kept
+        assert "webhook_max_backlog" in caplog.text
+        metrics = await (await client.get("/metrics")).text()
+        assert 'videosvc_webhook_deliveries_total{result="dropped"} 7.0' in metrics
+
+
+async def test_a_410_disables_the_url_until_it_is_configured_anew(data_dir: Path, samples: Samples) -> None:
+    """Standard Webhooks: 410 Gone means the endpoint is gone; the service stops, across restarts."""
+    secret = new_secret()
+    async with WebhookReceiver(secret) as receiver, WebhookReceiver(secret) as other:
+        receiver.status = 410
+        both = {"webhook_urls": f"{receiver.url},{other.url}", "webhook_secret": secret}
+        with ServerProcess(data_dir, **both) as server:
+            async with aiohttp.ClientSession(server.url) as client:
+                await upload(client, samples.video())
+                await receiver.wait_for(lambda r: len(r.attempts) == 1)
+                await other.wait_for(lambda r: len(r.accepted) == 1)
+                await _until_outbox_empty(data_dir)  # the 410 ended its delivery
+                await upload(client, samples.video())
+                await other.wait_for(lambda r: len(r.accepted) == 2)
+            assert "410" in server.log()
+        with ServerProcess(data_dir, **both) as server:
+            async with aiohttp.ClientSession(server.url) as client:
+                await upload(client, samples.video())
+                await other.wait_for(lambda r: len(r.accepted) == 3)
+        assert len(receiver.attempts) == 1  # disabled, across a restart
+        # Removed from the configuration, then named again: enabled again.
+        receiver.status = None
+        with ServerProcess(data_dir, webhook_urls=other.url, webhook_secret=secret):
+            pass
+        with ServerProcess(data_dir, **both) as server:
+            async with aiohttp.ClientSession(server.url) as client:
+                await upload(client, samples.video())
+                await receiver.wait_for(lambda r: len(r.accepted) == 1)
+
+
+async def test_urls_removed_from_the_configuration_get_no_more_deliveries(
+    data_dir: Path, samples: Samples
+) -> None:
+    secret, port = new_secret(), free_port()
+    gone = WebhookReceiver(secret, port)  # not listening: its deliveries wait in the outbox
+    async with WebhookReceiver(secret) as kept:
+        settings = {"webhook_urls": f"{gone.url},{kept.url}", "webhook_secret": secret}
+        with ServerProcess(data_dir, **settings) as server:
+            async with aiohttp.ClientSession(server.url) as client:
+                await upload(client, samples.video())
+            await kept.wait_for(lambda r: len(r.accepted) == 1)
+            for _ in range(100):  # the kept URL's row goes a moment after its 204
+                if len(_outbox(data_dir)) == 1:
+                    break
+                await asyncio.sleep(0.05)
+        assert [row[1] for row in _outbox(data_dir)] == ["video.stored"]
+        async with gone:
+            with ServerProcess(data_dir, webhook_urls=kept.url, webhook_secret=secret):
+                await _until_outbox_empty(data_dir)
+                await asyncio.sleep(0.5)
+            assert gone.attempts == []

@@ -54,16 +54,18 @@ def main(argv: list[str] | None = None) -> int:
             return check(settings)
         if args.command == "sample":
             return sample(settings, args.path, args.seconds, args.size)
-        return serve(settings)
+        return serve(settings, config_path)
     except (ConfigError, ToolchainError, ListenError) as e:
         print(f"videosvc: {e}", file=sys.stderr)
         return 2
 
 
-def serve(settings: Settings) -> int:
-
+def serve(settings: Settings, config_path: Path | None) -> int:
     setup_logging(settings.log)
-    asyncio.run(serve_forever(settings))
+    source = f"settings from {config_path.resolve()}" if config_path else "default settings"
+    data = settings.storage.data_dir.resolve()
+    where = f"videosvc {__version__}: data in {data}; {source} and VIDEOSVC_* variables"
+    asyncio.run(serve_forever(settings, where))
     return 0
 
 
@@ -136,9 +138,12 @@ def check_dask_workers(settings: Settings) -> int:
     from .jobs.backends.dask import worker_report
 
     address = settings.jobs.dask_scheduler
+    data_dir = settings.storage.data_dir.resolve()
+    # As `run` would make it: on a fresh install the workers are asked about a folder that exists.
+    (data_dir / "tmp").mkdir(parents=True, exist_ok=True)
     try:
         with Client(address, timeout=10) as client:  # type: ignore[no-untyped-call]
-            reports = client.run(worker_report, str(settings.storage.data_dir.resolve()))
+            reports = client.run(worker_report, str(data_dir))
     except (OSError, TimeoutError) as e:
         print(f"dask:     FAILED: cannot reach the scheduler at {address}: {e}")
         return 1

@@ -22,16 +22,19 @@ from .jobs.outcomes import JobOutcomes
 from .jobs.runner import JobRunner
 from .media.toolchain import inspect_toolchain
 from .representation import GetBodies, Representation
-from .resumable import ResumableUploads
 from .service import VideoService, describe_status
 from .signing import Signer
 from .store.db import Database, VideoStatus
+from .store.disk import BALLAST_BYTES, DiskBudget
 from .store.storage import Storage
+from .uploads.resumable import ResumableUploads
 from .web.inflight import InFlightRequests
 from .web.keys import (
     BUS,
     DATABASE,
+    DISK,
     GET_BODIES,
+    HOSTS,
     IN_FLIGHT,
     JOB_RUNNER,
     LIVE,
@@ -48,7 +51,7 @@ from .web.keys import (
     WEBHOOKS,
 )
 from .web.live import LiveStreams
-from .web.metrics import Metrics, metrics_middleware
+from .web.metrics import Metrics, metrics_middleware, observe_prepared
 from .web.middlewares import (
     error_middleware,
     guard_middleware,
@@ -57,6 +60,7 @@ from .web.middlewares import (
     video_id_middleware,
 )
 from .web.openapi import finish_document
+from .web.origins import HostPolicy
 from .web.routes import add_aliases, add_routes
 from .web.tus import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, tus_headers
 from .web.validation import JsonBodyParser
@@ -80,12 +84,14 @@ def create_app(settings: Settings) -> web.Application:
     )
     app[SETTINGS] = settings
     app[BUS] = bus
+    app[HOSTS] = HostPolicy.of(settings.http)
     app[IN_FLIGHT] = InFlightRequests()
     app[SIGNER] = Signer(settings.http.url_signing_key)
     app[REPRESENTATION] = Representation(settings, app[SIGNER])
     if settings.events.metrics_enabled:
         app[METRICS] = metrics = make_metrics(app)
         app.middlewares.insert(0, metrics_middleware(metrics))
+        app.on_response_prepare.append(observe_prepared(metrics))
     app.on_shutdown.append(end_live_streams)
     app.on_response_prepare.append(set_server_header)
     app.on_response_prepare.append(tus_headers)
@@ -160,9 +166,14 @@ async def toolchain_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS].storage
-    storage = Storage(settings.data_dir.resolve(), settings.min_free_bytes)
+    storage = Storage(settings.data_dir.resolve())
     await asyncio.to_thread(storage.prepare)
+    disk = DiskBudget(storage.root, settings.min_free_bytes)
+    if await asyncio.to_thread(disk.free_bytes) < BALLAST_BYTES:
+        disk.give_up_ballast()  # full at start: the database needs a little room to open
+    await asyncio.to_thread(disk.keep_ballast)
     app[STORAGE] = storage
+    app[DISK] = disk
     yield
 
 
@@ -183,15 +194,20 @@ def make_metrics(app: web.Application) -> Metrics:
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
-    db = await Database.open(app[STORAGE].database_path, bus=app[BUS])
+    settings, disk = app[SETTINGS], app[DISK]
+    db = await Database.open(
+        app[STORAGE].database_path,
+        bus=app[BUS],
+        on_full=disk.give_up_ballast,
+        outbox_cap=settings.events.webhook_max_backlog,
+    )
     app[DATABASE] = db
     representation, keep_original = app[REPRESENTATION], settings.storage.keep_original
 
     def render(status: VideoStatus | None) -> dict[str, Any]:
         return representation.video(describe_status(status, keep_original)) if status else {}
 
-    app[OUTBOX] = Outbox(settings.events.webhook_urls, render)
+    app[OUTBOX] = Outbox(settings.events.webhook_urls, render, lambda: disk.room() > 0, app[BUS])
     app[OUTCOMES] = JobOutcomes(db, app[OUTBOX], app[BUS])
     yield
     await db.close()
@@ -200,7 +216,9 @@ async def database_ctx(app: web.Application) -> AsyncIterator[None]:
 async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     backend = make_backend(settings, server_id=uuid.uuid4().hex)
-    runner = JobRunner(settings, app[DATABASE], app[STORAGE], app[TOOLCHAIN], backend, app[OUTCOMES])
+    runner = JobRunner(
+        settings, app[DATABASE], app[STORAGE], app[DISK], app[TOOLCHAIN], backend, app[OUTCOMES]
+    )
     app[JOB_RUNNER] = runner
     await runner.start()
     yield
@@ -212,6 +230,7 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         app[SETTINGS],
         app[DATABASE],
         app[STORAGE],
+        app[DISK],
         app[JOB_RUNNER],
         app[TOOLCHAIN],
         app[SIGNER],
@@ -229,7 +248,7 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def resumable_uploads_ctx(app: web.Application) -> AsyncIterator[None]:
-    uploads = ResumableUploads(app[SETTINGS], app[DATABASE], app[STORAGE], app[SERVICE])
+    uploads = ResumableUploads(app[SETTINGS], app[DATABASE], app[STORAGE], app[DISK], app[SERVICE].publish)
     # Partial uploads survive restarts; only the expired and the orphaned are dropped.
     await uploads.reconcile()
     app[UPLOADS] = uploads
@@ -249,9 +268,11 @@ async def end_live_streams(app: web.Application) -> None:
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     """Live streams and webhook deliveries: each a task of its own, off every request's path."""
     settings, bus = app[SETTINGS], app[BUS]
-    live = app[LIVE] = LiveStreams(app[SERVICE], app[REPRESENTATION], bus, settings.events)
-    webhooks = app[WEBHOOKS] = WebhookDispatcher(settings.events, app[DATABASE], bus)
-    await webhooks.refresh_backlog()
+    live = app[LIVE] = LiveStreams(
+        app[SERVICE], app[REPRESENTATION], bus, settings.events, settings.http.send_timeout_s
+    )
+    webhooks = app[WEBHOOKS] = WebhookDispatcher(settings.events, app[DATABASE], bus, app[OUTBOX])
+    await webhooks.start()
     tasks = [
         asyncio.create_task(live.run(), name="live-streams"),
         asyncio.create_task(webhooks.run(), name="webhooks"),

@@ -21,6 +21,12 @@ from pathlib import Path
 from typing import Any
 
 ENV_PREFIX = "VIDEOSVC_"
+#: Variables of the command-line client (`videosvc upload ...`), not settings of the service.
+CLIENT_ENV = frozenset({"VIDEOSVC_URL", "VIDEOSVC_API_KEY"})
+TRUE_WORDS = ("1", "true", "yes", "on")
+FALSE_WORDS = ("0", "false", "no", "off")
+
+log = logging.getLogger(__name__)
 
 X264_PRESETS = (
     "ultrafast",
@@ -45,6 +51,11 @@ class ConfigError(Exception):
 class HttpSettings:
     host: str = "127.0.0.1"
     port: int = 8080
+    #: Host names (without port) requests may name; empty: the loopback names when listening on
+    #: loopback, else any (with a warning at start). "*": any.
+    allowed_hosts: tuple[str, ...] = ()
+    #: The service's own URL as clients reach it (e.g. behind a proxy): links and tus Locations use it.
+    public_url: str = ""
     #: Bearer tokens; when any are set, every /file route requires one.
     api_keys: tuple[str, ...] = ()
     max_upload_bytes: int = 4 * 1024**3
@@ -59,10 +70,14 @@ class HttpSettings:
     keepalive_timeout_s: float = 15.0
     #: A JSON body, and the form fields and part headers around an upload's file, must arrive within this.
     body_timeout_s: float = 30.0
+    #: A client that takes no byte of an answer (a download, a live stream) for this long is cut off.
+    send_timeout_s: float = 30.0
     #: The request line and all headers of one request, in bytes (431 above it).
     max_header_bytes: int = 32 * 1024
     #: Open connections; more are refused with a 503 (kept below the open-file limit).
     max_connections: int = 1000
+    #: Open connections from one address (behind a reverse proxy, raise it to max_connections).
+    max_connections_per_client: int = 256
     #: Parts in a multipart upload, the file included (400 above it).
     max_form_parts: int = 16
     #: Bytes of a multipart upload that are not the file: preamble, part headers, fields (400 above it).
@@ -81,8 +96,12 @@ class HttpSettings:
     upload_expiry_s: float = 24 * 3600.0
     #: Unfinished resumable uploads at once, overall (429 above it).
     max_pending_uploads: int = 256
-    #: Unfinished resumable uploads at once for one API key (429 above it).
+    #: Unfinished resumable uploads at once for one API key, or one address without keys (429 above it).
     max_pending_uploads_per_key: int = 32
+    #: An upload that receives no byte within this long after its creation expires.
+    upload_first_byte_timeout_s: float = 600.0
+    #: Bytes the unfinished uploads of one client (key, or address without keys) may declare (429 above).
+    max_reserved_bytes_per_client: int = 16 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -147,8 +166,12 @@ class EventSettings:
     webhook_timeout_s: float = 10.0
     #: Deliveries at once.
     webhook_concurrency: int = 4
+    #: Webhook deliveries waiting in the outbox; past it the oldest undelivered are dropped (and counted).
+    webhook_max_backlog: int = 10_000
     #: Live streams (GET /file/{id}/events) open at once; each holds a connection until it ends.
     max_live_streams: int = 500
+    #: Live streams of one client (key, or address without keys) at once.
+    max_live_streams_per_client: int = 100
     #: A live stream idle this long gets a comment line, so proxies do not close it.
     stream_heartbeat_s: float = 15.0
     #: GET /metrics (Prometheus text format).
@@ -240,6 +263,12 @@ def load_settings(
         built[section] = cls(**values)
     if raw:
         raise ConfigError(f"unknown config section(s): {', '.join(sorted(raw))}")
+    known = {ENV_PREFIX + name.upper() for name in setting_names()} | CLIENT_ENV
+    for name in sorted(set(env) - known):
+        if name.startswith(ENV_PREFIX):  # a misspelled TOML key is an error; this is most likely one too
+            log.warning(
+                "unknown setting %s in the environment is ignored (see config.toml for the names)", name
+            )
     settings = Settings(**built)
     validate(settings)
     return settings
@@ -249,9 +278,12 @@ def _coerce(value: Any, kind: Any, source: str) -> Any:
     """Turn a TOML value or an env string into the setting's type."""
     try:
         if kind is bool:
-            if isinstance(value, str):
-                return value.strip().lower() in ("1", "true", "yes", "on")
-            return bool(value)
+            if isinstance(value, bool):
+                return value
+            word = str(value).strip().lower()
+            if word in TRUE_WORDS + FALSE_WORDS:
+                return word in TRUE_WORDS
+            raise ValueError
         if kind is int:
             if isinstance(value, bool | float):
                 raise ValueError
@@ -292,6 +324,7 @@ def validate(settings: Settings) -> None:
         (settings.http.header_timeout_s > 0, "header_timeout_s must be positive"),
         (settings.http.keepalive_timeout_s > 0, "keepalive_timeout_s must be positive"),
         (settings.http.body_timeout_s > 0, "body_timeout_s must be positive"),
+        (settings.http.send_timeout_s > 0, "send_timeout_s must be positive"),
         (settings.http.max_header_bytes >= 1024, "max_header_bytes must be at least 1024"),
         (settings.http.max_connections >= 1, "max_connections must be at least 1"),
         (settings.http.max_form_parts >= 1, "max_form_parts must be at least 1"),
@@ -302,6 +335,13 @@ def validate(settings: Settings) -> None:
         (settings.http.upload_expiry_s > 0, "upload_expiry_s must be positive"),
         (settings.http.max_pending_uploads >= 1, "max_pending_uploads must be at least 1"),
         (settings.http.max_pending_uploads_per_key >= 1, "max_pending_uploads_per_key must be at least 1"),
+        (settings.http.upload_first_byte_timeout_s > 0, "upload_first_byte_timeout_s must be positive"),
+        (settings.http.max_reserved_bytes_per_client >= 1, "max_reserved_bytes_per_client must be positive"),
+        (settings.http.max_connections_per_client >= 1, "max_connections_per_client must be at least 1"),
+        (
+            not settings.http.public_url or settings.http.public_url.startswith(("http://", "https://")),
+            "public_url must start with http:// or https://",
+        ),
         (settings.jobs.max_output_pixels >= 22 * 22, "max_output_pixels must be at least 484"),
         (settings.jobs.max_job_pixel_frames >= 22 * 22, "max_job_pixel_frames must be at least 484"),
         (settings.jobs.max_queued_jobs >= 1, "max_queued_jobs must be at least 1"),
@@ -337,6 +377,8 @@ def validate(settings: Settings) -> None:
         (settings.events.webhook_timeout_s > 0, "webhook_timeout_s must be positive"),
         (settings.events.webhook_concurrency >= 1, "webhook_concurrency must be at least 1"),
         (settings.events.max_live_streams >= 1, "max_live_streams must be at least 1"),
+        (settings.events.max_live_streams_per_client >= 1, "max_live_streams_per_client must be at least 1"),
+        (settings.events.webhook_max_backlog >= 1, "webhook_max_backlog must be at least 1"),
         (settings.events.stream_heartbeat_s > 0, "stream_heartbeat_s must be positive"),
         (
             isinstance(logging.getLevelName(settings.log.log_level.upper()), int),

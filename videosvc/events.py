@@ -26,7 +26,6 @@ VIDEO_STORED = "video.stored"
 VIDEO_DELETED = "video.deleted"
 JOB_SUCCEEDED = "job.succeeded"
 JOB_FAILED = "job.failed"
-WEBHOOK_EVENTS = (VIDEO_STORED, VIDEO_DELETED, JOB_SUCCEEDED, JOB_FAILED)
 
 
 @dataclass(frozen=True)
@@ -64,7 +63,17 @@ class OutboxQueued:
     count: int
 
 
-Event = VideosChanged | JobEnded | BytesMoved | OutboxQueued
+@dataclass(frozen=True)
+class OutboxDropped:
+    """Webhook deliveries were dropped: never queued (no disk), or trimmed from the outbox (its cap)."""
+
+    count: int
+    #: Of them, how many were in the outbox (and counted in its backlog).
+    from_backlog: int
+    reason: str
+
+
+Event = VideosChanged | JobEnded | BytesMoved | OutboxQueued | OutboxDropped
 Listener = Callable[[Event], None]
 
 
@@ -104,20 +113,33 @@ class OutboxMessage:
 
 
 class Outbox:
-    """Makes the outbox messages for an event, when webhooks are configured (else none)."""
+    """Makes the outbox messages for an event, when webhooks are configured (else none).
 
-    def __init__(self, urls: Sequence[str], render: Render) -> None:
+    The outbox lives on the disk: when the disk is below its margin (`has_room` is false), an
+    event is dropped (counted and logged) instead of written, so webhooks cannot fill it.
+    """
+
+    def __init__(
+        self, urls: Sequence[str], render: Render, has_room: Callable[[], bool], bus: EventBus
+    ) -> None:
         self._urls = tuple(urls)
+        self._disabled: set[str] = set()
         self._render = render
+        self._has_room = has_room
+        self._bus = bus
 
-    @property
-    def enabled(self) -> bool:
-        return bool(self._urls)
+    def disable(self, urls: set[str]) -> None:
+        """URLs that answered 410 Gone: no more messages for them."""
+        self._disabled |= urls
 
     def message(self, event_type: str, video_id: str, last_seen: Any = None) -> tuple[OutboxMessage, ...]:
         """The messages for an event about a video; `last_seen`: its row before the change, for an
         event whose video is gone by then (the payload is rendered from it at once)."""
-        if not self._urls:
+        urls = tuple(url for url in self._urls if url not in self._disabled)
+        if not urls:
+            return ()
+        if not self._has_room():
+            self._bus.emit(OutboxDropped(len(urls), 0, "the disk is below min_free_bytes"))
             return ()
         data = self._render(last_seen) if last_seen is not None else None
         return (
@@ -125,7 +147,7 @@ class Outbox:
                 message_id=f"msg_{uuid.uuid4().hex}",
                 event_type=event_type,
                 video_id=video_id,
-                urls=self._urls,
+                urls=urls,
                 render=None if data is not None else self._render,
                 data=data,
             ),

@@ -8,6 +8,7 @@ import logging
 import sys
 import time
 from typing import Any, NamedTuple, TextIO
+from urllib.parse import unquote
 
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
@@ -21,6 +22,12 @@ _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"me
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
     return {key: value for key, value in record.__dict__.items() if key not in _STANDARD}
 
+
+#: Set by a handler that sends its body itself (sendfile), which aiohttp does not count.
+BYTES_SENT = web.RequestKey("bytes_sent", int)
+#: The same key as `web.keys.API_KEY` (the fingerprint of the request's API key): named here, so
+#: the logs need nothing of the web layer.
+API_KEY_NAME = web.RequestKey("api_key", str)
 
 #: Loggers whose text lines already say everything their extra fields hold.
 _SELF_CONTAINED = frozenset({"videosvc.access"})
@@ -49,8 +56,11 @@ class _SecondCache:
 #: Access lines are written at most this long after their request, together.
 FLUSH_DELAY_S = 0.05
 
-#: An access line's message, as `AccessLogger` logs it.
-ACCESS_MESSAGE = "%s %s %s %.1f ms"
+#: Query parameters whose values are secrets, or as good as (a signature opens a video; a cursor
+#: tells which videos exist): the access log shows their names only.
+REDACTED_PARAMETERS = frozenset({"signature", "cursor"})
+#: A query longer than this is cut in the log.
+MAX_LOGGED_QUERY = 200
 
 
 class Access(NamedTuple):
@@ -58,10 +68,17 @@ class Access(NamedTuple):
 
     logger: str
     created: float
+    client: str
     method: str
     path: str
+    #: Percent-encoded, as sent, with secrets redacted.
+    query: str
     status: int
+    #: Bytes of the body sent.
+    sent: int
     ms: float
+    #: The API key's fingerprint, when one was used; never the key.
+    key: str | None = None
 
     @property
     def msecs(self) -> float:
@@ -69,14 +86,33 @@ class Access(NamedTuple):
 
     @property
     def message(self) -> str:
-        return ACCESS_MESSAGE % (self.method, self.path, self.status, self.ms)
+        target = f"{self.path}?{self.query}" if self.query else self.path
+        key = f" {self.key}" if self.key else ""
+        return f"{self.client} {self.method} {target} {self.status} {self.sent} {self.ms:.1f} ms{key}"
+
+    def fields(self) -> dict[str, Any]:
+        return {
+            "client": self.client, "method": self.method, "path": self.path, "query": self.query,
+            "status": self.status, "bytes": self.sent, "duration_ms": round(self.ms, 1), "key": self.key,
+        }  # fmt: skip
 
     def record(self) -> logging.LogRecord:
-        args = (self.method, self.path, self.status, self.ms)
-        record = logging.LogRecord(self.logger, logging.INFO, "", 0, ACCESS_MESSAGE, args, None)
+        record = logging.LogRecord(self.logger, logging.INFO, "", 0, self.message, None, None)
         record.created, record.msecs = self.created, self.msecs
-        record.__dict__.update(method=self.method, status=self.status, duration_ms=round(self.ms, 1))
+        record.__dict__.update(self.fields())
         return record
+
+
+def redacted_query(raw: str) -> str:
+    """The query as sent, with the values of REDACTED_PARAMETERS replaced, and cut to a bounded length."""
+    if not raw:
+        return ""
+    parts = []
+    for part in raw.split("&"):
+        name, equals, _ = part.partition("=")
+        parts.append(f"{name}=REDACTED" if equals and unquote(name) in REDACTED_PARAMETERS else part)
+    query = "&".join(parts)
+    return query if len(query) <= MAX_LOGGED_QUERY else query[:MAX_LOGGED_QUERY] + "..."
 
 
 class TextFormatter(logging.Formatter):
@@ -90,10 +126,8 @@ class TextFormatter(logging.Formatter):
     def format_access(self, a: Access) -> str:
         """What `format` makes of `a.record()`, without making the record (one f-string: ~1 µs)."""
         second = int(a.created)
-        return (
-            f"{self._times.of_second(second)},{int((a.created - second) * 1000):03d} INFO {a.logger}:"
-            f" {a.method} {a.path} {a.status} {a.ms:.1f} ms"
-        )
+        stamp = f"{self._times.of_second(second)},{int((a.created - second) * 1000):03d}"
+        return f"{stamp} INFO {a.logger}: {a.message}"
 
     def format(self, record: logging.LogRecord) -> str:
         line = super().format(record)
@@ -107,18 +141,27 @@ class TextFormatter(logging.Formatter):
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per line; `time` is ISO 8601 in UTC, for log collectors."""
+
     def __init__(self) -> None:
         super().__init__()
-        self._times = _SecondCache()
+        self._second = -1
+        self._text = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
-        return self._times.format_time(record)
+        return self._iso(record.created, record.msecs)
+
+    def _iso(self, created: float, msecs: float) -> str:
+        second = int(created)
+        if second != self._second:
+            self._second = second
+            self._text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._text}.{int(msecs):03d}Z"
 
     def format_access(self, a: Access) -> str:
         """What `format` makes of `a.record()`, without making the record."""
-        entry = {"time": self._times.at(a.created, a.msecs), "level": "INFO", "logger": a.logger,
-                 "message": a.message, "method": a.method, "status": a.status,
-                 "duration_ms": round(a.ms, 1)}  # fmt: skip
+        entry = {"time": self._iso(a.created, a.msecs), "level": "INFO", "logger": a.logger,
+                 "message": a.message, **a.fields()}  # fmt: skip
         return json.dumps(entry)
 
     def format(self, record: logging.LogRecord) -> str:
@@ -206,7 +249,8 @@ def _line_handler(logger: logging.Logger) -> LineHandler | None:
 
 
 class AccessLogger(AbstractAccessLogger):
-    """One line per request: method, path (still percent-encoded), status, duration.
+    """One line per request: client address, method, path and query (percent-encoded, secrets redacted),
+    status, body bytes sent, duration, and the API key's fingerprint.
 
     With the service's own handler the line is formatted straight from these
     four values, as the record would have been, and written at the end of the
@@ -217,9 +261,12 @@ class AccessLogger(AbstractAccessLogger):
         logger = self.logger
         if not logger.isEnabledFor(logging.INFO):
             return
+        url = request.rel_url
         access = Access(
-            logger.name, _now(), request.method, request.rel_url.raw_path, response.status, time * 1000
-        )
+            logger.name, _now(), request.remote or "-", request.method, url.raw_path,
+            redacted_query(url.raw_query_string), response.status,
+            request.get(BYTES_SENT, response.body_length), time * 1000, request.get(API_KEY_NAME),
+        )  # fmt: skip
         handler = _line_handler(logger)
         if handler is None:
             logger.handle(access.record())

@@ -12,8 +12,11 @@ from typing import Any
 
 from .config import Settings
 from .service import VideoInfo, VideoService
-from .signing import Signer
+from .signing import LinkFamily, Signer
 from .store.db import VideoStatus
+
+#: The variant a content link opens when it names none.
+CURRENT = "current"
 
 
 class Representation:
@@ -26,19 +29,31 @@ class Representation:
         """Whether its links carry expiring signatures (API keys are set)."""
         return bool(self._settings.api_keys)
 
-    def _signed(self, path: str, video_id: str) -> str:
-        """`path`, with an expiring signature when API keys are set (a browser sends no key
-        from <video src> or EventSource)."""
+    def _signed(
+        self, path: str, family: LinkFamily, video_id: str, variant: str = "", until: int | None = None
+    ) -> str:
+        """`path`, with an expiring signature when API keys are set (a browser sends no key from
+        <video src> or EventSource); never valid past `until`, the expiry of the link it is
+        handed out through."""
         if not self._settings.api_keys:
             return path
-        expires, signature = self._signer.sign_content(video_id, self._settings.signed_url_ttl_s)
+        ttl = self._settings.signed_url_ttl_s
+        expires, signature = self._signer.sign(family, video_id, ttl, variant, until)
         return f"{path}?expires={expires}&signature={signature}"
 
-    def content_url(self, video_id: str) -> str:
-        return self._signed(f"/file/{video_id}/content", video_id)
+    def content_url(self, video_id: str, until: int | None = None) -> str:
+        return self._signed(f"/file/{video_id}/content", LinkFamily.CONTENT, video_id, CURRENT, until)
 
-    def events_url(self, video_id: str) -> str:
-        return self._signed(f"/file/{video_id}/events", video_id)
+    def events_url(self, video_id: str, until: int | None = None) -> str:
+        return self._signed(f"/file/{video_id}/events", LinkFamily.EVENTS, video_id, until=until)
+
+    def relinked(self, shape: dict[str, Any], until: int) -> dict[str, Any]:
+        """A GET shape whose links expire no later than `until` (sent through a signed link)."""
+        video_id = shape["id"]
+        return shape | {
+            "contentUrl": self.content_url(video_id, until),
+            "eventsUrl": self.events_url(video_id, until),
+        }
 
     def video(self, info: VideoInfo) -> dict[str, Any]:
         job = info.job

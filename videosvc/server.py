@@ -31,7 +31,8 @@ class ListenError(Exception):
     """The address cannot be bound (in use, or not ours)."""
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, where: str = "") -> None:
+    """`where`: what to say once started (the version, the data folder, the settings' source)."""
     app = create_app(settings)
     grace_s = settings.http.shutdown_grace_s
     runner = GuardedAppRunner(
@@ -52,8 +53,12 @@ async def serve(settings: Settings) -> None:
             raise ListenError(
                 f"cannot listen on {settings.http.host}:{settings.http.port}: {e.strerror}"
             ) from None
+        if where:
+            log.info("%s", where)
         for address in runner.addresses:
-            log.info("listening on http://%s:%s", *address[:2])
+            host = f"[{address[0]}]" if ":" in str(address[0]) else address[0]
+            base = f"http://{host}:{address[1]}"
+            log.info("listening on %s/ (the page); the API and its docs: %s/swagger", base, base)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

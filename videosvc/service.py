@@ -10,65 +10,27 @@ import asyncio
 import concurrent.futures
 import contextlib
 import enum
-import errno
 import logging
-import re
-import time
-import unicodedata
-import uuid
 import weakref
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from .config import Settings
-from .errors import (
-    EmptyUpload,
-    InsufficientStorage,
-    InvalidRequest,
-    NotAnMp4,
-    OriginalNotKept,
-    ServiceBusy,
-    UnsupportedMedia,
-    UploadTooLarge,
-    VideoNotFound,
-)
-from .events import VIDEO_DELETED, VIDEO_STORED, BytesMoved, EventBus, Outbox
+from .errors import InvalidRequest, OriginalNotKept, VideoNotFound
+from .events import VIDEO_DELETED, EventBus, Outbox
 from .jobs.contract import read_progress
 from .jobs.outcomes import JobOutcomes
 from .jobs.runner import JobRunner
-from .media.isobmff import BoxError, has_ftyp_header, read_tracks
-from .media.probe import InputLimits, MediaInfo, MediaOverLimit, ProbeError, Toolchain, inspect_upload, probe
-from .media.sniff import not_mp4_reason
+from .media.isobmff import BoxError, read_tracks
+from .media.probe import ProbeError, Toolchain, probe
 from .signing import BadSignature, Signer
-from .store.db import Database, JobRecord, JobState, Original, PageKey, VideoRecord, VideoStatus, utc_now
-from .store.storage import BackgroundWriter, Storage, remove, sync_file
+from .store.db import Database, JobRecord, JobState, Original, PageKey, VideoRecord, VideoStatus
+from .store.disk import DiskBudget
+from .store.storage import Storage
+from .videos.publish import IncomingUpload, Publisher, ReceivedFile
 
 log = logging.getLogger(__name__)
-
-#: Check free disk again after this many bytes of an upload (a statvfs call: cheap).
-DISK_CHECK_EVERY_BYTES = 8 * 1024**2
-#: Uploads are written in blocks of this size, each in a thread while the next is received.
-WRITE_BLOCK_BYTES = 4 * 1024**2
-MAX_FILENAME_CHARS = 255
-#: The first bytes of an upload, read to tell what a file that is not an MP4 looks like.
-SNIFF_BYTES = 1024
-
-
-@dataclass(frozen=True)
-class IncomingUpload:
-    chunks: AsyncIterator[bytes]
-    filename: str | None
-    #: From Content-Length, when the client sent one.
-    declared_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class ReceivedFile:
-    """An upload's bytes, whole, in a file of their own, not yet checked."""
-
-    path: Path
-    size: int
 
 
 @dataclass(frozen=True)
@@ -140,6 +102,7 @@ class VideoService:
         settings: Settings,
         db: Database,
         storage: Storage,
+        disk: DiskBudget,
         runner: JobRunner,
         tools: Toolchain,
         signer: Signer,
@@ -157,11 +120,11 @@ class VideoService:
         self._storage = storage
         self._runner = runner
         self._tools = tools
-        self._input_limits = InputLimits(settings.http.max_input_pixels, settings.http.max_input_streams)
         # Probes are processes that may take seconds: a pool of their own bounds how many run.
         self._probes = concurrent.futures.ThreadPoolExecutor(
             settings.ffmpeg.probe_concurrency, thread_name_prefix="probe"
         )
+        self._publisher = Publisher(settings, db, storage, disk, tools, self._probes, outbox, bus)
         # One lock per video for PATCH and DELETE, so neither sees the other half-done.
         self._locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -215,156 +178,12 @@ class VideoService:
             log.info("kept %d stored video(s) as their originals (upgrade)", adopted)
 
     async def store(self, upload: IncomingUpload) -> VideoRecord:
-        """POST /file/: receive the body into a temp file, then publish it."""
-        started = time.monotonic()
-        received = await self.receive(upload)
-        return await self.publish(received, upload.filename, receive_s=time.monotonic() - started)
+        """POST /file/: receive the body, then publish it."""
+        return await self._publisher.store(upload)
 
-    async def receive(self, upload: IncomingUpload) -> ReceivedFile:
-        """The body, whole, in a temp file of its own (removed on any refusal): size limit, free disk,
-        and an early look at the first bytes, so a non-MP4 is refused before it is all sent."""
-        limit = self._settings.http.max_upload_bytes
-        if upload.declared_bytes is not None and upload.declared_bytes > limit:
-            raise UploadTooLarge(limit)
-        await asyncio.to_thread(self._storage.ensure_free, upload.declared_bytes or 0)
-        temp = self._storage.new_temp_path()
-        try:
-            size = await self._receive(upload.chunks, temp, limit)
-        except BaseException:
-            await asyncio.to_thread(remove, temp)
-            raise
-        return ReceivedFile(temp, size)
-
-    async def publish(
-        self,
-        received: ReceivedFile,
-        filename: str | None,
-        video_id: str | None = None,
-        receive_s: float = 0.0,
-    ) -> VideoRecord:
-        """The one way a video comes to be stored, for every kind of upload (multipart, raw, tus).
-
-        The received file is checked (ISO-BMFF, complete, within the input limits, probed) and
-        flushed, moved into place under the video's id, kept as the original, and only then is
-        the row inserted. It is consumed: moved, or removed if refused.
-        """
-        video_id = video_id or str(uuid.uuid4())
-        path, size = received.path, received.size
-        started = time.monotonic()
-        try:
-            head = await asyncio.to_thread(_read_head, path)
-            if not has_ftyp_header(head):
-                raise NotAnMp4(
-                    not_mp4_reason(head) if len(head) >= 8 else "the file is too short to be an MP4"
-                )
-            # Probing and flushing to disk are independent: do both at once. Probes have an
-            # executor of their own, so a slow one never delays another request's file I/O.
-            loop = asyncio.get_running_loop()
-            probed, synced = await asyncio.gather(
-                loop.run_in_executor(
-                    self._probes, inspect_upload, str(path), self._tools, self._input_limits
-                ),
-                asyncio.to_thread(sync_file, path),
-                return_exceptions=True,
-            )
-            if isinstance(probed, MediaOverLimit):
-                raise UnsupportedMedia(f"the video is over a limit of this service: {probed}")
-            if isinstance(probed, ProbeError):
-                raise NotAnMp4(str(probed))
-            for outcome in (probed, synced):
-                if isinstance(outcome, BaseException):
-                    raise resource_error(outcome)
-            assert isinstance(probed, MediaInfo)
-            info = probed
-            if not info.is_mp4_family:
-                raise NotAnMp4(f"the container is {','.join(info.format_names)}, not MP4")
-            try:
-                await asyncio.to_thread(self._storage.move_into_place, path, video_id)
-                if self._keep_original:
-                    await asyncio.to_thread(self._storage.keep_as_original, video_id)
-            except OSError as e:
-                await asyncio.to_thread(self._storage.remove_video, video_id)
-                raise resource_error(e) from None
-        finally:
-            await asyncio.to_thread(remove, path)  # refused, or already moved: nothing left either way
-        now = utc_now()
-        record = VideoRecord(
-            id=video_id,
-            filename=clean_filename(filename) or f"{video_id}.mp4",
-            size_bytes=size,
-            width=info.width,
-            height=info.height,
-            duration_s=info.duration_s,
-            created_at=now,
-            updated_at=now,
-            audio_codecs=info.audio_codecs,
-            frame_count=info.frame_count,
-            original=Original(info.width, info.height, size, info.audio_codecs)
-            if self._keep_original
-            else None,
-        )
-        try:
-            await self._db.insert_video(record, outbox=self._outbox.message(VIDEO_STORED, video_id))
-        except BaseException:
-            await asyncio.to_thread(self._storage.remove_video, video_id)
-            raise
-        self._bus.emit(BytesMoved("in", size))
-        log.info(
-            "video stored",
-            extra={
-                "video_id": video_id,
-                "size_bytes": size,
-                "receive_s": round(receive_s, 3),
-                "check_and_store_s": round(time.monotonic() - started, 3),
-            },
-        )
-        return record
-
-    async def _receive(self, chunks: AsyncIterator[bytes], temp: Path, limit: int) -> int:
-        """Stream to `temp`; check the header, the size limit and free space on the way."""
-        try:
-            return await self._write_chunks(chunks, temp, limit)
-        except OSError as e:
-            raise resource_error(e) from None
-
-    async def _write_chunks(self, chunks: AsyncIterator[bytes], temp: Path, limit: int) -> int:
-        size = 0
-        checked_header = False
-        next_disk_check = DISK_CHECK_EVERY_BYTES
-        pending: list[bytes] = []
-        pending_bytes = 0
-        out = await BackgroundWriter.open(temp)
-        try:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    raise UploadTooLarge(limit)
-                pending.append(chunk)
-                pending_bytes += len(chunk)
-                if not checked_header and pending_bytes >= SNIFF_BYTES:
-                    head = b"".join(pending)[:SNIFF_BYTES]
-                    if not has_ftyp_header(head):
-                        raise NotAnMp4(not_mp4_reason(head))
-                    checked_header = True
-                if pending_bytes >= WRITE_BLOCK_BYTES:
-                    await out.write(pending)
-                    pending, pending_bytes = [], 0
-                if size >= next_disk_check:
-                    await asyncio.to_thread(self._storage.ensure_free, DISK_CHECK_EVERY_BYTES)
-                    next_disk_check += DISK_CHECK_EVERY_BYTES
-            if pending:
-                await out.write(pending)
-        finally:
-            await out.close()
-        if size == 0:
-            raise EmptyUpload("the upload is empty: send an MP4 file")
-        if not checked_header:
-            head = b"".join(pending)[:SNIFF_BYTES] if pending else b""
-            if len(head) < 8:
-                raise NotAnMp4("the file is too short to be an MP4")
-            if not has_ftyp_header(head):
-                raise NotAnMp4(not_mp4_reason(head))
-        return size
+    async def publish(self, received: ReceivedFile, filename: str | None, video_id: str) -> VideoRecord:
+        """A resumable upload whose last byte is in: the same checks and step as POST /file/."""
+        return await self._publisher.publish(received, filename, video_id)
 
     async def describe(self, video_id: str) -> VideoInfo:
         return self._info(await self._db.get_status(video_id))
@@ -539,41 +358,5 @@ def describe_status(
     )
 
 
-def _read_head(path: Path) -> bytes:
-    with open(path, "rb") as f:
-        return f.read(SNIFF_BYTES)
-
-
 def _original_of(video: VideoRecord) -> Original:
     return Original(video.width, video.height, video.size_bytes, video.audio_codecs or ())
-
-
-def resource_error(error: BaseException) -> BaseException:
-    """A full disk is the client's 507 and a lack of file handles a 503, not our 500; else as is."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientStorage("not enough free disk space: the upload could not be stored")
-    if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
-        return ServiceBusy("the service is out of file handles for the moment; retry shortly")
-    return error
-
-
-_UNSAFE_CHARS = re.compile(r"[\"\\/]")
-
-
-def clean_filename(name: str | None) -> str:
-    """A display name: no path, no control characters or quotes, bounded length."""
-    if not name:
-        return ""
-    name = unicodedata.normalize("NFC", name)
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    # Control and format characters (C0, C1, bidi overrides, zero-width) would let a
-    # name pose as another in a listing or a log: each becomes "_".
-    name = "".join("_" if unicodedata.category(c) in ("Cc", "Cf") else c for c in name)
-    name = _UNSAFE_CHARS.sub("_", name).strip(" .")
-    # Surrogates from undecodable bytes would break JSON encoders downstream.
-    name = name.encode("utf-8", "replace").decode("utf-8")
-    if len(name) > MAX_FILENAME_CHARS:
-        _, dot, ext = name.rpartition(".")
-        keep = ext if dot and len(ext) <= 10 else ""
-        name = name[: MAX_FILENAME_CHARS - len(keep) - 1] + "." + keep if keep else name[:MAX_FILENAME_CHARS]
-    return name

@@ -1,13 +1,19 @@
-"""HMAC signatures for what the service hands out and later takes back: content links and page cursors.
+"""HMAC signatures for what the service hands out and later takes back: signed links and page cursors.
 
 A signed value cannot be forged or altered by a client; an expired link or a
 cursor signed by an earlier process (when no `url_signing_key` is set) is
 refused like a forged one.
+
+A link is signed for one *family* of one video (SPEC §12): the content in one
+variant, the live stream, and later the playback package and the pictures. A
+signature of one family opens nothing of another, and a link handed out
+through a signed link never expires later than the link it came through.
 """
 
 from __future__ import annotations
 
 import base64
+import enum
 import hashlib
 import hmac
 import json
@@ -17,11 +23,20 @@ from typing import Any
 
 
 class BadSignature(Exception):
-    """Forged, altered, or signed with another key."""
+    """Forged, altered, signed with another key, or for another family or video."""
 
 
 class Expired(Exception):
     """Genuine, but past its expiry."""
+
+
+class LinkFamily(enum.StrEnum):
+    CONTENT = "content"  #: /file/{id}/content, in one variant
+    EVENTS = "events"  #: /file/{id}/events
+
+
+#: Digits of an expiry (Unix seconds): ten until the year 2286.
+EXPIRES_DIGITS = 12
 
 
 class Signer:
@@ -33,19 +48,28 @@ class Signer:
         mac = hmac.new(self._key, f"{purpose}\n{message}".encode(), hashlib.sha256)
         return base64.urlsafe_b64encode(mac.digest()[:20]).decode().rstrip("=")
 
-    # -- links to a video's bytes, for clients that cannot send a bearer key
+    # -- links, for clients that cannot send a bearer key (<video src>, EventSource)
 
-    def sign_content(self, video_id: str, ttl_s: float) -> tuple[int, str]:
-        """(expires, signature) for /file/{video_id}/content."""
+    def sign(
+        self, family: LinkFamily, video_id: str, ttl_s: float, variant: str = "", until: int | None = None
+    ) -> tuple[int, str]:
+        """(expires, signature) of a link of `family` to `video_id`, valid `ttl_s`, and never past `until`."""
         expires = int(time.time() + ttl_s)
-        return expires, self._tag("content", f"{video_id}\n{expires}")
+        if until is not None:
+            expires = min(expires, until)
+        return expires, self._tag(family.value, f"{video_id}\n{variant}\n{expires}")
 
-    def verify_content(self, video_id: str, expires: str, signature: str) -> None:
-        """Raises BadSignature or Expired."""
-        if not expires.isdigit() or not _same(self._tag("content", f"{video_id}\n{expires}"), signature):
+    def verify(
+        self, family: LinkFamily, video_id: str, expires: str, signature: str, variant: str = ""
+    ) -> int:
+        """The link's expiry; raises BadSignature or Expired."""
+        if not expires.isascii() or not expires.isdigit() or len(expires) > EXPIRES_DIGITS:
+            raise BadSignature
+        if not _same(self._tag(family.value, f"{video_id}\n{variant}\n{expires}"), signature):
             raise BadSignature
         if int(expires) < time.time():
             raise Expired
+        return int(expires)
 
     # -- opaque page cursors
 
@@ -67,6 +91,14 @@ class Signer:
         if not isinstance(state, dict):
             raise BadSignature
         return state
+
+
+def key_name(key: str) -> str:
+    """How an API key is known in logs, counts and ownership: a short fingerprint, never the key.
+
+    (Not its place in the list: removing a key would hand the next one's uploads to another.)
+    """
+    return "key:" + hashlib.sha256(key.encode()).hexdigest()[:8]
 
 
 def _same(expected: str, given: str) -> bool:

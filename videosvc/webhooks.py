@@ -10,6 +10,12 @@ each with a timeout: a slow or dead receiver never delays a request or a job.
 Signatures come from the `standardwebhooks` package (webhook-id, the event's
 stable id; webhook-timestamp, the attempt's time; webhook-signature, HMAC-SHA256
 over the three), so receivers can verify them with the same package.
+
+Outbound calls are bounded like inbound ones (SPEC §12): only the status of an
+answer is read (its body is left unread, the connection closed); redirects are
+not followed (a 3xx is a failed delivery, retried); a 410 Gone disables the URL
+until the configuration names it again; URLs no longer configured get nothing
+more; and the outbox has a row cap past which the oldest events are dropped.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import aiohttp
 from standardwebhooks.webhooks import Webhook
 
 from .config import EventSettings
-from .events import EventBus, OutboxQueued
+from .events import EventBus, Outbox, OutboxDropped, OutboxQueued
 from .store.db import Database, Delivery
 
 log = logging.getLogger(__name__)
@@ -45,9 +51,10 @@ def backoff_s(attempts: int) -> float:
 
 
 class WebhookDispatcher:
-    def __init__(self, settings: EventSettings, db: Database, bus: EventBus) -> None:
+    def __init__(self, settings: EventSettings, db: Database, bus: EventBus, outbox: Outbox) -> None:
         self._settings = settings
         self._db = db
+        self._outbox = outbox
         self._signer = Webhook(settings.webhook_secret) if settings.webhook_urls else None
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.webhook_concurrency)
@@ -58,13 +65,31 @@ class WebhookDispatcher:
         self.backlog = 0
         bus.subscribe(self._on_event)
 
-    async def refresh_backlog(self) -> None:
+    async def start(self) -> None:
+        """Settle the outbox with the configuration: URLs no longer named get nothing more, and a URL
+        disabled by a 410 stays disabled while it is still named (named anew after a removal: enabled)."""
+        urls = self._settings.webhook_urls
+        disabled = await self._db.settle_webhook_urls(urls)
+        self._outbox.disable(disabled)
+        dropped = await self._db.drop_deliveries_except(tuple(url for url in urls if url not in disabled))
+        if dropped:
+            self.counts["dropped"] += dropped
+            log.warning("dropped %d webhook deliveries to URLs no longer configured, or disabled", dropped)
+        for url in sorted(disabled):
+            log.warning("webhook URL %s is disabled (it answered 410 Gone); remove it and add it back to"
+                        " enable it again", url)  # fmt: skip
         self.backlog = await self._db.outbox_size()
 
     def _on_event(self, event: object) -> None:
         if isinstance(event, OutboxQueued):  # committed just now: look now, not at the next retry
             self.backlog += event.count
             self._wake.set()
+        elif isinstance(event, OutboxDropped):
+            self.backlog -= event.from_backlog
+            self.counts["dropped"] += event.count
+            log.warning(
+                "dropped %d webhook deliveries (%s)", event.count, event.reason
+            )  # rare by design: the cap is far above a healthy backlog
 
     async def run(self) -> None:
         if self._signer is None:
@@ -97,22 +122,25 @@ class WebhookDispatcher:
 
     async def _deliver(self, session: aiohttp.ClientSession, delivery: Delivery) -> None:
         try:
-            error = await self._attempt(session, delivery)
+            status, error = await self._attempt(session, delivery)
             if error is None:
-                await self._db.delivered(delivery.id)
+                if await self._db.delivered(delivery.id):  # not trimmed by the cap meanwhile
+                    self.backlog -= 1
                 self.counts["delivered"] += 1
-                self.backlog -= 1
                 log.info(
                     "webhook delivered",
                     extra={"event": delivery.event_type, "webhook_id": delivery.message_id},
                 )
                 return
             self.counts["failed"] += 1
+            if status == 410:
+                await self._disable(delivery)
+                return
             age = time.time() - delivery.created_at
             if age > self._settings.webhook_max_age_s:
-                await self._db.delivered(delivery.id)  # given up: removed, and said so
+                if await self._db.delivered(delivery.id):  # given up: removed, and said so
+                    self.backlog -= 1
                 self.counts["dropped"] += 1
-                self.backlog -= 1
                 log.error(
                     "webhook given up after %d attempts over %.0f s (webhook_max_age_s): %s",
                     delivery.attempts + 1, age, error,
@@ -132,8 +160,21 @@ class WebhookDispatcher:
             self._slots.release()
             self._wake.set()
 
-    async def _attempt(self, session: aiohttp.ClientSession, delivery: Delivery) -> str | None:
-        """None when the receiver took it (2xx); else why not."""
+    async def _disable(self, delivery: Delivery) -> None:
+        """410 Gone: the receiver says the endpoint is gone for good (Standard Webhooks)."""
+        self._outbox.disable({delivery.url})
+        dropped = await self._db.disable_webhook_url(delivery.url)
+        self.backlog -= dropped
+        self.counts["dropped"] += dropped
+        log.warning(
+            "webhook URL %s answered 410 Gone: disabled, %d deliveries to it dropped; remove it from"
+            " webhook_urls and add it back to enable it again", delivery.url, dropped,
+        )  # fmt: skip
+
+    async def _attempt(
+        self, session: aiohttp.ClientSession, delivery: Delivery
+    ) -> tuple[int | None, str | None]:
+        """(status, None) when the receiver took it (2xx); else (status, why not)."""
         assert self._signer is not None
         now = datetime.now(UTC)
         signature = self._signer.sign(delivery.message_id, now, delivery.payload)
@@ -144,14 +185,19 @@ class WebhookDispatcher:
             "webhook-signature": signature,
         }
         try:
+            # The status is the answer: a body (even a gigabyte of one) is never read, and a redirect
+            # is not followed (it would re-post a signed payload to wherever the receiver says).
             async with session.post(
-                delivery.url, data=delivery.payload.encode(), headers=headers
+                delivery.url, data=delivery.payload.encode(), headers=headers, allow_redirects=False
             ) as response:
-                await response.read()
-                if 200 <= response.status < 300:
-                    return None
-                return f"the receiver answered {response.status}"
+                status = response.status
+                response.close()
+            if 200 <= status < 300:
+                return status, None
+            if 300 <= status < 400:
+                return status, f"the receiver answered {status} (redirects are not followed)"
+            return status, f"the receiver answered {status}"
         except TimeoutError:
-            return f"no answer within {self._settings.webhook_timeout_s:g} s (webhook_timeout_s)"
+            return None, f"no answer within {self._settings.webhook_timeout_s:g} s (webhook_timeout_s)"
         except aiohttp.ClientError as e:
-            return f"{type(e).__name__}: {str(e)[:200]}"
+            return None, f"{type(e).__name__}: {str(e)[:200]}"

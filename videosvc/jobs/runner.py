@@ -23,7 +23,8 @@ from pathlib import Path
 from ..config import Settings, usable_cpus
 from ..errors import JobQueueUnavailable, TooManyJobs
 from ..media.probe import ProbeError, Toolchain, probe
-from ..store.db import Database, JobRecord
+from ..store.db import Database, JobRecord, VideoRecord
+from ..store.disk import DiskBudget, Reservation
 from ..store.storage import Storage, remove
 from .backends import Backend, BackendClosed, WorkerLost
 from .contract import JobFiles, Outcome, ResizeJob, ResizeResult
@@ -45,6 +46,7 @@ class JobRunner:
         settings: Settings,
         db: Database,
         storage: Storage,
+        disk: DiskBudget,
         tools: Toolchain,
         backend: Backend,
         outcomes: JobOutcomes,
@@ -53,6 +55,9 @@ class JobRunner:
         self._db = db
         self._outcomes = outcomes
         self._storage = storage
+        self._disk = disk
+        #: The disk each job on a worker holds for its output, so uploads cannot take it meanwhile.
+        self._reservations: dict[int, Reservation] = {}
         self._tools = tools
         self._backend = backend
         self._started = False
@@ -224,7 +229,12 @@ class JobRunner:
             result = ResizeResult(Outcome.FAILED, error=f"internal error: {type(e).__name__}")
         finally:
             self._specs.pop(job.id, None)
-        await asyncio.shield(self._finish(job, files, result))
+        try:
+            await asyncio.shield(self._finish(job, files, result))
+        finally:
+            reservation = self._reservations.pop(job.id, None)
+            if reservation is not None:
+                reservation.release()
 
     async def _run_when_a_worker_is_free(self, job: JobRecord, files: JobFiles) -> ResizeResult:
         if self._slots is None:  # the cluster queues and schedules jobs itself
@@ -283,6 +293,8 @@ class JobRunner:
 
     async def _spec(self, job: JobRecord, files: JobFiles) -> ResizeJob:
         video = (await self._db.get_status(job.video_id)).video
+        if job.id not in self._reservations:  # held until the job ends; a job runs whatever uploads hold
+            self._reservations[job.id] = self._disk.reserve(expected_output_bytes(video, job), force=True)
         # From the original when it is kept: repeated resizes never compound their losses.
         original = video.original if self._settings.storage.keep_original else None
         storage = self._storage
@@ -350,3 +362,11 @@ class JobRunner:
                 await self._outcomes.failed(job, f"internal error while finishing: {type(e).__name__}")
         finally:
             await asyncio.to_thread(remove, files.directory)
+
+
+def expected_output_bytes(video: VideoRecord, job: JobRecord) -> int:
+    """What a resize may write, for its disk reservation: the source's bytes per pixel at the new
+    size (never less than the source), with half again for a worse guess."""
+    source = video.original or video
+    scale = job.width * job.height / max(1, source.width * source.height)
+    return int(source.size_bytes * max(1.0, scale) * 1.5)

@@ -22,13 +22,16 @@ from typing import TypeVar
 
 import aiosqlite
 
-from ..errors import JobAlreadyActive, VideoNotFound
-from ..events import EventBus, OutboxMessage, OutboxQueued, VideosChanged
+from ..errors import JobAlreadyActive, TooManyUploads, VideoNotFound
+from ..events import EventBus, OutboxDropped, OutboxMessage, OutboxQueued, VideosChanged
 from ..media.probe import MediaInfo
+from .disk import out_of_space
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+#: What a 429 for unfinished uploads tells the client to wait before asking again.
+UPLOADS_RETRY_AFTER_S = 30
 #: One change to the database, given the writer connection inside an open transaction.
 Change = Callable[[aiosqlite.Connection], Awaitable[T]]
 
@@ -110,6 +113,17 @@ class UploadRecord:
     created_at: str
     expires_at: float
     completed_at: str | None = None
+    #: Who it counts against: the API key's name, or the client's address without keys.
+    client: str | None = None
+
+
+@dataclass(frozen=True)
+class UploadCaps:
+    """What unfinished uploads may hold, overall and per client; checked with the insert."""
+
+    max_pending: int
+    max_pending_per_client: int
+    max_reserved_bytes_per_client: int
 
 
 @dataclass(frozen=True)
@@ -171,18 +185,33 @@ class Delivery:
 
 class Database:
     def __init__(
-        self, writer: aiosqlite.Connection, reader: aiosqlite.Connection, bus: EventBus | None = None
+        self,
+        writer: aiosqlite.Connection,
+        reader: aiosqlite.Connection,
+        bus: EventBus | None = None,
+        on_full: Callable[[], bool] | None = None,
+        outbox_cap: int = 10_000,
     ) -> None:
         self._conn = writer
+        #: Rows the webhook outbox may hold; past it, the oldest are dropped as new ones come.
+        self._outbox_cap = outbox_cap
         self._reader = reader
         self._lock = asyncio.Lock()
         self._cache = StatusCache()
         self._bus = bus
+        #: Called when a write fails for lack of disk; True if it freed room (the write is retried).
+        self._on_full = on_full
 
     @classmethod
-    async def open(cls, path: Path, bus: EventBus | None = None) -> Database:
+    async def open(
+        cls,
+        path: Path,
+        bus: EventBus | None = None,
+        on_full: Callable[[], bool] | None = None,
+        outbox_cap: int = 10_000,
+    ) -> Database:
         # A second connection (and thread) for GET: it never waits behind a write.
-        db = cls(writer=await _connect(path), reader=await _connect(path), bus=bus)
+        db = cls(await _connect(path), await _connect(path), bus=bus, on_full=on_full, outbox_cap=outbox_cap)
         await db.migrate()
         return db
 
@@ -204,17 +233,17 @@ class Database:
         self, change: Change[T], video_ids: tuple[str, ...], outbox: Sequence[OutboxMessage]
     ) -> T:
         committed = False
+        trimmed = 0
         async with self._lock:
             try:
-                await self._conn.execute("BEGIN IMMEDIATE")
                 try:
-                    result = await change(self._conn)
-                    for message in outbox:
-                        await self._queue_message(message)
-                except BaseException:
-                    await self._conn.execute("ROLLBACK")
-                    raise
-                await self._conn.execute("COMMIT")
+                    result, trimmed = await self._attempt(change, outbox)
+                except sqlite3.OperationalError as e:
+                    # A disk filled by someone else: give up the ballast, so that what frees space
+                    # (a DELETE, a termination) can still be recorded, and try once more.
+                    if not out_of_space(e) or self._on_full is None or not self._on_full():
+                        raise
+                    result, trimmed = await self._attempt(change, outbox)
                 committed = True
                 return result
             finally:
@@ -224,6 +253,30 @@ class Database:
                         self._bus.emit(VideosChanged(video_ids))
                     if outbox:
                         self._bus.emit(OutboxQueued(sum(len(message.urls) for message in outbox)))
+                    if trimmed:
+                        reason = "the outbox is full (webhook_max_backlog): the oldest undelivered went"
+                        self._bus.emit(OutboxDropped(trimmed, trimmed, reason))
+
+    async def _attempt(self, change: Change[T], outbox: Sequence[OutboxMessage]) -> tuple[T, int]:
+        """One transaction: the change, its outbox rows, and the outbox trimmed to its cap."""
+        await self._conn.execute("BEGIN IMMEDIATE")
+        trimmed = 0
+        try:
+            result = await change(self._conn)
+            for message in outbox:
+                await self._queue_message(message)
+            if outbox:
+                cursor = await self._conn.execute(
+                    "DELETE FROM webhook_outbox WHERE id <="
+                    " (SELECT id FROM webhook_outbox ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                    (self._outbox_cap,),
+                )
+                trimmed = max(0, cursor.rowcount)
+        except BaseException:
+            await self._conn.execute("ROLLBACK")
+            raise
+        await self._conn.execute("COMMIT")
+        return result, trimmed
 
     async def _queue_message(self, message: OutboxMessage) -> None:
         """Inside a transaction: the message's payload from the video's state after the change."""
@@ -404,11 +457,48 @@ class Database:
         rows = list(await self._reader.execute_fetchall("SELECT count(*) AS n FROM webhook_outbox"))
         return int(rows[0]["n"])
 
-    async def delivered(self, delivery_id: int) -> None:
-        async def change(conn: aiosqlite.Connection) -> None:
-            await conn.execute("DELETE FROM webhook_outbox WHERE id = ?", (delivery_id,))
+    async def delivered(self, delivery_id: int) -> bool:
+        """Remove a delivery that is done (made, or given up); False if it was gone already (trimmed)."""
 
-        await self._write(change)
+        async def change(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute("DELETE FROM webhook_outbox WHERE id = ?", (delivery_id,))
+            return cursor.rowcount == 1
+
+        return await self._write(change)
+
+    async def settle_webhook_urls(self, urls: Sequence[str]) -> set[str]:
+        """At start: forget the 410s of URLs no longer configured; the configured ones still disabled."""
+
+        async def change(conn: aiosqlite.Connection) -> set[str]:
+            rows = await conn.execute_fetchall("SELECT url FROM webhook_disabled_urls")
+            gone = [(row["url"],) for row in rows if row["url"] not in urls]
+            await conn.executemany("DELETE FROM webhook_disabled_urls WHERE url = ?", gone)
+            return {row["url"] for row in rows if row["url"] in urls}
+
+        return await self._write(change)
+
+    async def drop_deliveries_except(self, urls: Sequence[str]) -> int:
+        """Remove deliveries to any URL but these; how many went."""
+
+        async def change(conn: aiosqlite.Connection) -> int:
+            placeholders = ",".join("?" * len(urls))
+            cursor = await conn.execute(f"DELETE FROM webhook_outbox WHERE url NOT IN ({placeholders})", urls)
+            return max(0, cursor.rowcount)
+
+        return await self._write(change)
+
+    async def disable_webhook_url(self, url: str) -> int:
+        """A URL that answered 410: disabled (across restarts), its deliveries dropped; how many."""
+
+        async def change(conn: aiosqlite.Connection) -> int:
+            await conn.execute(
+                "INSERT OR IGNORE INTO webhook_disabled_urls (url, disabled_at) VALUES (?, ?)",
+                (url, utc_now()),
+            )
+            cursor = await conn.execute("DELETE FROM webhook_outbox WHERE url = ?", (url,))
+            return max(0, cursor.rowcount)
+
+        return await self._write(change)
 
     async def retry_later(self, delivery_id: int, at: float, error: str) -> None:
         async def change(conn: aiosqlite.Connection) -> None:
@@ -422,17 +512,49 @@ class Database:
 
     # -- resumable uploads -----------------------------------------------------
 
-    async def insert_upload(self, upload: UploadRecord) -> None:
+    async def insert_upload(self, upload: UploadRecord, caps: UploadCaps, now: float) -> None:
+        """Count, then insert, in one transaction: a burst of creations cannot pass a cap together.
+
+        Raises TooManyUploads naming the cap. Uploads past their expiry count for nothing.
+        """
+
         async def change(conn: aiosqlite.Connection) -> None:
+            pending = "SELECT count(*), coalesce(sum(length), 0) FROM uploads WHERE completed_at IS NULL"
+            rows = list(await conn.execute_fetchall(pending + " AND expires_at > ?", (now,)))
+            if rows[0][0] >= caps.max_pending:
+                raise TooManyUploads(
+                    f"{rows[0][0]} uploads are unfinished (max_pending_uploads); finish or delete some first",
+                    UPLOADS_RETRY_AFTER_S,
+                )
+            if upload.client is not None:
+                rows = list(
+                    await conn.execute_fetchall(
+                        pending + " AND expires_at > ? AND client = ?", (now, upload.client)
+                    )
+                )
+                count, reserved = rows[0][0], rows[0][1]
+                if count >= caps.max_pending_per_client:
+                    raise TooManyUploads(
+                        f"this client has {count} unfinished uploads (max_pending_uploads_per_key)",
+                        UPLOADS_RETRY_AFTER_S,
+                    )
+                if reserved + upload.length > caps.max_reserved_bytes_per_client:
+                    raise TooManyUploads(
+                        f"this client's unfinished uploads already hold {reserved} bytes;"
+                        f" {upload.length} more would pass max_reserved_bytes_per_client"
+                        f" ({caps.max_reserved_bytes_per_client})",
+                        UPLOADS_RETRY_AFTER_S,
+                    )
             await conn.execute(
-                "INSERT INTO uploads (id, length, filename, metadata, owner, created_at, expires_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO uploads (id, length, filename, metadata, owner, client, created_at, expires_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     upload.id,
                     upload.length,
                     upload.filename,
                     upload.metadata,
                     upload.owner,
+                    upload.client,
                     upload.created_at,
                     upload.expires_at,
                 ),
@@ -471,6 +593,23 @@ class Database:
     async def expired_uploads(self, now: float) -> list[UploadRecord]:
         rows = await self._reader.execute_fetchall("SELECT * FROM uploads WHERE expires_at <= ?", (now,))
         return [_upload(row) for row in rows]
+
+    async def rename_upload_owner(self, old: str, new: str) -> None:
+        async def change(conn: aiosqlite.Connection) -> None:
+            await conn.execute("UPDATE uploads SET owner = ?, client = ? WHERE owner = ?", (new, new, old))
+
+        await self._write(change)
+
+    async def delete_upload_if_expired(self, upload_id: str, now: float) -> bool:
+        """Remove the row only if it is still expired now: a list read earlier may be stale."""
+
+        async def change(conn: aiosqlite.Connection) -> bool:
+            cursor = await conn.execute(
+                "DELETE FROM uploads WHERE id = ? AND expires_at <= ?", (upload_id, now)
+            )
+            return cursor.rowcount == 1
+
+        return await self._write(change)
 
     # -- jobs -----------------------------------------------------------------
 
@@ -622,6 +761,7 @@ def _upload(row: sqlite3.Row) -> UploadRecord:
         created_at=row["created_at"],
         expires_at=row["expires_at"],
         completed_at=row["completed_at"],
+        client=row["client"],
     )
 
 

@@ -19,13 +19,14 @@ import logging
 import os
 import shutil
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-from ..errors import InsufficientStorage
+from typing import BinaryIO, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 VIDEO_SUFFIX = ".mp4"
 
@@ -33,7 +34,6 @@ VIDEO_SUFFIX = ".mp4"
 @dataclass(frozen=True)
 class Storage:
     root: Path
-    min_free_bytes: int
 
     @property
     def database_path(self) -> Path:
@@ -54,9 +54,13 @@ class Storage:
     def upload_path(self, upload_id: str) -> Path:
         return self.uploads_dir / f"{upload_id}.part"
 
-    def upload_chunk_path(self, upload_id: str) -> Path:
-        """A chunk sent with a checksum waits here until it is verified (emptied at start-up)."""
-        return self.uploads_dir / f"{upload_id}.chunk"
+    def new_chunk_path(self, upload_id: str) -> Path:
+        """A chunk sent with a checksum waits here until it is verified: a file of its own for each
+        request, so one request's cleanup never removes another's (emptied at start-up)."""
+        return self.uploads_dir / f"{upload_id}.{uuid.uuid4().hex[:12]}.chunk"
+
+    def remove_upload(self, upload_id: str) -> None:
+        remove(self.upload_path(upload_id))
 
     def stored_upload_ids(self) -> set[str]:
         return {p.name.removesuffix(".part") for p in self.uploads_dir.glob("*.part")}
@@ -124,15 +128,6 @@ class Storage:
         remove(self.video_path(video_id))
         remove(self.original_path(video_id))
 
-    def ensure_free(self, incoming_bytes: int) -> None:
-        """Raise unless `incoming_bytes` more still leaves `min_free_bytes` free."""
-        free = shutil.disk_usage(self.root).free
-        if free - incoming_bytes < self.min_free_bytes:
-            # The free bytes and the threshold stay in the operator's log, not in the answer.
-            raise InsufficientStorage(
-                f"not enough free disk space to store an upload of {incoming_bytes} bytes"
-            )
-
     def move_into_place(self, finished: Path, video_id: str) -> int:
         """Rename a complete, already fsynced file to the video's path, durably; returns its size.
 
@@ -145,37 +140,104 @@ class Storage:
         return target.stat().st_size
 
 
-class BackgroundWriter:
-    """Writes each block in a thread while the caller receives the next one.
+class FileSink:
+    """Where an upload's bytes go: a file, written in a thread while the next bytes are received.
 
-    Network and disk overlap, the event loop never waits on the disk, and at
-    most one block is in flight, so memory stays bounded whatever the file size.
+    Network and disk overlap, the event loop never waits on the disk, and at most
+    one batch is in flight, so memory stays bounded whatever the file's size. A
+    digest (a tus checksum) is updated in the writer thread too. `close` runs to
+    its end even when its caller is cancelled: a takeover never finds a thread
+    still writing to the file it is about to write.
     """
 
-    def __init__(self, file: BinaryIO) -> None:
+    def __init__(self, file: BinaryIO, digest: Digest | None = None) -> None:
         self._file = file
+        self._digest = digest
         self._in_flight: asyncio.Future[None] | None = None
 
     @classmethod
-    async def open(cls, path: Path) -> BackgroundWriter:
-        return cls(await asyncio.to_thread(open, path, "wb"))
+    async def open(cls, path: Path, *, append: bool = False, digest: Digest | None = None) -> FileSink:
+        # Unbuffered: what was handed over is in the file once written (a tus offset is the file's size).
+        file = await asyncio.to_thread(open, path, "ab" if append else "wb", buffering=0)
+        return cls(file, digest)
+
+    @property
+    def digest(self) -> Digest | None:
+        return self._digest
 
     async def write(self, blocks: list[bytes]) -> None:
         """Hand `blocks` to the thread, written one after the other: never joined into one copy here."""
         await self.flush()
-        self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._file.writelines, blocks))
+        self._in_flight = asyncio.ensure_future(asyncio.to_thread(self._write, blocks))
+
+    def _write(self, blocks: list[bytes]) -> None:
+        for block in blocks:
+            view = memoryview(block)
+            while view:  # a raw write may take less than it was given
+                view = view[self._file.write(view) or 0 :]
+            if self._digest is not None:
+                self._digest.update(block)
 
     async def flush(self) -> None:
-        """Wait for the block in flight; its error (a full disk) surfaces here."""
+        """Wait for the batch in flight; its error (a full disk) surfaces here."""
         if self._in_flight is not None:
             in_flight, self._in_flight = self._in_flight, None
             await in_flight
 
-    async def close(self) -> None:
+    async def close(self, *, durable: bool = False) -> None:
+        """Wait for the batch in flight, then close (after an fsync when `durable`)."""
+        await run_to_end(self._close(durable))
+
+    async def _close(self, durable: bool) -> None:
         try:
             await self.flush()
         finally:
-            await asyncio.to_thread(self._file.close)
+            await asyncio.to_thread(_close_file, self._file, durable)
+
+
+class Digest(Protocol):
+    def update(self, data: bytes, /) -> None: ...
+
+    def digest(self) -> bytes: ...
+
+
+def _close_file(file: BinaryIO, durable: bool) -> None:
+    try:
+        if durable:
+            file.flush()
+            os.fsync(file.fileno())
+    finally:
+        file.close()
+
+
+async def run_to_end(awaitable: Awaitable[T]) -> T:
+    """Await `awaitable` to its end even if the caller is cancelled meanwhile; then re-raise that.
+
+    For cleanups that must not be cut in half: closing a file a thread writes to,
+    appending a verified chunk. (`asyncio.shield` alone returns at the cancellation
+    and leaves the work running behind the caller's back.)
+    """
+    task = asyncio.ensure_future(awaitable)
+    cancelled = False
+    while True:
+        try:
+            result = await asyncio.shield(task)
+            break
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            cancelled = True
+    if cancelled:
+        raise asyncio.CancelledError
+    return result
+
+
+def append_file(source: Path, target: Path) -> None:
+    """Append `source` to `target`, durably (a verified tus chunk to its upload)."""
+    with open(source, "rb") as chunk, open(target, "ab") as out:
+        shutil.copyfileobj(chunk, out, 1024 * 1024)
+        out.flush()
+        os.fsync(out.fileno())
 
 
 def sync_file(path: Path) -> None:

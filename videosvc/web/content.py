@@ -25,14 +25,22 @@ from aiohttp import hdrs, web
 
 from ..errors import VideoNotFound
 from ..events import BytesMoved
-from .keys import BUS
+from ..logs import BYTES_SENT
+from .keys import BUS, SETTINGS
 from .middlewares import error_response
 
 log = logging.getLogger(__name__)
 
 #: Read size when sendfile cannot be used.
 FALLBACK_CHUNK_BYTES = 256 * 1024
-_RANGE = re.compile(r"^\s*(\d*)\s*-\s*(\d*)\s*$")
+#: Bytes sent per sendfile call, each within send_timeout_s: a client slower than this per that
+#: long (17 KB/s at the default 30 s) has stalled.
+SEND_SLICE_BYTES = 512 * 1024
+#: ASCII digits only (`\d` would take other scripts' digits too); the lengths are bounded below.
+_RANGE = re.compile(r"^\s*([0-9]*)\s*-\s*([0-9]*)\s*$")
+#: A position of more digits than this is past the end of any file: read as this (10**18 bytes).
+HUGE_DIGITS = 18
+HUGE = 10**HUGE_DIGITS
 
 
 @dataclass(frozen=True)
@@ -53,24 +61,26 @@ def open_video(path: Path) -> OpenVideo:
 
 
 async def send_video(
-    request: web.Request, path: Path, display_name: str, download: bool
+    request: web.Request, path: Path, display_name: str, download: bool, private: bool = False
 ) -> web.StreamResponse:
+    """`private`: answered by a signed link, which a shared cache must not keep for others."""
     try:
         video = await asyncio.to_thread(open_video, path)
     except FileNotFoundError:  # deleted a moment ago
         raise VideoNotFound(request.match_info.get("id", "")) from None
     try:
-        return await _respond(request, video, display_name, download)
+        return await _respond(request, video, display_name, download, private)
     finally:
         await asyncio.to_thread(video.file.close)
 
 
 async def _respond(
-    request: web.Request, video: OpenVideo, display_name: str, download: bool
+    request: web.Request, video: OpenVideo, display_name: str, download: bool, private: bool
 ) -> web.StreamResponse:
     headers = {
         hdrs.ETAG: video.etag,
-        hdrs.CACHE_CONTROL: "no-cache",  # may be stored, but asked again (cheaply: 304) before reuse
+        # May be stored, but asked again (cheaply: 304) before reuse; by the browser only, when signed.
+        hdrs.CACHE_CONTROL: "private, no-cache" if private else "no-cache",
         hdrs.ACCEPT_RANGES: "bytes",
     }
     if _not_modified(request, video):
@@ -104,6 +114,7 @@ async def _respond(
         log.info("client went away during a download of %s", request.rel_url.raw_path[:200])
         return response
     if sent:
+        request[BYTES_SENT] = count  # sendfile bypasses aiohttp's count: the access log takes it from here
         request.app[BUS].emit(BytesMoved("out", count))
     return response
 
@@ -114,17 +125,31 @@ async def _send_bytes(
     transport = request.transport
     if transport is None:
         raise ConnectionResetError("connection lost")
+    timeout_s = request.app[SETTINGS].http.send_timeout_s
+    loop = asyncio.get_running_loop()
     try:
-        # Zero-copy from the page cache to the socket: memory stays flat whatever the size.
-        await asyncio.get_running_loop().sendfile(transport, file, offset, count)
-    except NotImplementedError:  # TLS, or a platform without sendfile
+        # Zero-copy from the page cache to the socket: memory stays flat whatever the size. In slices,
+        # each with a deadline: a client that stops reading is cut off, not held forever.
+        end = offset + count
+        while offset < end:
+            size = min(SEND_SLICE_BYTES, end - offset)
+            try:
+                async with asyncio.timeout(timeout_s):
+                    await loop.sendfile(transport, file, offset, size)
+            except TimeoutError:
+                transport.abort()
+                raise ConnectionResetError(
+                    f"the client took nothing for {timeout_s:g} s (send_timeout_s)"
+                ) from None
+            offset += size
+    except NotImplementedError:  # TLS, or a platform without sendfile (found on the first slice)
         file.seek(offset)
-        while count > 0:
-            chunk = await asyncio.to_thread(file.read, min(FALLBACK_CHUNK_BYTES, count))
+        while offset < end:
+            chunk = await asyncio.to_thread(file.read, min(FALLBACK_CHUNK_BYTES, end - offset))
             if not chunk:
                 break
             await response.write(chunk)
-            count -= len(chunk)
+            offset += len(chunk)
 
 
 def _not_modified(request: web.Request, video: OpenVideo) -> bool:
@@ -161,17 +186,23 @@ def _selected_range(request: web.Request, video: OpenVideo) -> tuple[int, int] |
         return None
     size = video.size
     if not match[1]:  # suffix: the last N bytes
-        suffix = int(match[2])
+        suffix = _position(match[2])
         if suffix == 0 or size == 0:
             return UNSATISFIABLE
         return max(0, size - suffix), size - 1
-    first = int(match[1])
-    if match[2] and int(match[2]) < first:
+    first = _position(match[1])
+    if match[2] and _position(match[2]) < first:
         return None  # not a valid range: ignored, as RFC 9110 says
     if first >= size:
         return UNSATISFIABLE
-    last = int(match[2]) if match[2] else size - 1
+    last = _position(match[2]) if match[2] else size - 1
     return first, min(last, size - 1)
+
+
+def _position(digits: str) -> int:
+    """A byte position of ASCII digits; one of thousands of digits is simply past any end."""
+    digits = digits.lstrip("0") or "0"
+    return HUGE if len(digits) > HUGE_DIGITS else int(digits)
 
 
 def _if_range_holds(request: web.Request, video: OpenVideo) -> bool:

@@ -14,7 +14,7 @@ import contextlib
 import hashlib
 import json
 import logging
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -26,13 +26,12 @@ from ..errors import ServiceBusy, TooManyStreams, VideoNotFound
 from ..events import EventBus, VideosChanged
 from ..representation import Representation
 from ..service import VideoService
+from .protocol import connection_closed
 
 log = logging.getLogger(__name__)
 
 #: Progress is looked at this often while a job runs (so at most this many events a second, per video).
 PROGRESS_EVERY_S = 0.5
-#: A client that takes no bytes for this long is cut off (a stalled reader holds no memory).
-SEND_TIMEOUT_S = 30.0
 
 #: Seconds a client refused for too many streams is asked to wait.
 RETRY_AFTER_S = 30
@@ -49,12 +48,21 @@ def event_id(snapshot: dict[str, Any]) -> str:
 
 class LiveStreams:
     def __init__(
-        self, service: VideoService, representation: Representation, bus: EventBus, settings: EventSettings
+        self,
+        service: VideoService,
+        representation: Representation,
+        bus: EventBus,
+        settings: EventSettings,
+        send_timeout_s: float,
     ) -> None:
         self._service = service
         self._max_streams = settings.max_live_streams
+        self._max_per_client = settings.max_live_streams_per_client
+        self._by_client: Counter[str] = Counter()
         self.heartbeat_s = settings.stream_heartbeat_s
-        self._representation = representation
+        #: A client that takes no bytes for this long is cut off (a stalled reader holds nothing long).
+        self.send_timeout_s = send_timeout_s
+        self.representation = representation
         self._queues: dict[str, set[asyncio.Queue[Snapshot]]] = defaultdict(set)
         self._last: dict[str, str] = {}
         self._dirty: set[str] = set()
@@ -100,23 +108,34 @@ class LiveStreams:
             _offer(queue, snapshot)
 
     async def snapshot(self, video_id: str) -> dict[str, Any]:
-        return self._representation.video(await self._service.describe(video_id))
+        return self.representation.video(await self._service.describe(video_id))
 
     @contextlib.asynccontextmanager
-    async def subscribe(self, video_id: str) -> AsyncIterator[asyncio.Queue[Snapshot]]:
+    async def subscribe(self, video_id: str, client: str) -> AsyncIterator[asyncio.Queue[Snapshot]]:
+        """A stream's place, counted overall and for its client (a key, or an address without keys)."""
         if self._closed:
             raise ServiceBusy("the service is shutting down; reconnect in a moment")
         if self.open_streams >= self._max_streams:
             raise TooManyStreams(
                 f"{self._max_streams} live streams are open (max_live_streams); retry later", RETRY_AFTER_S
             )
+        if self._by_client[client] >= self._max_per_client:
+            raise TooManyStreams(
+                f"this client has {self._max_per_client} live streams open (max_live_streams_per_client);"
+                " close one first",
+                RETRY_AFTER_S,
+            )
         queue: asyncio.Queue[Snapshot] = asyncio.Queue(maxsize=1)
         self._queues[video_id].add(queue)
         self._open += 1
+        self._by_client[client] += 1
         try:
             yield queue
         finally:
             self._open -= 1
+            self._by_client[client] -= 1
+            if not self._by_client[client]:
+                del self._by_client[client]
             self._queues[video_id].discard(queue)
             if not self._queues[video_id]:
                 del self._queues[video_id]
@@ -142,13 +161,22 @@ def _offer(queue: asyncio.Queue[Snapshot], snapshot: Snapshot) -> None:
     queue.put_nowait(snapshot)
 
 
-async def stream_video(request: web.Request, streams: LiveStreams, video_id: str) -> web.StreamResponse:
-    async with streams.subscribe(video_id) as queue:  # first, so no change falls between
-        first = await streams.snapshot(video_id)  # 404 for an unknown video, before the stream starts
-        sse = sse_response(request, ping_interval=streams.heartbeat_s, send_timeout=SEND_TIMEOUT_S)
+async def stream_video(
+    request: web.Request, streams: LiveStreams, video_id: str, client: str, until: int | None
+) -> web.StreamResponse:
+    """`client`: whom the stream counts against; `until`: the expiry of the signed link it was opened
+    by, if any (the links it hands out expire with it)."""
+
+    def shaped(snapshot: dict[str, Any]) -> dict[str, Any]:
+        return snapshot if until is None else streams.representation.relinked(snapshot, until)
+
+    async with streams.subscribe(video_id, client) as queue:  # first: no change falls between
+        first = shaped(await streams.snapshot(video_id))  # 404 for an unknown video, before the stream starts
+        sse = sse_response(request, ping_interval=streams.heartbeat_s, send_timeout=streams.send_timeout_s)
         async with sse as response:
-            # Without handler cancellation, a client gone away is noticed by the heartbeat failing.
-            gone = asyncio.ensure_future(response.wait())
+            # The connection's end frees the stream's place at once (not at the next heartbeat).
+            closed = connection_closed(request)
+            gone = asyncio.ensure_future(asyncio.shield(closed) if closed is not None else response.wait())
             try:
                 if request.headers.get("Last-Event-ID") != event_id(first):  # a client that has it skips it
                     await response.send(json.dumps(first), id=event_id(first), event="video")
@@ -156,6 +184,7 @@ async def stream_video(request: web.Request, streams: LiveStreams, video_id: str
                     if snapshot is None:
                         await response.send(json.dumps({"id": video_id, "deleted": True}), event="deleted")
                         break
+                    snapshot = shaped(snapshot)
                     await response.send(json.dumps(snapshot), id=event_id(snapshot), event="video")
             except (ConnectionResetError, TimeoutError):  # gone, or not reading (send_timeout_s)
                 log.info("live stream of %s ended: the client went away", video_id)

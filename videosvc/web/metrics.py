@@ -133,22 +133,42 @@ def _route_template(request: web.Request) -> str:
     return template.rstrip("/") or "/"
 
 
+#: When the request's handling began (perf_counter), for the latency observed when it is answered.
+STARTED = web.RequestKey("metrics_started", float)
+
+
 def metrics_middleware(metrics: Metrics) -> Any:
+    """Times each request from here to the moment its answer's head is sent (see `observe_prepared`).
+
+    The status is read when the response is prepared, not when the handler returns: a file
+    response only then finds out that it is a 404, a 304 or a 416.
+    """
+
     @web.middleware
     async def measure(request: web.Request, handler: Handler) -> web.StreamResponse:
-        started = time.perf_counter()
-        status = 500
+        started = request[STARTED] = time.perf_counter()
         try:
-            response = await handler(request)
-            status = response.status
-            return response
+            return await handler(request)
         except web.HTTPException as e:
-            status = e.status
+            metrics.observe(request, e.status, time.perf_counter() - started)
             raise
-        finally:
-            metrics.observe(request, status, time.perf_counter() - started)
+        except BaseException:
+            metrics.observe(request, 500, time.perf_counter() - started)
+            raise
 
     return measure
+
+
+def observe_prepared(metrics: Metrics) -> Any:
+    """on_response_prepare: count the answer with its final status, once."""
+
+    async def observe(request: web.Request, response: web.StreamResponse) -> None:
+        started = request.get(STARTED)
+        if started is not None:
+            del request[STARTED]
+            metrics.observe(request, response.status, time.perf_counter() - started)
+
+    return observe
 
 
 async def serve_metrics(request: web.Request, metrics: Metrics) -> web.Response:

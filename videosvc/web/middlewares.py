@@ -12,9 +12,11 @@ from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
 from ..errors import BodyTimeout, ClientGone, TooMany, VideoNotFound, VideoServiceError
-from ..signing import BadSignature, Expired
+from ..representation import CURRENT
+from ..signing import BadSignature, Expired, LinkFamily, key_name
 from .errortable import CLIENT_GONE_STATUS, REASONS, status_for
-from .keys import API_KEY, IN_FLIGHT, SETTINGS, SIGNER, VIDEO_ID
+from .keys import API_KEY, HOSTS, IN_FLIGHT, SETTINGS, SIGNED_UNTIL, SIGNER, VIDEO_ID
+from .origins import cross_site_refusal
 from .protocol import SERVER_NAME
 
 log = logging.getLogger(__name__)
@@ -23,6 +25,7 @@ log = logging.getLogger(__name__)
 PROTECTED_PREFIXES = ("/file", "/uploads", "/metrics")
 #: Content codings a body may carry: none. Decompressing would put a 1 MB request behind a 1 GB file.
 IDENTITY = ("", "identity")
+CLOSE = {"Connection": "close"}
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
@@ -94,9 +97,12 @@ ECHO_PATH_CHARS = 100
 
 
 def _http_error_message(request: web.Request, e: web.HTTPException) -> str:
+    text = e.text or ""
+    specific = bool(text) and text != f"{e.status}: {e.reason}"  # aiohttp's default is "<status>: <reason>"
     if isinstance(e, web.HTTPMethodNotAllowed):
         allowed = ", ".join(sorted(e.allowed_methods))
-        return f"method {e.method} is not allowed here; allowed: {allowed}"
+        said = f"{text}; " if specific else ""
+        return f"{said}method {e.method} is not allowed here; allowed: {allowed}"
     if isinstance(e, web.HTTPNotFound):
         path = request.rel_url.raw_path
         shown = path if len(path) <= ECHO_PATH_CHARS else path[:ECHO_PATH_CHARS] + "..."
@@ -104,11 +110,7 @@ def _http_error_message(request: web.Request, e: web.HTTPException) -> str:
     if isinstance(e, web.HTTPRequestEntityTooLarge):
         limit = request.app[SETTINGS].http.max_json_bytes
         return f"the request body is larger than the limit of {limit} bytes (max_json_bytes)"
-    text = e.text or ""
-    # aiohttp's default text is "<status>: <reason>"; a specific one says more.
-    if not text or text == f"{e.status}: {e.reason}":
-        return e.reason
-    return text
+    return text if specific else e.reason
 
 
 @web.middleware
@@ -123,19 +125,28 @@ async def guard_middleware(request: web.Request, handler: Handler) -> web.Stream
 def refusal_before_body(request: web.Request) -> web.Response | None:
     """The answer to a request that its head alone rules out, else None (and the key is noted)."""
     settings = request.app[SETTINGS].http
+    if not request.app[HOSTS].allows(request.host):
+        shown = (request.host or "")[:60]
+        return error_response(
+            400, f"this service does not answer to the Host {shown!r}: add it to allowed_hosts", CLOSE
+        )
     # OPTIONS needs no key: a browser's CORS preflight never carries one, and tus discovery
     # tells nothing but the limits.
     if settings.api_keys and request.path.startswith(PROTECTED_PREFIXES) and request.method != "OPTIONS":
         key_index = matching_key(request.headers.get(hdrs.AUTHORIZATION, ""), settings.api_keys)
-        if key_index is None and "signature" in request.query and _accepts_signed_urls(request):
-            return _signature_refusal(request)
+        family = getattr(request.match_info.handler, "signed_family", None)
+        if key_index is None and "signature" in request.query and family is not None:
+            return _signature_refusal(request, family)
         if key_index is None:
             return error_response(
                 401,
                 "missing or wrong API key: send 'Authorization: Bearer <key>'",
                 {hdrs.WWW_AUTHENTICATE: "Bearer"},
             )
-        request[API_KEY] = f"key-{key_index}"
+        request[API_KEY] = key_name(settings.api_keys[key_index])
+    cross_site = cross_site_refusal(request, settings)
+    if cross_site is not None:
+        return error_response(403, cross_site)
     coding = request.headers.get(hdrs.CONTENT_ENCODING, "").strip().lower()
     if coding not in IDENTITY:
         shown = coding[:40]
@@ -145,22 +156,19 @@ def refusal_before_body(request: web.Request) -> web.Response | None:
     return None
 
 
-def _accepts_signed_urls(request: web.Request) -> bool:
-    return bool(getattr(request.match_info.handler, "accepts_signed_urls", False))
-
-
-def _signature_refusal(request: web.Request) -> web.Response | None:
-    """None when the link's signature is genuine and current; else a 403 saying which."""
+def _signature_refusal(request: web.Request, family: LinkFamily) -> web.Response | None:
+    """None when the link's signature is genuine, current and of this route's family; else a 403."""
     video_id = request.match_info.get("id", "").lower()
+    variant = request.query.get("variant", CURRENT) if family is LinkFamily.CONTENT else ""
     try:
-        request.app[SIGNER].verify_content(
-            video_id, request.query.get("expires", ""), request.query.get("signature", "")
+        request[SIGNED_UNTIL] = request.app[SIGNER].verify(
+            family, video_id, request.query.get("expires", ""), request.query.get("signature", ""), variant
         )
     except Expired:
-        return error_response(403, "this signed link has expired: GET the video again for a fresh contentUrl")
+        return error_response(403, "this signed link has expired: GET the video again for a fresh one")
     except BadSignature:
         return error_response(
-            403, "this signed link is not valid for this video (altered, or from another key)"
+            403, "this signed link is not valid here (altered, for another video or use, or from another key)"
         )
     return None
 

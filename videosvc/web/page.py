@@ -59,6 +59,14 @@ async def index(request: web.Request) -> web.Response:
     return response
 
 
+async def static_file(request: web.Request) -> web.FileResponse:
+    """One of the page's own files; a JSON 404 for anything else (no listing, no way out of the folder)."""
+    path = (PAGE_DIR / request.match_info["name"]).resolve()
+    if not path.is_relative_to(PAGE_DIR) or not path.is_file():
+        raise web.HTTPNotFound()
+    return web.FileResponse(path)
+
+
 def add_page(app: web.Application) -> None:
     app.router.add_get("/", index)
-    app.router.add_static("/static/", PAGE_DIR, append_version=False)
+    app.router.add_get("/static/{name:.+}", static_file)

@@ -15,6 +15,7 @@ import json
 import logging
 import resource
 import time
+from collections import Counter
 from typing import Any
 
 from aiohttp import hdrs, web
@@ -76,7 +77,10 @@ class ConnectionGuard:
         self.header_timeout_s = settings.header_timeout_s
         self.max_header_bytes = settings.max_header_bytes
         self.max_connections = max_connections
+        self.max_per_address = min(max_connections, settings.max_connections_per_client)
         self.open = 0
+        #: Open connections by peer address.
+        self.by_address: Counter[str] = Counter()
         self.refusals = RateLimitedLog(log, per_second=1)
         self.rejections = RateLimitedLog(log, per_second=10)
 
@@ -102,7 +106,12 @@ class GuardedRequestHandler(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         guard = self.guard
-        self._refused = guard.open >= guard.max_connections
+        peer = transport.get_extra_info("peername")
+        self._address = str(peer[0]) if isinstance(peer, tuple) and peer else "unknown"
+        too_many = guard.open >= guard.max_connections
+        self._refused = too_many or guard.by_address[self._address] >= guard.max_per_address
+        #: Done when the connection is gone: a live stream frees its place at once.
+        self.closed: asyncio.Future[None] = self._loop.create_future()
         self._head_timer: asyncio.TimerHandle | None = None
         #: When the head being awaited began to count (loop time), or None between heads.
         self._head_started: float | None = None
@@ -113,20 +122,21 @@ class GuardedRequestHandler(RequestHandler):
         if self._refused:
             self._manager = None  # never registered: nothing to clean up
             assert isinstance(transport, asyncio.Transport)
+            setting = "max_connections" if too_many else "max_connections_per_client"
+            limit = guard.max_connections if too_many else guard.max_per_address
             transport.write(
                 raw_response(
                     503,
                     "Service Unavailable",
-                    f"too many open connections (max_connections={guard.max_connections}); retry shortly",
+                    f"too many open connections ({setting}={limit}); retry shortly",
                     {hdrs.RETRY_AFTER: "1"},
                 )
             )
             transport.close()
-            guard.refusals.warning(
-                "refused a connection: %d are open (max_connections)", guard.max_connections
-            )
+            guard.refusals.warning("refused a connection: %d are open (%s)", limit, setting)
             return
         guard.open += 1
+        guard.by_address[self._address] += 1
         # asyncio reads up to 256 KiB per callback; parsing that much of a body sent in 1-byte
         # chunks holds the loop for tens of milliseconds. Smaller reads keep each callback short.
         if hasattr(transport, "max_size"):
@@ -139,9 +149,14 @@ class GuardedRequestHandler(RequestHandler):
         self._start_head_timer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
+        if not self.closed.done():
+            self.closed.set_result(None)
         if self._refused:
             return
         self.guard.open -= 1
+        self.guard.by_address[self._address] -= 1
+        if not self.guard.by_address[self._address]:
+            del self.guard.by_address[self._address]
         self._stop_head_timer()
         if self._head_timer is not None:
             self._head_timer.cancel()
@@ -317,6 +332,12 @@ class GuardedAppRunner(web.AppRunner):
 
     async def _make_server(self) -> web.Server:
         return GuardedServer(await super()._make_server(), self.guard)
+
+
+def connection_closed(request: web.BaseRequest) -> asyncio.Future[None] | None:
+    """Done when the request's connection is gone (None if it is not one of ours)."""
+    protocol = request.protocol
+    return protocol.closed if isinstance(protocol, GuardedRequestHandler) else None
 
 
 def connection_limit(wanted: int) -> int:

@@ -161,5 +161,14 @@ class ErrorSchema(Schema):
 
 
 class HealthSchema(Schema):
-    status = fields.String(required=True, metadata={"example": "ok"})
+    status = fields.String(
+        required=True,
+        metadata={
+            "example": "ok",
+            "description": "ok; or degraded: the service answers, but needs an operator (see problems)",
+        },
+    )
+    problems = fields.List(
+        fields.String(), required=True, metadata={"description": "What is wrong, when degraded (a full disk)"}
+    )
     activeJobs = fields.Integer(required=True, metadata={"description": "Jobs queued or running"})

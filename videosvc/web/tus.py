@@ -1,12 +1,15 @@
 """The tus 1.0 resumable-upload protocol over HTTP, at /uploads/: headers in, headers out.
 
 Extensions: creation, creation-with-upload, expiration, checksum, termination.
-The work is `ResumableUploads`' (videosvc/resumable.py); errors are JSON
-`{"error"}` like everywhere, with the statuses tus names for them.
+The work is `ResumableUploads`' (videosvc/uploads/resumable.py); the grammar of
+the tus headers is here. Errors are JSON `{"error"}` like everywhere, with the
+statuses tus names for them.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import email.utils
 from typing import Any
 
@@ -14,10 +17,12 @@ from aiohttp import hdrs, web
 from aiohttp_apigami import docs
 from aiohttp_cors import APP_CONFIG_KEY, CorsViewMixin
 
-from ..errors import InvalidRequest, UnsupportedMedia, UnsupportedProtocol
-from ..resumable import CHECKSUMS, Checksum, UploadState
+from ..errors import InvalidRequest, UnsupportedMedia, UnsupportedProtocol, UploadTooLarge
+from ..uploads.resumable import CHECKSUMS, Checksum, Chunk, NewUpload, UploadState
 from .errortable import documented
 from .keys import API_KEY, SETTINGS, UPLOADS, VIDEO_ID
+from .numbers import MAX_DIGITS, parse_count
+from .requests import client_of, public_url
 from .uploads import BodyLimits, BodyStream
 
 TUS_VERSION = "1.0.0"
@@ -62,15 +67,56 @@ OCTETS_BODY = {
 }
 
 
+#: The Upload-Metadata header, whole; its values are base64.
+MAX_METADATA_BYTES = 4096
+
+
 def _header_int(request: web.Request, name: str) -> int | None:
-    """A tus integer header: digits only (no sign, no spaces inside); None when absent."""
+    """A tus integer header: ASCII digits only, at most MAX_DIGITS of them; None when absent."""
     value = request.headers.get(name)
     if value is None:
         return None
-    value = value.strip()
-    if not value.isdigit() or not value.isascii():
-        raise InvalidRequest(f"{name} must be a non-negative integer, got {value[:30]!r}")
-    return int(value)
+    count = parse_count(value.strip())
+    if count is None:
+        raise InvalidRequest(f"{name} must be a non-negative integer of at most {MAX_DIGITS} digits")
+    return count
+
+
+def parse_checksum(header: str) -> Checksum:
+    """`Upload-Checksum: <algorithm> <base64 digest>`; 400 for what cannot be checked."""
+    algorithm, _, encoded = header.strip().partition(" ")
+    if algorithm not in CHECKSUMS:
+        raise InvalidRequest(
+            f"Upload-Checksum: algorithm {algorithm[:20]!r} is not supported;"
+            f" supported: {', '.join(CHECKSUMS)}"
+        )
+    try:
+        digest = base64.b64decode(encoded.strip(), validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidRequest("Upload-Checksum: the digest is not valid base64") from None
+    return Checksum(algorithm, digest)
+
+
+def parse_metadata(header: str) -> dict[str, bytes]:
+    """`Upload-Metadata: key base64,key2 base64,...` (a value may be absent); 400 for anything else."""
+    if len(header) > MAX_METADATA_BYTES:
+        raise InvalidRequest(f"Upload-Metadata is longer than {MAX_METADATA_BYTES} bytes")
+    pairs: dict[str, bytes] = {}
+    if not header.strip():
+        return pairs
+    for item in header.split(","):
+        key, _, encoded = item.strip().partition(" ")
+        if not key or not key.isascii() or not key.isprintable() or " " in key:
+            raise InvalidRequest(
+                "Upload-Metadata: each key must be printable ASCII, without spaces or commas"
+            )
+        if key in pairs:
+            raise InvalidRequest(f"Upload-Metadata: the key {key[:40]!r} is given twice")
+        try:
+            pairs[key] = base64.b64decode(encoded.strip(), validate=True)
+        except (binascii.Error, ValueError):
+            raise InvalidRequest(f"Upload-Metadata: the value of {key[:40]!r} is not valid base64") from None
+    return pairs
 
 
 def _expires(state: UploadState) -> str:
@@ -110,18 +156,19 @@ class _TusView(CorsViewMixin, web.View):
                 f"Tus-Resumable must be {TUS_VERSION} (got {(version or 'none')[:20]!r}); see Tus-Version"
             )
 
-    async def _body(self) -> tuple[BodyStream, int | None, Checksum | None]:
+    def _body(self) -> Chunk:
+        """The request's body as a chunk of the upload; its headers are checked before any byte is read."""
         request = self.request
         if request.content_type != OFFSET_OCTET_STREAM:
             raise UnsupportedMedia(
                 f"a tus PATCH must have Content-Type: {OFFSET_OCTET_STREAM}"
                 f" (got {request.content_type[:60]!r})"
             )
+        header = request.headers.get("Upload-Checksum")
+        checksum = parse_checksum(header) if header is not None else None
         stream = BodyStream(request.content, BodyLimits.of(request.app[SETTINGS].http))
         stream.file_mode()
-        header = request.headers.get("Upload-Checksum")
-        checksum = Checksum.parse(header) if header is not None else None
-        return stream, request.content_length, checksum
+        return Chunk(_chunks(stream), request.content_length, checksum)
 
 
 async def _chunks(stream: BodyStream) -> Any:
@@ -157,26 +204,40 @@ class UploadsView(_TusView):
     async def post(self) -> web.Response:
         self._check_version()
         request = self.request
+        if "X-HTTP-Method-Override" in request.headers:
+            raise web.HTTPMethodNotAllowed(
+                request.headers["X-HTTP-Method-Override"][:20],
+                ["POST", "OPTIONS"],
+                text="X-HTTP-Method-Override means nothing on /uploads/: send it to an upload's URL",
+            )
+        if "Upload-Concat" in request.headers:
+            raise InvalidRequest("Upload-Concat: concatenation is not supported by this server")
         if request.headers.get("Upload-Defer-Length") is not None:
             raise InvalidRequest("Upload-Defer-Length is not supported: send Upload-Length")
-        length = _header_int(request, "Upload-Length")
+        try:
+            length = _header_int(request, "Upload-Length")
+        except InvalidRequest:
+            if parse_count(request.headers["Upload-Length"].strip(), max_digits=4 * MAX_DIGITS) is None:
+                raise
+            raise UploadTooLarge(request.app[SETTINGS].http.max_upload_bytes) from None  # a number, too large
         if length is None:
             raise InvalidRequest("Upload-Length is required: the size of the whole file, in bytes")
-        uploads = request.app[UPLOADS]
         with_body = bool(request.content_length) or request.headers.get(hdrs.TRANSFER_ENCODING) is not None
-        if with_body and request.content_type != OFFSET_OCTET_STREAM:
-            raise UnsupportedMedia(f"a body sent with the creation must be {OFFSET_OCTET_STREAM}")
-        state = await uploads.create(length, request.headers.get("Upload-Metadata", ""), request.get(API_KEY))
-        if with_body:
-            stream, declared, checksum = await self._body()
-            state = await uploads.append(
-                state.id, request.get(API_KEY), 0, _chunks(stream), declared, checksum
-            )
-        location = request.url.with_path(f"{PREFIX}/{state.id}").with_query(None)
+        metadata = request.headers.get("Upload-Metadata", "")
+        fields = parse_metadata(metadata)
+        name = fields.get("filename") or fields.get("name") or b""
+        new = NewUpload(
+            length=length,
+            filename=name.decode("utf-8", "replace"),
+            metadata=metadata,
+            owner=request.get(API_KEY),
+            client=client_of(request),
+        )
+        state = await request.app[UPLOADS].create(new, self._body() if with_body else None)
         return web.Response(
             status=201,
             headers={
-                "Location": str(location),
+                "Location": public_url(request, f"{PREFIX}/{state.id}"),
                 "Upload-Offset": str(state.offset),
                 "Upload-Expires": _expires(state),
             },
@@ -234,9 +295,8 @@ class UploadView(_TusView):
         offset = _header_int(request, "Upload-Offset")
         if offset is None:
             raise InvalidRequest("Upload-Offset is required: where this chunk starts (HEAD tells)")
-        stream, declared, checksum = await self._body()
         state = await request.app[UPLOADS].append(
-            request[VIDEO_ID], request.get(API_KEY), offset, _chunks(stream), declared, checksum
+            request[VIDEO_ID], request.get(API_KEY), offset, self._body()
         )
         headers = {"Upload-Offset": str(state.offset), "Upload-Expires": _expires(state)}
         if state.complete:

@@ -23,7 +23,7 @@ from aiohttp.multipart import content_disposition_filename, parse_content_dispos
 
 from ..config import HttpSettings
 from ..errors import BodyTimeout, ClientGone, EmptyUpload, InvalidRequest, UnsupportedMedia, UploadStalled
-from ..service import IncomingUpload
+from ..videos.publish import IncomingUpload
 
 #: What aiohttp's parsers raise on a body that breaks the HTTP or multipart rules.
 MALFORMED = (HttpProcessingError, ValueError, AssertionError)

@@ -2,17 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import hdrs, web
 from aiohttp_apigami import docs, json_schema, querystring_schema, response_schema
 
 from ..service import Variant, VideoInfo
+from ..signing import LinkFamily
 from .content import send_video
 from .errortable import documented
-from .keys import API_KEY, GET_BODIES, JOB_RUNNER, LIVE, METRICS, REPRESENTATION, SERVICE, SETTINGS, VIDEO_ID
+from .keys import (
+    API_KEY,
+    DISK,
+    GET_BODIES,
+    JOB_RUNNER,
+    LIVE,
+    METRICS,
+    REPRESENTATION,
+    SERVICE,
+    SETTINGS,
+    SIGNED_UNTIL,
+    VIDEO_ID,
+)
 from .live import stream_video
 from .metrics import serve_metrics
+from .requests import client_of
 from .schemas import (
     ContentQuerySchema,
     FileInfoSchema,
@@ -168,11 +183,11 @@ async def get_file(request: web.Request) -> web.Response:
 async def get_content(request: web.Request) -> web.StreamResponse:
     query = request["querystring"]
     path, info = await request.app[SERVICE].content_path(request[VIDEO_ID], Variant(query["variant"]))
-    return await send_video(request, path, info.filename, query["download"])
+    return await send_video(request, path, info.filename, query["download"], private=SIGNED_UNTIL in request)
 
 
-#: Signed links are accepted on this route (a browser's <video src> cannot send a bearer key).
-get_content.accepts_signed_urls = True  # type: ignore[attr-defined]
+#: Links signed for the content are accepted on this route (a browser's <video src> cannot send a key).
+get_content.signed_family = LinkFamily.CONTENT  # type: ignore[attr-defined]
 
 
 @docs(
@@ -200,11 +215,13 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     if request.method == hdrs.METH_HEAD:  # says the stream exists, without opening one
         await request.app[SERVICE].describe(request[VIDEO_ID])
         return web.Response(content_type="text/event-stream")
-    return await stream_video(request, request.app[LIVE], request[VIDEO_ID])
+    return await stream_video(
+        request, request.app[LIVE], request[VIDEO_ID], client_of(request), request.get(SIGNED_UNTIL)
+    )
 
 
 #: EventSource cannot send a bearer key either.
-get_events.accepts_signed_urls = True  # type: ignore[attr-defined]
+get_events.signed_family = LinkFamily.EVENTS  # type: ignore[attr-defined]
 
 
 @docs(
@@ -248,7 +265,14 @@ async def delete_file(request: web.Request) -> web.Response:
 @response_schema(HealthSchema, 200, description="Up")
 async def health(request: web.Request) -> web.Response:
     runner = request.app[JOB_RUNNER]
-    return web.json_response({"status": "ok", "activeJobs": len(runner.active_job_ids)})
+    problems = await asyncio.to_thread(request.app[DISK].problems)
+    return web.json_response(
+        {
+            "status": "degraded" if problems else "ok",
+            "problems": problems,
+            "activeJobs": len(runner.active_job_ids),
+        }
+    )
 
 
 def file_info(request: web.Request, info: VideoInfo) -> dict[str, Any]:

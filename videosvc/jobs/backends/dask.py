@@ -83,17 +83,20 @@ class DaskBackend:
             raise BackendClosed
         client = self._client
         stop_name = _stop_event_name(job)
-        await Event(stop_name, client=client).clear()
-        future = client.submit(
-            run_on_dask,
-            job,
-            stop_name,
-            self._lease_name,
-            self._lease_ttl_s,
-            key=f"videosvc-resize-{Path(job.directory).name}-{uuid.uuid4().hex[:8]}",
-            pure=False,
-        )
+        future = None
         try:
+            # Inside the try: while the scheduler is away (a restart), these fail like the job's
+            # future does, and the job is handed out again once the client has reconnected.
+            await Event(stop_name, client=client).clear()
+            future = client.submit(
+                run_on_dask,
+                job,
+                stop_name,
+                self._lease_name,
+                self._lease_ttl_s,
+                key=f"videosvc-resize-{Path(job.directory).name}-{uuid.uuid4().hex[:8]}",
+                pure=False,
+            )
             result: ResizeResult = await future
             return result
         except KilledWorker as e:
@@ -101,8 +104,9 @@ class DaskBackend:
             return ResizeResult(Outcome.FAILED, error=f"the workers running this job kept dying ({e})")
         except (FutureCancelledError, asyncio.CancelledError) as e:
             if isinstance(e, asyncio.CancelledError) and _cancelling():
-                with contextlib.suppress(Exception):
-                    await future.cancel()
+                if future is not None:
+                    with contextlib.suppress(Exception):
+                        await future.cancel()
                 raise
             if self._closing:
                 raise BackendClosed from None
@@ -112,8 +116,9 @@ class DaskBackend:
                 raise BackendClosed from None
             raise WorkerLost(f"lost the Dask scheduler ({type(e).__name__})", blamed=False) from None
         finally:
-            with contextlib.suppress(Exception):
-                await future.release()
+            if future is not None:
+                with contextlib.suppress(Exception):
+                    await future.release()
 
     async def request_stop(self, job: ResizeJob) -> None:
         from distributed import Event

@@ -1,0 +1,184 @@
+"""Free disk is reserved, not only checked (SPEC §12), and a full disk never wedges the service.
+
+Every test runs on a real small filesystem (tmpfs): the numbers are what the
+kernel says, not what a mock would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import shutil
+from pathlib import Path
+
+import aiohttp
+
+from .helpers import Samples, chunked, rows, upload, wait_for_job
+from .server import ServerProcess
+from .test_tus import OCTETS, TUS, create, offset_of, patch
+
+try:
+    from videosvc.web.keys import DISK
+except ImportError:  # before the reservations existed
+    DISK = None  # type: ignore[assignment]
+
+MiB = 1024**2
+
+
+def free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def fill(disk: Path, leave_bytes: int = 0) -> Path:
+    """Another process fills the disk (to `leave_bytes` free): the service did not do it."""
+    ballast = disk / "someone-elses-file"
+    with open(ballast, "wb") as f:
+        block = b"\1" * MiB
+        with contextlib.suppress(OSError):
+            while free_bytes(disk) - len(block) > leave_bytes:
+                f.write(block)
+                f.flush()
+        with contextlib.suppress(OSError):
+            while free_bytes(disk) > leave_bytes:
+                f.write(b"\1" * 4096)
+                f.flush()
+    return ballast
+
+
+async def test_declared_lengths_are_reserved_and_small_patches_cannot_fill_the_disk(
+    make_client, make_disk, samples: Samples
+) -> None:
+    """Finding 2: creations each checked alone, then sub-8 MiB PATCHes, took free space to 0."""
+    disk = make_disk(96)
+    min_free = 32 * MiB
+    client = await make_client(data_dir=disk / "data", min_free_bytes=min_free)
+    room = free_bytes(disk) - min_free
+    first = await create(client, room - 8 * MiB)
+    # The first upload's declared bytes are spoken for, though none has arrived.
+    response = await client.post("/uploads/", headers={**TUS, "Upload-Length": str(16 * MiB)})
+    assert response.status == 507, await response.text()
+    refused = await client.post(
+        "/file/",
+        data=chunked(b"\0\0\0\x18ftypisom" + b"\0" * 16 * MiB, MiB),
+        headers={"Content-Type": "video/mp4"},
+    )
+    assert refused.status == 507
+    # Many small PATCHes at once, at every offset: never past the line, never a 500.
+    second = await create(client, 4 * MiB)
+    lengths = {first: room - 8 * MiB, second: 4 * MiB}
+    block = b"\0" * (MiB // 2)
+
+    async def attack(upload_id: str, offset: int) -> int:
+        if offset + len(block) >= lengths[upload_id]:
+            return 0  # the last byte would publish (and refuse) it: the disk is what is under attack here
+        try:
+            return (await patch(client, upload_id, offset, block)).status
+        except aiohttp.ClientError:
+            return 0  # taken over by a newer PATCH
+
+    statuses = await asyncio.gather(
+        *(attack(upload_id, i * len(block)) for upload_id in (first, second) for i in range(20))
+    )
+    assert 500 not in statuses and 204 in statuses, statuses
+    for _ in range(80):  # keep going the way a client does: HEAD, then PATCH at the offset
+        for upload_id in (first, second):
+            assert await attack(upload_id, await offset_of(client, upload_id)) in (0, 204)
+    assert free_bytes(disk) >= min_free - MiB  # the database's own pages may take a little
+    assert await offset_of(client, second) == 4 * MiB - len(block)
+
+
+async def test_reserved_bytes_per_client_are_capped(make_client) -> None:
+    client = await make_client(api_keys=("a", "b"), max_reserved_bytes_per_client=10 * MiB)
+    a, b = {"Authorization": "Bearer a"}, {"Authorization": "Bearer b"}
+    await create(client, 6 * MiB, **a)
+    response = await client.post("/uploads/", headers={**TUS, "Upload-Length": str(6 * MiB), **a})
+    assert response.status == 429 and "max_reserved_bytes_per_client" in (await response.json())["error"]
+    assert int(response.headers["Retry-After"]) >= 1
+    await create(client, 6 * MiB, **b)  # another key's share is its own
+
+
+async def test_a_running_resize_reserves_its_output(
+    make_client, make_disk, samples: Samples, data_dir: Path
+) -> None:
+    disk = make_disk(96)
+    source = samples.video(640, 360, duration_s=3)
+    client = await make_client(data_dir=disk / "data", min_free_bytes=8 * MiB, x264_preset="medium")
+    video_id = await upload(client, source)
+    assert (await client.patch(f"/file/{video_id}/", json={"width": 1920, "height": 1080})).status == 200
+    for _ in range(200):
+        body = await (await client.get(f"/file/{video_id}/")).json()
+        if body["job"]["state"] == "running":
+            break
+        await asyncio.sleep(0.02)
+    # What the job may still write is spoken for: an upload that fits only without it is refused.
+    reserved = client.app[DISK].reserved_bytes
+    assert reserved > 0
+    room = free_bytes(disk) - 8 * MiB
+    response = await client.post("/uploads/", headers={**TUS, "Upload-Length": str(room - reserved // 2)})
+    assert response.status == 507, await response.text()
+    assert (await wait_for_job(client, video_id))["processingSuccess"] is True
+    assert client.app[DISK].reserved_bytes == 0
+
+
+async def test_on_a_disk_filled_by_someone_else_deletion_still_works_and_nothing_is_a_500(
+    make_client, make_disk, samples: Samples
+) -> None:
+    disk = make_disk(48)
+    data_dir = disk / "data"
+    client = await make_client(data_dir=data_dir, min_free_bytes=MiB)
+    video_id = await upload(client, samples.video())
+    upload_id = await create(client, 200_000)
+    assert (await patch(client, upload_id, 0, b"\0" * 50_000)).status == 204
+    stranger = fill(disk)
+    assert free_bytes(disk) < 64 * 1024
+
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "degraded" and "disk" in health["problems"][0]
+    statuses = [
+        (await patch(client, upload_id, 50_000, b"\0" * 50_000)).status,
+        (await client.post("/uploads/", headers={**TUS, "Upload-Length": "1000"})).status,
+        (
+            await client.post(
+                "/file/", data=samples.video().read_bytes(), headers={"Content-Type": "video/mp4"}
+            )
+        ).status,
+    ]
+    assert statuses == [507, 507, 507]
+    # Deleting frees space, and needs none to do it.
+    assert (await client.delete(f"/uploads/{upload_id}", headers=TUS)).status == 204
+    assert (await client.delete(f"/file/{video_id}/")).status == 200
+    assert rows(data_dir, "SELECT count(*) FROM videos") == [(0,)]
+    assert rows(data_dir, "SELECT count(*) FROM uploads") == [(0,)]
+    assert not list((data_dir / "videos").glob("*")) and not list((data_dir / "uploads").glob("*"))
+    os.unlink(stranger)
+    await asyncio.sleep(0.1)
+    health = await (await client.get("/health")).json()
+    assert health["status"] == "ok"
+    await upload(client, samples.video())  # and the service goes on as before
+
+
+async def test_after_a_restart_on_a_full_disk_termination_still_works(make_disk, samples: Samples) -> None:
+    """The red team's wedge: once full, DELETE /uploads/{id} answered 500, also after a restart."""
+    disk = make_disk(48)
+    data_dir = disk / "data"
+    with ServerProcess(data_dir, min_free_bytes=MiB) as server:
+        async with aiohttp.ClientSession(server.url) as session:
+            response = await session.post("/uploads/", headers={**TUS, "Upload-Length": "100000"})
+            upload_id = response.headers["Location"].rsplit("/", 1)[1]
+            response = await session.patch(
+                f"/uploads/{upload_id}", data=b"\0" * 5000, headers={**OCTETS, "Upload-Offset": "0"}
+            )
+            assert response.status == 204
+        server.stop()
+    stranger = fill(disk)
+    try:
+        with ServerProcess(data_dir, min_free_bytes=MiB) as server:
+            async with aiohttp.ClientSession(server.url) as session:
+                response = await session.delete(f"/uploads/{upload_id}", headers=TUS)
+                assert response.status == 204, await response.text()
+                response = await session.head(f"/uploads/{upload_id}", headers=TUS)
+                assert response.status == 404
+            assert "Traceback" not in server.log()
+    finally:
+        os.unlink(stranger)

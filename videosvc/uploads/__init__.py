@@ -1,0 +1,1 @@
+"""Receiving uploads: the one receiver (multipart, raw, tus), and resumable (tus) uploads."""

@@ -1,0 +1,1 @@
+"""The use cases of a video: publish, view, catalogue, resize, restore, delete, recovery."""
