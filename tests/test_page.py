@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import shutil
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -91,6 +92,10 @@ async def _until(page: Any, expression: str) -> None:
     raise AssertionError(f"never true: {expression}")
 
 
+def _fragment(url: str) -> dict[str, list[str]]:
+    return urllib.parse.parse_qs(urllib.parse.urlsplit(url).fragment)
+
+
 def _keep_screenshot(name: str, source: Path) -> None:
     RESULTS.mkdir(exist_ok=True)
     shutil.copy(source, RESULTS / name)
@@ -151,13 +156,23 @@ async def test_upload_list_play_seek_resize_and_delete_through_the_page(
 
         # Resize with a preset; the state arrives by server-sent events, not by polling.
         gets_before = len(wire.sent("GET", rf"/file/{video_id}/$"))
+        src_before = await player.evaluate("(v) => v.currentSrc")
         await page.select_option("#preset", "256x144")
         await page.click("#resize")
         await page.locator("#job-text", has_text=f"Resized to 256{X}144").wait_for(timeout=WAIT_MS)
         await page.locator("#facts", has_text=f"256{X}144").wait_for()
         assert wire.sent("GET", rf"/file/{video_id}/events")
         assert len(wire.sent("GET", rf"/file/{video_id}/$")) == gets_before
-        assert _api(server, "GET", f"/file/{video_id}/", key)[1]["width"] == 256
+        resized = _api(server, "GET", f"/file/{video_id}/", key)[1]
+        assert resized["width"] == 256
+        # The player plays the new rendition, not the old one from the browser's cache: each has its
+        # own URL (#v=updatedAt). The download link needs none (no-cache): it gets the new one too.
+        await _until(page, "document.getElementById('player').videoWidth === 256")
+        src_after = await player.evaluate("(v) => v.currentSrc")
+        assert src_after != src_before and _fragment(src_after)["v"] == [resized["updatedAt"]], src_after
+        async with page.expect_download() as download:
+            await page.click("#download")
+        assert Path(await (await download.value).path()).stat().st_size == resized["size"]
         shot = tmp_path / "page.png"
         await page.screenshot(path=str(shot))
         _keep_screenshot(f"page-{'keys' if key else 'open'}.png", shot)

@@ -241,14 +241,27 @@ function showVideo(video, newVideo) {
   $("download").setAttribute("download", video.filename);
   const player = $("player");
   const previous = player.dataset.version;
-  const version = `${video.id}:${video.size}:${video.width}x${video.height}`;
+  // Reloaded for a new rendition only: a fresh signature on the same one must not restart it.
+  const version = `${video.id}:${video.updatedAt}`;
   if (newVideo || previous !== version) {
     player.dataset.version = version;
-    player.src = video.contentUrl; // signed when keys are set: a <video> sends no header
+    player.src = renditionUrl(video);
     player.load();
   }
   if (newVideo) fillPresets(video);
   updateListed(video);
+}
+
+/**
+ * What the player loads: the contentUrl (signed when keys are set: a <video> sends no header),
+ * named for this rendition. The contentUrl stays the same across resizes, and the browser's
+ * media cache, kept by URL, would go on playing the old rendition. A fragment makes a new URL
+ * for each rendition (updatedAt changes with each) and leaves the request as it was: the server
+ * refuses query parameters it does not know. Downloads need no such thing: the server answers
+ * "Cache-Control: no-cache" and its ETag changes with the file, so the HTTP cache asks again.
+ */
+function renditionUrl(video) {
+  return `${video.contentUrl}#v=${encodeURIComponent(video.updatedAt)}`;
 }
 
 function downloadUrl(contentUrl) {
