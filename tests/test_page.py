@@ -348,6 +348,11 @@ async def test_errors_are_the_apis_own_messages_and_sizes_are_checked_like_the_a
         await failed.wait_for(timeout=WAIT_MS)
         message = await failed.text_content()
         assert message and "not an MP4" in message, message  # the API's 415, as it said it
+        # Its bar stays where the server's confirmations left it (not full), in the failed colour.
+        bar = page.locator("#uploads li.failed progress")
+        value, colour = await bar.evaluate("(b) => [b.value, getComputedStyle(b).accentColor]")
+        failed_colour = await failed.evaluate("(text) => getComputedStyle(text).color")
+        assert value < 100 and colour == failed_colour, (value, colour, failed_colour)
         assert _api(server, "GET", "/file/")[1]["items"] == []
         # Over max_upload_bytes: refused by the page before a byte is sent.
         posts = len(wire.sent("POST", "/uploads/"))

@@ -454,6 +454,10 @@ function uploadError(error) {
   return "The connection was lost and the upload could not resume; pick the file again to resume it.";
 }
 
+function percent(part, total) {
+  return total ? Math.floor((part / total) * 100) : 0;
+}
+
 function startUpload(file) {
   const row = uploadRow(file);
   if (file.size > CONFIG.maxUploadBytes) {
@@ -466,6 +470,8 @@ function startUpload(file) {
     return;
   }
   row.text.textContent = `0% of ${formatBytes(file.size)}`;
+  // Bytes the server confirmed; the bar runs ahead of them while a chunk is on its way.
+  let confirmed = 0;
   const upload = new tus.Upload(file, {
     endpoint: "/uploads/",
     chunkSize: CHUNK_BYTES,
@@ -479,9 +485,12 @@ function startUpload(file) {
       return status === 0 || status >= 500 || [409, 423, 429].includes(status);
     },
     onProgress(sent, total) {
-      const pct = total ? Math.floor((sent / total) * 100) : 0;
+      const pct = percent(sent, total);
       row.progress.value = pct;
       row.text.textContent = sent === total ? "Checking the video…" : `${pct}% of ${formatBytes(total)}`;
+    },
+    onChunkComplete(chunkSize, accepted) {
+      confirmed = accepted;
     },
     onSuccess() {
       const id = upload.url.split("/").pop();
@@ -493,6 +502,8 @@ function startUpload(file) {
       loadVideos(true).then(() => select(id));
     },
     onError(error) {
+      // Back to what the server confirmed: a chunk sent whole may still be refused or lost.
+      row.progress.value = percent(confirmed, file.size);
       row.item.classList.add("failed");
       row.text.textContent = uploadError(error);
       row.pause.remove();
