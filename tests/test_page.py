@@ -358,6 +358,13 @@ async def test_errors_are_the_apis_own_messages_and_sizes_are_checked_like_the_a
         posts = len(wire.sent("POST", "/uploads/"))
         await page.set_input_files("#file-input", str(samples.noisy(1)))
         await page.locator("#uploads li.failed .details", has_text="at most 2.0 MB").wait_for()
+        # Empty: said in the page's words (not tus's Upload-Length), and nothing sent either.
+        empty = tmp_path / "empty.mp4"
+        empty.write_bytes(b"")
+        await page.set_input_files("#file-input", str(empty))
+        refused = page.locator("#uploads li.failed", has_text="empty.mp4 is empty: pick a video file")
+        await refused.wait_for()
+        assert await refused.locator("progress").is_hidden()  # nothing was sent: no bar
         assert len(wire.sent("POST", "/uploads/")) == posts
 
         await _upload(page, samples.video(320, 240, duration_s=2))

@@ -458,12 +458,22 @@ function percent(part, total) {
   return total ? Math.floor((part / total) * 100) : 0;
 }
 
+/** Why this file is refused before a byte is sent (the server would refuse it at creation), or "". */
+function refusal(file) {
+  if (file.size === 0) return `${file.name} is empty: pick a video file.`;
+  if (file.size > CONFIG.maxUploadBytes) {
+    return `This file is ${formatBytes(file.size)}; the server takes at most ${formatBytes(CONFIG.maxUploadBytes)}.`;
+  }
+  return "";
+}
+
 function startUpload(file) {
   const row = uploadRow(file);
-  if (file.size > CONFIG.maxUploadBytes) {
-    // Refused here, before a byte is sent: the server would refuse it at creation anyway.
+  const refused = refusal(file);
+  if (refused) {
     row.item.classList.add("failed");
-    row.text.textContent = `This file is ${formatBytes(file.size)}; the server takes at most ${formatBytes(CONFIG.maxUploadBytes)}.`;
+    row.text.textContent = refused;
+    row.progress.hidden = true; // nothing was sent
     row.pause.remove();
     row.cancel.textContent = "Dismiss";
     row.cancel.addEventListener("click", () => row.item.remove());
