@@ -75,6 +75,11 @@ def _api(server: ServerProcess, method: str, path: str, key: str | None = None) 
 async def _upload(page: Any, path: Path) -> str:
     """Pick a file, wait until the page says it is stored; returns the video's id (from the detail)."""
     await page.set_input_files("#file-input", str(path))
+    return await _stored(page, path)
+
+
+async def _stored(page: Any, path: Path) -> str:
+    """Wait until the page says the upload of `path` is stored; returns the video's id."""
     row = page.locator("#uploads li", has_text=path.name).first
     await row.locator(".details", has_text="Stored").wait_for(timeout=WAIT_MS)
     await page.locator("#detail-title", has_text=path.name).wait_for(timeout=WAIT_MS)
@@ -191,25 +196,42 @@ async def test_upload_list_play_seek_resize_and_delete_through_the_page(
     assert "Traceback" not in server.log()
 
 
-async def test_an_upload_cut_by_the_network_resumes_by_itself(
+async def test_an_upload_cut_by_the_network_says_so_and_resumes_by_itself(
     page: Any, data_dir: Path, samples: Samples
 ) -> None:
     source = samples.noisy(2)  # two chunks
     patches = 0
+    back = asyncio.Event()
 
-    async def drop_the_second_patch(route: Any) -> None:
+    async def cut_from_the_second_patch_until_back(route: Any) -> None:
         nonlocal patches
         if route.request.method == "PATCH":
             patches += 1
-            if patches == 2:
-                await route.abort("connectionreset")
-                return
+        if patches >= 2 and not back.is_set():
+            await route.abort("connectionreset")
+            return
         await route.continue_()
 
     with ServerProcess(data_dir) as server:
         wire = await open_page(page, server.url + "/")
-        await page.route("**/uploads/*", drop_the_second_patch)
-        video_id = await _upload(page, source)
+        await page.route("**/uploads/*", cut_from_the_second_patch_until_back)
+        await page.evaluate(  # every text the row shows, in order
+            """() => {
+                window.said = [];
+                const uploads = document.getElementById("uploads");
+                const note = () => window.said.push(uploads.querySelector(".details").textContent);
+                const all = { subtree: true, childList: true, characterData: true };
+                new MutationObserver(note).observe(uploads, all);
+            }"""
+        )
+        await page.set_input_files("#file-input", str(source))
+        row = page.locator("#uploads li", has_text=source.name)
+        await row.locator(".details", has_text="Reconnecting").wait_for(timeout=WAIT_MS)  # tus retrying
+        back.set()
+        video_id = await _stored(page, source)
+        said = await page.evaluate("window.said")
+        after = said[said.index("Reconnecting…") :]
+        assert any(re.fullmatch(r"\d+% of .*", text) for text in after), said  # bytes flowing: said again
         offsets = [r.headers.get("upload-offset") for r in wire.sent("PATCH", "/uploads/")]
         assert offsets == ["0", str(CHUNK), str(CHUNK)], offsets  # the dropped chunk, sent again
         assert wire.sent("HEAD", "/uploads/")  # where to resume was asked, not guessed

@@ -454,6 +454,12 @@ function uploadError(error) {
   return "The connection was lost and the upload could not resume; pick the file again to resume it.";
 }
 
+/** What a retry can fix: no answer, 5xx, 409/423 (a stale offset or a busy upload), 429. */
+function retryable(error) {
+  const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
+  return status === 0 || status >= 500 || [409, 423, 429].includes(status);
+}
+
 function percent(part, total) {
   return total ? Math.floor((part / total) * 100) : 0;
 }
@@ -490,9 +496,11 @@ function startUpload(file) {
     headers: authHeaders(),
     removeFingerprintOnSuccess: true,
     onShouldRetry(error) {
-      // Retry what a retry can fix: no answer, 5xx, 409/423 (a stale offset or a busy upload), 429.
-      const status = error.originalResponse ? error.originalResponse.getStatus() : 0;
-      return status === 0 || status >= 500 || [409, 423, 429].includes(status);
+      const retry = retryable(error);
+      // tus-js-client now waits (retryDelays), then asks the server where to resume: the row says
+      // so until bytes flow again (onProgress), or until the retries run out (onError).
+      if (retry) row.text.textContent = "Reconnecting…";
+      return retry;
     },
     onProgress(sent, total) {
       const pct = percent(sent, total);
