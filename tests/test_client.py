@@ -19,6 +19,15 @@ from aiohttp import web
 from .helpers import Client, Samples, upload, wait_for_job
 
 MB = 1024 * 1024
+#: The checkout these tests belong to. A subprocess runs from a temp folder, where `import videosvc`
+#: would find the installed copy: an editable install can point to another checkout (a git worktree).
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment for `python -m videosvc` in a subprocess: this checkout's videosvc first."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
 
 
 @dataclass(frozen=True)
@@ -43,7 +52,7 @@ def cli(tmp_path: Path) -> Callable[..., Any]:
         process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "videosvc", *args, *url,
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=tmp_path,
-            env={**os.environ, "XDG_STATE_HOME": str(state), **(env or {})}, preexec_fn=preexec,
+            env=cli_env(XDG_STATE_HOME=str(state), **(env or {})), preexec_fn=preexec,
         )  # fmt: skip
         out, err = await asyncio.wait_for(process.communicate(), 120)
         return Run(process.returncode or 0, out.decode(), err.decode())
@@ -107,7 +116,7 @@ async def test_a_killed_upload_resumes_where_it_stopped(
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "videosvc", "upload", str(source), "--chunk-size", "1",
         "--url", str(client.make_url("")).rstrip("/"),
-        env={**os.environ, "XDG_STATE_HOME": str(tmp_path / "state")},
+        env=cli_env(XDG_STATE_HOME=str(tmp_path / "state")),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     parts = data_dir / "uploads"
@@ -271,7 +280,7 @@ async def test_an_upload_is_never_resumed_on_another_server(
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "videosvc", "upload", str(source), "--chunk-size", "1",
         "--url", str(first.make_url("")).rstrip("/"),
-        env={**os.environ, "XDG_STATE_HOME": str(state)},
+        env=cli_env(XDG_STATE_HOME=str(state)),
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     state_file = state / "videosvc" / "uploads.json"
