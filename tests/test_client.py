@@ -1,24 +1,32 @@
 """The client commands (SPEC §9), run as a user runs them: `python -m videosvc ...` in a subprocess,
-against the real server over HTTP. Faults are real: a killed process, a file size limit."""
+against the real server over HTTP. Faults are real: a killed process, a file size limit.
+Hostile servers (SPEC §12) are real too, on loopback; the CLI runs in-process against them (below)."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import resource
 import sys
-from collections.abc import Callable
-from dataclasses import dataclass
+import unicodedata
+from collections.abc import Awaitable, Callable, Mapping
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 from aiohttp import web
 
+from videosvc.__main__ import main
+
 from .helpers import Client, Samples, upload, wait_for_job
 
 MB = 1024 * 1024
+ID = "00000000-0000-4000-8000-000000000001"
+OTHER_ID = "00000000-0000-4000-8000-000000000002"
 #: The checkout these tests belong to. A subprocess runs from a temp folder, where `import videosvc`
 #: would find the installed copy: an editable install can point to another checkout (a git worktree).
 ROOT = Path(__file__).resolve().parent.parent
@@ -295,3 +303,180 @@ async def test_an_upload_is_never_resumed_on_another_server(
     assert other.code == 0, other.err
     assert "resuming" not in other.err
     assert [v["id"] for v in (await (await second.get("/file/")).json())["items"]] == [other.out.strip()]
+
+
+# -- the CLI trusts no server (SPEC §12) ------------------------------------------------------------
+# A hostile server is a real one on loopback that answers what each attack needs. The CLI runs in
+# this process for these (in a thread: the servers share this event loop): an attack costs a few
+# milliseconds there where a subprocess costs 0.7 s of imports, and a traceback still fails the test.
+
+#: What must never reach a terminal from a server: controls (C0, C1, DEL), format characters
+#: (bidi overrides, zero-width), lone surrogates, and line or paragraph separators.
+UNPRINTABLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
+
+
+@dataclass(frozen=True)
+class Raw:
+    """An answer as it is sent: a body that need not be JSON, its status, its headers."""
+
+    body: bytes = b""
+    status: int = 200
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Seen:
+    method: str
+    path: str
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True)
+class Hostile:
+    url: str
+    #: Every request it got, in order.
+    seen: list[Seen]
+
+
+Answers = Mapping[str, Any]
+
+
+@pytest.fixture
+def hostile(aiohttp_server: Any) -> Callable[[Answers], Awaitable[Hostile]]:
+    """Starts a server on loopback that answers "METHOD /path?query" with `answers[...]`: a JSON
+    value (status 200) or a Raw; 404 to anything else. It keeps every request it got."""
+
+    async def start(answers: Answers) -> Hostile:
+        seen: list[Seen] = []
+
+        async def answer(request: web.Request) -> web.Response:
+            key = f"{request.method} {request.path_qs}"
+            seen.append(Seen(request.method, request.path_qs, dict(request.headers), await request.read()))
+            value = answers.get(key, Raw(b'{"error": "nothing here"}', 404))
+            if isinstance(value, Raw):
+                return web.Response(body=value.body, status=value.status, headers=value.headers)
+            return web.json_response(value)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", answer)
+        server = await aiohttp_server(app)
+        return Hostile(str(server.make_url("")).rstrip("/"), seen)
+
+    return start
+
+
+@pytest.fixture
+def cli_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., Awaitable[Run]]:
+    """Runs `videosvc ARGS` as `python -m videosvc` does, but in this process, from an empty folder
+    (`tmp_path / "here"`), with resumable state in `tmp_path / "state"`. One run at a time: stdout
+    and stderr are the process's own."""
+    here = tmp_path / "here"
+    here.mkdir()
+    monkeypatch.chdir(here)
+    monkeypatch.setenv("XDG_STATE_HOME", str(tmp_path / "state"))
+    for name in ("VIDEOSVC_URL", "VIDEOSVC_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+
+    def call(args: tuple[str, ...]) -> Run:
+        out, err = io.StringIO(), io.StringIO()
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as e:  # argparse's own usage errors
+                code = e.code if isinstance(e.code, int) else 1
+        return Run(code, out.getvalue(), err.getvalue())
+
+    async def run(*args: str) -> Run:
+        return await asyncio.to_thread(call, args)
+
+    return run
+
+
+def video(video_id: str = ID, **fields: Any) -> dict[str, Any]:
+    """A well-formed GET /file/{id}/ answer, as the real server writes it, with `fields` changed."""
+    return {
+        "id": video_id, "filename": "cat.mp4", "processing": False, "processingSuccess": None,
+        "processingError": None, "progress": None, "size": 1000, "width": 320, "height": 240,
+        "duration": 1.0, "createdAt": "2025-01-01T00:00:00Z", "updatedAt": "2025-01-01T00:00:00Z",
+        "originalWidth": None, "originalHeight": None, "originalSize": None,
+        "contentUrl": f"/file/{video_id}/content", "eventsUrl": f"/file/{video_id}/events", "job": None,
+    } | fields  # fmt: skip
+
+
+def failed_job(error: str) -> dict[str, Any]:
+    return {"state": "failed", "width": 16, "height": 16, "progress": None, "error": error,
+            "queuedAt": None, "startedAt": None, "finishedAt": None}  # fmt: skip
+
+
+def events(*data: str) -> Raw:
+    """A live stream (GET /file/{id}/events) that sends these `video` events, then ends."""
+    return Raw("".join(f"event: video\ndata: {d}\n\n" for d in data).encode(),
+               headers={"Content-Type": "text/event-stream"})  # fmt: skip
+
+
+def fails(run: Run, code: int) -> bool:
+    """Whether `run` ended as the CLI must end: one line on stderr, nothing on stdout, `code`."""
+    return (run.code, run.out) == (code, "") and run.err.startswith("videosvc: ") and run.err.count("\n") == 1
+
+
+async def test_download_never_saves_under_a_name_that_hides_or_climbs(
+    hostile: Any, cli_here: Any, tmp_path: Path
+) -> None:
+    long = "x" * 300 + ".mp4"
+    names = {  # the server's filename → the name the CLI saves the video under
+        ".bash_profile": "bash_profile",
+        " . .profile": "profile",
+        "...": "{id}.mp4",
+        "": "{id}.mp4",
+        "a/b\\c.mp4": "a_b_c.mp4",
+        "../../evil.mp4": "_.._evil.mp4",
+        "a\u0000b.mp4": "a_b.mp4",
+        "\u202egpj.mp4": "_gpj.mp4",
+        "\x1b[31mred\x9b.mp4": "_[31mred_.mp4",
+        long: "x" * (200 - len(".mp4")) + ".mp4",  # a name the file system can hold, .part and all
+    }
+    ids = {name: f"00000000-0000-4000-8000-{i:012d}" for i, name in enumerate(names)}
+    answers: dict[str, Any] = {}
+    for name, video_id in ids.items():
+        answers[f"GET /file/{video_id}/"] = video(video_id, filename=name)
+        answers[f"GET /file/{video_id}/content"] = Raw(video_id.encode())
+    server = await hostile(answers)
+    here = tmp_path / "here"
+    for name, video_id in ids.items():
+        saved = await cli_here("download", video_id, "--url", server.url)
+        expected = names[name].format(id=video_id)
+        assert saved.code == 0 and (here / expected).read_bytes() == video_id.encode(), (name, saved)
+    assert sorted(os.listdir(here)) == sorted(n.format(id=ids[k]) for k, n in names.items())
+    assert not (tmp_path / "evil.mp4").exists() and not (tmp_path.parent / "evil.mp4").exists()
+
+    (here / "into").mkdir()  # -o FOLDER: the server's name, made safe, in it
+    assert (await cli_here("download", ids[".bash_profile"], "-o", "into", "--url", server.url)).code == 0
+    assert os.listdir(here / "into") == ["bash_profile"]
+    mine = await cli_here("download", ids[".bash_profile"], "-o", ".mine", "--url", server.url)
+    assert mine.code == 0 and (here / ".mine").exists()  # -o PATH is the user's own choice, as given
+
+
+async def test_server_text_is_printed_without_terminal_controls(hostile: Any, cli_here: Any) -> None:
+    evil = "\x1b[31mred\x1b]0;owned\x07\u202egpj.mp4\x9b2J\x7f\u2028\ud800end"
+    shown = video(filename=evil, job=failed_job(evil), processingSuccess=False, processingError=evil)
+    server = await hostile({
+        "GET /file/?limit=50": {"items": [shown], "next": None},
+        f"GET /file/{ID}/": shown,
+        f"GET /file/{OTHER_ID}/": Raw(json.dumps({"error": evil}).encode(), 404),
+        f"PATCH /file/{ID}/": {},
+        f"GET /file/{ID}/events": events(json.dumps(shown)),
+    })  # fmt: skip
+    runs = {
+        "ls": (0, await cli_here("ls", "--url", server.url)),
+        "info": (0, await cli_here("info", ID, "--url", server.url)),
+        "an error": (3, await cli_here("info", OTHER_ID, "--url", server.url)),
+        "a failed resize": (6, await cli_here("resize", ID, "16x16", "--wait", "--url", server.url)),
+    }
+    for what, (code, run) in runs.items():
+        text = run.out + run.err
+        assert run.code == code and "red" in text and "end" in text, (what, run)
+        assert not [c for c in text if c != "\n" and unicodedata.category(c) in UNPRINTABLE], (what, run)
+    listed = await cli_here("ls", "--json", "--url", server.url)
+    assert listed.out.isascii() and listed.out.replace("\n", "").isprintable(), listed.out  # all \u-escaped
+    assert json.loads(listed.out)[0]["filename"] == evil  # and nothing lost

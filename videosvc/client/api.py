@@ -11,6 +11,7 @@ import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from types import TracebackType
 from typing import IO, Any
 
 import requests
@@ -88,6 +89,12 @@ class Client:
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.session.headers.update(self.headers)
         self.session.headers["User-Agent"] = "videosvc-cli"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.session.close()
 
     def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
         kwargs.setdefault("timeout", TIMEOUT)

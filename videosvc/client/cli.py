@@ -11,6 +11,10 @@ to stderr, so `ID=$(videosvc upload cat.mp4)` works. Exit codes:
     5  the server could not be reached, or failed
     6  the resize failed (with --wait)
     130  interrupted (Ctrl-C): run the same upload or download again to resume it
+
+It trusts no server (SPEC §12): whatever a server sends is printed without terminal controls
+(text.printable), a name it chose is saved only as a plain name in the current folder
+(text.file_name).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .api import ApiError, Client, Unreachable
+from .text import file_name, printable
 
 OK, REFUSED, USAGE, NOT_FOUND, AUTH, UNREACHABLE, JOB_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -87,7 +92,8 @@ def run(args: argparse.Namespace) -> int:
     client = Client(args.url, args.api_key)
     handler: Callable[[Client, argparse.Namespace], int] = HANDLERS[args.command]
     try:
-        return handler(client, args)
+        with client:
+            return handler(client, args)
     except Failure as e:
         return _fail(e.code, str(e))
     except ApiError as e:
@@ -106,13 +112,20 @@ def _code_for(status: int) -> int:
     return UNREACHABLE if status >= 500 else REFUSED
 
 
+# Every line printed goes through printable(): most lines carry a server's text (a name, an error).
+
+
 def _fail(code: int, message: str) -> int:
-    print(f"videosvc: {message}", file=sys.stderr)
+    print(printable(f"videosvc: {message}"), file=sys.stderr)
     return code
 
 
 def _say(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
+    print(printable(message), file=sys.stderr, flush=True)
+
+
+def _out(line: str) -> None:
+    print(printable(line))
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -134,7 +147,9 @@ def _bar(args: argparse.Namespace, total: int, initial: int = 0, desc: str = "")
 
 
 def _print_json(value: Any) -> None:
-    print(json.dumps(value, indent=2))
+    # ensure_ascii escapes every character outside printable ASCII (controls, DEL, C1, bidi) as \uXXXX:
+    # the output is a server's text, and a terminal may be showing it.
+    print(json.dumps(value, indent=2, ensure_ascii=True))
 
 
 def _state_dir() -> Path:
@@ -176,7 +191,8 @@ def upload(client: Client, args: argparse.Namespace) -> int:
     if args.json:
         _print_json([client.info(video_id) for video_id in ids])
     else:
-        print("\n".join(ids))
+        for video_id in ids:
+            _out(video_id)
     return OK
 
 
@@ -203,7 +219,7 @@ def ls(client: Client, args: argparse.Namespace) -> int:
     ]  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
+        _out("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=False)) + "  " + row[-1])
     if cursor and not args.all:
         _say("(more videos: --limit N or --all)")
     return OK
@@ -231,7 +247,7 @@ def info(client: Client, args: argparse.Namespace) -> int:
         ("content", client.url + video["contentUrl"]),
     ]
     for name, value in lines:
-        print(f"{name + ':':<10} {value}")
+        _out(f"{name + ':':<10} {value}")
     return OK
 
 
@@ -267,9 +283,11 @@ def _wait(client: Client, args: argparse.Namespace, video_id: str) -> dict[str, 
 
 def download(client: Client, args: argparse.Namespace) -> int:
     video = client.info(args.id)
-    target: Path = args.output or Path(Path(video["filename"]).name or f"{args.id}.mp4")
+    # The server's name for it, never a hidden file or a path; -o PATH is the user's, and used as given.
+    name = file_name(video["filename"], fallback=f"{args.id}.mp4")
+    target: Path = args.output or Path(name)
     if target.is_dir():
-        target = target / (Path(video["filename"]).name or f"{args.id}.mp4")
+        target = target / name
     if target.exists() and not args.force:
         raise Failure(REFUSED, f"{target} exists (use --force to overwrite, or -o PATH)")
     part = target.with_name(target.name + ".part")
