@@ -393,15 +393,20 @@ def cli_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., A
     return run
 
 
+#: In video(): leave this field out.
+GONE = object()
+
+
 def video(video_id: str = ID, **fields: Any) -> dict[str, Any]:
     """A well-formed GET /file/{id}/ answer, as the real server writes it, with `fields` changed."""
-    return {
+    shape = {
         "id": video_id, "filename": "cat.mp4", "processing": False, "processingSuccess": None,
         "processingError": None, "progress": None, "size": 1000, "width": 320, "height": 240,
         "duration": 1.0, "createdAt": "2025-01-01T00:00:00Z", "updatedAt": "2025-01-01T00:00:00Z",
         "originalWidth": None, "originalHeight": None, "originalSize": None,
         "contentUrl": f"/file/{video_id}/content", "eventsUrl": f"/file/{video_id}/events", "job": None,
     } | fields  # fmt: skip
+    return {name: value for name, value in shape.items() if value is not GONE}
 
 
 def failed_job(error: str) -> dict[str, Any]:
@@ -455,6 +460,44 @@ async def test_download_never_saves_under_a_name_that_hides_or_climbs(
     assert os.listdir(here / "into") == ["bash_profile"]
     mine = await cli_here("download", ids[".bash_profile"], "-o", ".mine", "--url", server.url)
     assert mine.code == 0 and (here / ".mine").exists()  # -o PATH is the user's own choice, as given
+
+
+WAIT, RESIZED, EVENTS = ["resize", ID, "16x16", "--wait"], f"PATCH /file/{ID}/", f"GET /file/{ID}/events"
+MALFORMED: dict[str, tuple[list[str], Answers]] = {  # a case → the command, the server's answers
+    "name-int": (["info", ID], {f"GET /file/{ID}/": video(filename=7)}),
+    "name-null": (["info", ID], {f"GET /file/{ID}/": video(filename=None)}),
+    "name-list": (["info", ID], {f"GET /file/{ID}/": video(filename=["a"])}),
+    "html": (["info", ID], {f"GET /file/{ID}/": Raw(b"<html>maintenance</html>")}),
+    "array": (["info", ID], {f"GET /file/{ID}/": [video()]}),
+    "missing": (["info", ID], {f"GET /file/{ID}/": {"id": ID}}),
+    "job": (["info", ID], {f"GET /file/{ID}/": video(job="failed")}),
+    "job-fields": (["info", ID], {f"GET /file/{ID}/": video(job={"state": "failed"})}),
+    "original": (["info", ID], {f"GET /file/{ID}/": video(originalWidth=320, originalHeight=GONE)}),
+    "nan": (["info", ID], {f"GET /file/{ID}/": video(duration=float("nan"))}),  # json.dumps writes NaN
+    "id": (["info", ID], {f"GET /file/{ID}/": video(id="../../x")}),
+    "loop": (["info", ID], {f"GET /file/{ID}/": Raw(status=302, headers={"Location": "./"})}),
+    "deep": (["info", ID], {f"GET /file/{ID}/": Raw(b"[" * 100_000)}),
+    "ls-item": (["ls"], {"GET /file/?limit=50": {"items": [video(size="big")], "next": None}}),
+    "ls-next": (["ls"], {"GET /file/?limit=50": {"items": [], "next": 5}}),
+    "ls-null": (["ls"], {"GET /file/?limit=50": None}),
+    "download": (["download", ID], {f"GET /file/{ID}/": video(filename=None)}),
+    "wait-text": (WAIT, {RESIZED: {}, EVENTS: events("{")}),
+    "wait-shape": (WAIT, {RESIZED: {}, EVENTS: events(json.dumps(video(processing="no")))}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", MALFORMED)
+async def test_a_malformed_answer_is_one_line_and_exit_5(case: str, hostile: Any, cli_here: Any) -> None:
+    args, answers = MALFORMED[case]
+    server = await hostile(answers)
+    run = await cli_here(*args, "--url", server.url)
+    assert fails(run, 5) and "malformed" in run.err, run
+
+
+async def test_an_error_that_is_not_json_still_says_its_status(hostile: Any, cli_here: Any) -> None:
+    server = await hostile({f"GET /file/{ID}/": Raw(b"[" * 100_000, 404)})
+    gone = await cli_here("info", ID, "--url", server.url)
+    assert fails(gone, 3) and "404" in gone.err, gone
 
 
 async def test_server_text_is_printed_without_terminal_controls(hostile: Any, cli_here: Any) -> None:

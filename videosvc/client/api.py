@@ -1,6 +1,7 @@
 """A small synchronous client of the public API (requests and tuspy), for the command line.
 
-It speaks HTTP only: nothing here imports the server's modules.
+It speaks HTTP only: nothing here imports the server's modules. It trusts no server (SPEC §12).
+Every answer it hands on has been checked (shapes.py).
 """
 
 from __future__ import annotations
@@ -20,6 +21,9 @@ from tusclient.exceptions import TusCommunicationError, TusUploadFailed
 from tusclient.fingerprint.interface import Fingerprint
 from tusclient.storage.filestorage import FileStorage
 from tusclient.uploader.uploader import Uploader
+
+from . import shapes
+from .shapes import Malformed
 
 #: (connect, read) seconds. The read limit is long: the last tus PATCH answers once the video is stored.
 TIMEOUT = (10, 600)
@@ -44,8 +48,8 @@ class Unreachable(Exception):
 
 def _error(response: requests.Response) -> ApiError:
     try:
-        message = str(response.json()["error"])
-    except (ValueError, KeyError, TypeError):
+        message = str(shapes.decode(response.content)["error"])  # type: ignore[index]
+    except (Malformed, KeyError, TypeError):  # not JSON, not an object, no "error"
         message = f"the server answered {response.status_code} {response.reason}"
     return ApiError(response.status_code, message)
 
@@ -104,6 +108,8 @@ class Client:
             raise Unreachable(f"cannot reach {self.url}: {_reason(e)}") from None
         except requests.Timeout:
             raise Unreachable(f"{self.url} did not answer in time") from None
+        except requests.RequestException as e:  # too many redirects, a body that does not decode...
+            raise Malformed(_reason(e)) from None
         if response.status_code >= 400:
             raise _error(response)
         return response
@@ -114,12 +120,11 @@ class Client:
         params: dict[str, Any] = {"limit": limit}
         if cursor:
             params["cursor"] = cursor
-        body = self._request("GET", "/file/", params=params).json()
-        return Page(body["items"], body["next"])
+        items, next_cursor = shapes.page(shapes.decode(self._request("GET", "/file/", params=params).content))
+        return Page(items, next_cursor)
 
     def info(self, video_id: str) -> dict[str, Any]:
-        body: dict[str, Any] = self._request("GET", f"/file/{video_id}/").json()
-        return body
+        return shapes.video(shapes.decode(self._request("GET", f"/file/{video_id}/").content))
 
     def resize(self, video_id: str, width: int, height: int) -> None:
         self._request("PATCH", f"/file/{video_id}/", json={"width": width, "height": height})
@@ -144,7 +149,7 @@ class Client:
                             data.append(value)
                         continue
                     if data and event == "video":
-                        yield json.loads("\n".join(data))
+                        yield shapes.video(shapes.decode("\n".join(data)))
                     elif event == "deleted":
                         return
                     event, data = "message", []
@@ -229,7 +234,8 @@ class Client:
         )
         with response:
             start = offset if response.status_code == 206 else 0
-            total = int(response.headers.get("Content-Length", 0)) + start
+            # urllib3's reading of Content-Length: None when there is none, or it is not a number.
+            total = (response.raw.length_remaining or 0) + start
             if start == 0:
                 out.seek(0)
                 out.truncate()

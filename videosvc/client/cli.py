@@ -8,13 +8,13 @@ to stderr, so `ID=$(videosvc upload cat.mp4)` works. Exit codes:
     2  bad arguments
     3  no such video
     4  missing or wrong API key
-    5  the server could not be reached, or failed
+    5  the server could not be reached, or failed, or answered what the API does not
     6  the resize failed (with --wait)
     130  interrupted (Ctrl-C): run the same upload or download again to resume it
 
 It trusts no server (SPEC §12): whatever a server sends is printed without terminal controls
 (text.printable), a name it chose is saved only as a plain name in the current folder
-(text.file_name).
+(text.file_name), and a malformed answer ends the command like any other error.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from typing import Any
 from tqdm import tqdm
 
 from .api import ApiError, Client, Unreachable
+from .shapes import Malformed
 from .text import file_name, printable
 
 OK, REFUSED, USAGE, NOT_FOUND, AUTH, UNREACHABLE, JOB_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
@@ -100,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         return _fail(_code_for(e.status), f"{e} (HTTP {e.status})")
     except Unreachable as e:
         return _fail(UNREACHABLE, str(e))
+    except Malformed as e:
+        return _fail(UNREACHABLE, f"{client.url} sent a malformed answer: {e}")
     except KeyboardInterrupt:
         return _fail(INTERRUPTED, "interrupted; run the same command again to resume")
 
@@ -238,7 +241,7 @@ def info(client: Client, args: argparse.Namespace) -> int:
             f"{video['width']}x{video['height']}, {_duration(video['duration'])}, {_human(video['size'])}",
         ),
     ]
-    if video.get("originalWidth"):
+    if video["originalWidth"]:
         original = f"{video['originalWidth']}x{video['originalHeight']}, {_human(video['originalSize'])}"
         lines.append(("original", original))
     lines += [
