@@ -523,3 +523,14 @@ async def test_server_text_is_printed_without_terminal_controls(hostile: Any, cl
     listed = await cli_here("ls", "--json", "--url", server.url)
     assert listed.out.isascii() and listed.out.replace("\n", "").isprintable(), listed.out  # all \u-escaped
     assert json.loads(listed.out)[0]["filename"] == evil  # and nothing lost
+
+
+async def test_the_url_forms_a_user_types(client: Client, cli_here: Any) -> None:
+    port = client.port
+    forms = ("127.0.0.1:{}", "localhost:{}", "http://127.0.0.1:{}/file/", "http://127.0.0.1:{}/file",
+             "127.0.0.1:{}/uploads/", " http://127.0.0.1:{}/ ")  # fmt: skip
+    for url in (form.format(port) for form in forms):
+        run = await cli_here("ls", "--json", "--url", url)
+        assert (run.code, run.out.strip()) == (0, "[]"), (url, run)
+    for url in ("ftp://127.0.0.1", "http://", "http://127.0.0.1:99999", "http://[::1", "http://h/?a=1"):
+        assert fails(await cli_here("ls", "--url", url), 2), url

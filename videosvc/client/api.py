@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
+from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from tusclient.client import TusClient
@@ -30,6 +31,9 @@ TIMEOUT = (10, 600)
 #: A live stream sends a heartbeat every 15 s; a minute of silence means the server is gone.
 STREAM_TIMEOUT = (10, 60)
 DOWNLOAD_CHUNK = 1024 * 1024
+#: API paths a user may paste along with the server's address (from the docs, or an address bar).
+API_PATHS = ("/file", "/uploads")
+DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Progress = Callable[[int], object]
 
@@ -44,6 +48,40 @@ class ApiError(Exception):
 
 class Unreachable(Exception):
     """No answer at all: the server is down, the URL is wrong, or the network failed."""
+
+
+class BadUrl(ValueError):
+    """What the user gave as the server's URL cannot be one."""
+
+
+def base_url(text: str) -> str:
+    """The server's base URL, from what a user typed. "host:port" means http://host:port. An API
+    path pasted along with it (.../file/, .../uploads/) is dropped. Any other path is kept, for a
+    server behind a proxy that serves it under one."""
+    url = text.strip()
+    if "://" not in url:
+        url = "http://" + url
+    bad = BadUrl(f"--url must look like http://host:port, not {text!r}")
+    try:
+        parts = urlsplit(url)
+        origin(url)  # a port that is not a number, or out of range, raises ValueError
+    except ValueError:
+        raise bad from None
+    if parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.query or parts.fragment:
+        raise bad
+    path = parts.path.rstrip("/")
+    for api_path in API_PATHS:
+        if path.endswith(api_path):
+            path = path.removesuffix(api_path)
+            break
+    return urlunsplit((parts.scheme, parts.netloc, path, "", ""))
+
+
+def origin(url: str) -> tuple[str, str, int]:
+    """Scheme, host and port: what two URLs must share to be the same server (a browser's "origin")."""
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    return scheme, parts.hostname or "", parts.port or DEFAULT_PORTS.get(scheme, 0)
 
 
 def _error(response: requests.Response) -> ApiError:
@@ -88,7 +126,8 @@ class ResumingUploader(Uploader):
 
 class Client:
     def __init__(self, url: str, api_key: str | None = None) -> None:
-        self.url = url.rstrip("/")
+        """`url` as the user typed it (see base_url); BadUrl if it cannot be a server's."""
+        self.url = base_url(url)
         self.session = requests.Session()
         self.headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.session.headers.update(self.headers)

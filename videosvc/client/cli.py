@@ -5,7 +5,7 @@ to stderr, so `ID=$(videosvc upload cat.mp4)` works. Exit codes:
 
     0  done
     1  the server refused the request (the message says why), or a local file problem
-    2  bad arguments
+    2  bad arguments (a --url that cannot be one)
     3  no such video
     4  missing or wrong API key
     5  the server could not be reached, or failed, or answered what the API does not
@@ -31,7 +31,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from .api import ApiError, Client, Unreachable
+from .api import ApiError, BadUrl, Client, Unreachable
 from .shapes import Malformed
 from .text import file_name, printable
 
@@ -90,7 +90,10 @@ def add_commands(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    client = Client(args.url, args.api_key)
+    try:
+        client = Client(args.url, args.api_key)
+    except BadUrl as e:
+        return _fail(USAGE, str(e))
     handler: Callable[[Client, argparse.Namespace], int] = HANDLERS[args.command]
     try:
         with client:
