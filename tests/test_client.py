@@ -19,8 +19,10 @@ from typing import Any
 
 import pytest
 from aiohttp import web
+from tusclient.storage.filestorage import FileStorage
 
 from videosvc.__main__ import main
+from videosvc.client.api import UploadFingerprint
 
 from .helpers import Client, Samples, upload, wait_for_job
 
@@ -255,7 +257,7 @@ async def test_a_busy_upload_423_is_retried(aiohttp_server: Any, cli: Any, sampl
     tus = {"Tus-Resumable": "1.0.0"}
 
     async def create(request: web.Request) -> web.Response:
-        return web.Response(status=201, headers={"Location": "/uploads/abc", **tus})
+        return web.Response(status=201, headers={"Location": f"/uploads/{ID}", **tus})
 
     async def head(request: web.Request) -> web.Response:
         return web.Response(headers={"Upload-Offset": str(state["offset"]), **tus})
@@ -270,12 +272,12 @@ async def test_a_busy_upload_423_is_retried(aiohttp_server: Any, cli: Any, sampl
 
     app = web.Application()
     app.router.add_post("/uploads/", create)
-    app.router.add_route("HEAD", "/uploads/abc", head)
-    app.router.add_patch("/uploads/abc", patch)
+    app.router.add_route("HEAD", f"/uploads/{ID}", head)
+    app.router.add_patch(f"/uploads/{ID}", patch)
     source = samples.video(160, 120)
     run = await cli(await aiohttp_server(app), "upload", str(source))
     assert run.code == 0, run.err
-    assert run.out.strip() == "abc"
+    assert run.out.strip() == ID
     assert state == {"offset": source.stat().st_size, "patches": 2}
 
 
@@ -310,6 +312,9 @@ async def test_an_upload_is_never_resumed_on_another_server(
 # this process for these (in a thread: the servers share this event loop): an attack costs a few
 # milliseconds there where a subprocess costs 0.7 s of imports, and a traceback still fails the test.
 
+TUS = {"Tus-Resumable": "1.0.0"}
+#: Where nothing listens: a server that is down.
+DOWN = "http://127.0.0.1:9"
 #: What must never reach a terminal from a server: controls (C0, C1, DEL), format characters
 #: (bidi overrides, zero-width), lone surrogates, and line or paragraph separators.
 UNPRINTABLE = {"Cc", "Cf", "Cs", "Zl", "Zp"}
@@ -322,6 +327,13 @@ class Raw:
     body: bytes = b""
     status: int = 200
     headers: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class InTurn:
+    """Answers given one after the other; the last one again once they have all been given."""
+
+    answers: tuple[Any, ...]
 
 
 @dataclass(frozen=True)
@@ -345,15 +357,19 @@ Answers = Mapping[str, Any]
 @pytest.fixture
 def hostile(aiohttp_server: Any) -> Callable[[Answers], Awaitable[Hostile]]:
     """Starts a server on loopback that answers "METHOD /path?query" with `answers[...]`: a JSON
-    value (status 200) or a Raw; 404 to anything else. It keeps every request it got."""
+    value (status 200), a Raw or an InTurn; 404 to anything else. It keeps every request it got."""
 
     async def start(answers: Answers) -> Hostile:
         seen: list[Seen] = []
+        turns: dict[str, int] = {}
 
         async def answer(request: web.Request) -> web.Response:
             key = f"{request.method} {request.path_qs}"
             seen.append(Seen(request.method, request.path_qs, dict(request.headers), await request.read()))
             value = answers.get(key, Raw(b'{"error": "nothing here"}', 404))
+            if isinstance(value, InTurn):
+                turns[key] = turns.get(key, -1) + 1
+                value = value.answers[min(turns[key], len(value.answers) - 1)]
             if isinstance(value, Raw):
                 return web.Response(body=value.body, status=value.status, headers=value.headers)
             return web.json_response(value)
@@ -425,6 +441,28 @@ def fails(run: Run, code: int) -> bool:
     return (run.code, run.out) == (code, "") and run.err.startswith("videosvc: ") and run.err.count("\n") == 1
 
 
+def clip(tmp_path: Path, size: int = 1000) -> Path:
+    """A file to upload to a server that does not look at it."""
+    path = tmp_path / "clip.mp4"
+    path.write_bytes(b"\0" * size)
+    return path
+
+
+def keep_upload_url(tmp_path: Path, server: str, source: Path, url: str | None = None) -> str | None:
+    """The tus URL kept in the state for `source` on `server`: sets it first, when `url` is given,
+    as an earlier run cut off mid-upload would have left it."""
+    storage = FileStorage(str(tmp_path / "state" / "videosvc" / "uploads.json"))
+    try:
+        with source.open("rb") as f:
+            key = UploadFingerprint(server).get_fingerprint(f)
+        if url is not None:
+            storage.set_item(key, url)
+        kept: str | None = storage.get_item(key)
+        return kept
+    finally:
+        storage.close()
+
+
 async def test_download_never_saves_under_a_name_that_hides_or_climbs(
     hostile: Any, cli_here: Any, tmp_path: Path
 ) -> None:
@@ -462,6 +500,9 @@ async def test_download_never_saves_under_a_name_that_hides_or_climbs(
     assert mine.code == 0 and (here / ".mine").exists()  # -o PATH is the user's own choice, as given
 
 
+CLIP = "{clip}"  # in a command: the file to upload (clip())
+CREATED = Raw(status=201, headers={"Location": f"/uploads/{ID}", **TUS})
+OFFSET = {n: Raw(status=204, headers={"Upload-Offset": str(n), **TUS}) for n in (0, 1000, 1001)}
 WAIT, RESIZED, EVENTS = ["resize", ID, "16x16", "--wait"], f"PATCH /file/{ID}/", f"GET /file/{ID}/events"
 MALFORMED: dict[str, tuple[list[str], Answers]] = {  # a case → the command, the server's answers
     "name-int": (["info", ID], {f"GET /file/{ID}/": video(filename=7)}),
@@ -483,21 +524,51 @@ MALFORMED: dict[str, tuple[list[str], Answers]] = {  # a case → the command, t
     "download": (["download", ID], {f"GET /file/{ID}/": video(filename=None)}),
     "wait-text": (WAIT, {RESIZED: {}, EVENTS: events("{")}),
     "wait-shape": (WAIT, {RESIZED: {}, EVENTS: events(json.dumps(video(processing="no")))}),
+    "no-location": (["upload", CLIP], {"POST /uploads/": Raw(status=201)}),
+    "no-offset": (["upload", CLIP], {"POST /uploads/": CREATED, f"PATCH /uploads/{ID}": Raw(status=204)}),
+    "past-end": (["upload", CLIP], {"POST /uploads/": CREATED, f"PATCH /uploads/{ID}": OFFSET[1001]}),
+    "upload-id": (["upload", CLIP], {"POST /uploads/": Raw(status=201, headers={"Location": "/uploads/x"}),
+                                     "PATCH /uploads/x": OFFSET[1000]}),
+    # The same offset again and again: the same bytes, forever. (The last answer ends a client that
+    # does not check, so that the test fails instead of hanging.)
+    "stuck": (["upload", CLIP], {"POST /uploads/": CREATED,
+                                 f"PATCH /uploads/{ID}": InTurn((OFFSET[0],) * 3 + (OFFSET[1000],))}),
 }  # fmt: skip
 
 
 @pytest.mark.parametrize("case", MALFORMED)
-async def test_a_malformed_answer_is_one_line_and_exit_5(case: str, hostile: Any, cli_here: Any) -> None:
+async def test_a_malformed_answer_is_one_line_and_exit_5(
+    case: str, hostile: Any, cli_here: Any, tmp_path: Path
+) -> None:
     args, answers = MALFORMED[case]
     server = await hostile(answers)
-    run = await cli_here(*args, "--url", server.url)
+    run = await cli_here(*(arg.format(clip=clip(tmp_path)) for arg in args), "--url", server.url)
     assert fails(run, 5) and "malformed" in run.err, run
+    assert len([s for s in server.seen if s.method == "PATCH"]) <= 1  # it stops at the first one
 
 
 async def test_an_error_that_is_not_json_still_says_its_status(hostile: Any, cli_here: Any) -> None:
     server = await hostile({f"GET /file/{ID}/": Raw(b"[" * 100_000, 404)})
     gone = await cli_here("info", ID, "--url", server.url)
     assert fails(gone, 3) and "404" in gone.err, gone
+
+
+async def test_an_upload_goes_to_no_host_but_the_urls(hostile: Any, cli_here: Any, tmp_path: Path) -> None:
+    elsewhere = await hostile({})  # another listener: anything it gets has leaked
+    away = Raw(status=201, headers={"Location": f"{elsewhere.url}/up/x", **TUS})
+    server = await hostile({"POST /uploads/": away})
+    source = clip(tmp_path)
+    sent = await cli_here("upload", str(source), "--url", server.url, "--api-key", "secret")
+    assert fails(sent, 5) and f"{elsewhere.url}/up/x" in sent.err, sent
+    assert server.seen[0].headers["Authorization"] == "Bearer secret"  # the key was in play
+    assert elsewhere.seen == []
+
+    # A tus URL kept by an earlier run is checked as well, before it is asked for its offset (HEAD).
+    keep_upload_url(tmp_path, server.url, source, f"{elsewhere.url}/up/y")
+    resumed = await cli_here("upload", str(source), "--url", server.url, "--api-key", "secret")
+    assert fails(resumed, 5) and f"{elsewhere.url}/up/y" in resumed.err, resumed
+    assert elsewhere.seen == []
+    assert keep_upload_url(tmp_path, server.url, source) is None  # forgotten: the next run starts afresh
 
 
 async def test_server_text_is_printed_without_terminal_controls(hostile: Any, cli_here: Any) -> None:
@@ -534,3 +605,13 @@ async def test_the_url_forms_a_user_types(client: Client, cli_here: Any) -> None
         assert (run.code, run.out.strip()) == (0, "[]"), (url, run)
     for url in ("ftp://127.0.0.1", "http://", "http://127.0.0.1:99999", "http://[::1", "http://h/?a=1"):
         assert fails(await cli_here("ls", "--url", url), 2), url
+
+
+async def test_an_upload_to_a_server_that_is_down_cannot_reach_it(cli_here: Any, tmp_path: Path) -> None:
+    source = clip(tmp_path)
+    fresh = await cli_here("upload", str(source), "--url", DOWN)
+    assert fails(fresh, 5) and f"cannot reach {DOWN}: " in fresh.err, fresh
+    keep_upload_url(tmp_path, DOWN, source, f"{DOWN}/uploads/abc")  # an upload to resume: asks its offset
+    resumed = await cli_here("upload", str(source), "--url", DOWN)
+    assert fails(resumed, 5) and f"cannot reach {DOWN}: " in resumed.err, resumed
+    assert keep_upload_url(tmp_path, DOWN, source) == f"{DOWN}/uploads/abc"  # kept, for when it is back

@@ -1,15 +1,17 @@
 """A small synchronous client of the public API (requests and tuspy), for the command line.
 
 It speaks HTTP only: nothing here imports the server's modules. It trusts no server (SPEC §12).
-Every answer it hands on has been checked (shapes.py).
+Every answer it hands on has been checked (shapes.py). The API key goes only to the URL the user
+gave (scheme, host and port): an upload URL (tus Location) on another origin is refused before
+anything is sent to it.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -18,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import requests
 from tusclient.client import TusClient
-from tusclient.exceptions import TusCommunicationError, TusUploadFailed
+from tusclient.exceptions import TusCommunicationError
 from tusclient.fingerprint.interface import Fingerprint
 from tusclient.storage.filestorage import FileStorage
 from tusclient.uploader.uploader import Uploader
@@ -114,14 +116,66 @@ class UploadFingerprint(Fingerprint):
 
 
 class ResumingUploader(Uploader):
-    """tuspy's uploader, whose retries (a HEAD for the offset, then the chunk again) are kept for
-    what a retry can fix: no answer, 5xx, 409 and 423. The server's refusals (415, 413...) end it."""
+    """tuspy's uploader, with its retries (a HEAD for the offset, then the chunk again) kept for what
+    a retry can fix: no answer, 5xx, 409 and 423. The server's refusals (415, 413...) end it.
+
+    What the server answers is checked before it is used. The upload's URL must be on the tus
+    endpoint's origin, or the API key and the file would go to another host. Each offset must lie
+    within the file, and each PATCH must move it forward, or the same bytes would be sent forever.
+    The file is one open stream (`file_stream`); tuspy would otherwise open it again for each chunk."""
+
+    def __init__(self, *, client: TusClient, **options: Any) -> None:
+        self.endpoint: str = client.url  # first: the constructor checks a kept URL against it
+        super().__init__(client=client, **options)
+
+    def set_url(self, url: str) -> None:
+        # Both a new upload's Location and a URL kept by an earlier run (None if there is none) come
+        # through here, before any request is made to them.
+        if url and not _same_origin(url, self.endpoint):
+            raise Malformed(f"its upload URL {url} is not on {self.endpoint}: refused")
+        super().set_url(url)
+
+    def get_offset(self) -> int:
+        return self._offset(super().get_offset)
+
+    def upload_chunk(self) -> None:
+        # tuspy's, with the offset checked. Until the answer is read, self.offset is where the last PATCH
+        # (after any retries) started.
+        self._retried = 0
+        self._do_request()
+        sent_from = self.offset
+        headers: dict[str, str] = self.request.response_headers if self.request else {}
+        answered = self._offset(lambda: headers.get("upload-offset"))
+        if answered <= sent_from:
+            raise Malformed(f"the upload stood still at byte {answered}")
+        self.offset = answered
+
+    def _offset(self, read: Callable[[], Any]) -> int:
+        try:
+            offset = int(read())
+        except (TypeError, ValueError):  # missing, or not a number
+            raise Malformed("its Upload-Offset is not a number") from None
+        if not 0 <= offset <= self.stop_at:
+            raise Malformed(f"its Upload-Offset {offset} is outside the file's {self.stop_at} bytes")
+        return offset
+
+    def _get_fingerprint(self) -> str:
+        # tuspy's closes the stream after reading it, and the stream is the file being uploaded.
+        fingerprint: str = self.fingerprinter.get_fingerprint(self.get_file_stream())
+        return fingerprint
 
     def _retry_or_cry(self, error: TusCommunicationError) -> None:
         status = error.status_code
         if status is not None and 400 <= status < 500 and status not in (409, 423):
             raise error
         super()._retry_or_cry(error)
+
+
+def _same_origin(url: str, base: str) -> bool:
+    try:
+        return origin(url) == origin(base)
+    except ValueError:  # a port that is not one
+        return False
 
 
 class Client:
@@ -210,45 +264,70 @@ class Client:
         returns the video's id."""
         state_file.parent.mkdir(parents=True, exist_ok=True)
         storage = FileStorage(str(state_file))
-        fingerprinter = UploadFingerprint(self.url)
-        with path.open("rb") as f:
-            key = fingerprinter.get_fingerprint(f)
         try:
-            tus = TusClient(self.url + "/uploads/", headers=self.headers)
-            options: dict[str, Any] = {
-                "chunk_size": chunk_bytes,
-                "metadata": {"filename": path.name},
-                "store_url": True,
-                "url_storage": storage,
-                "fingerprinter": fingerprinter,
-                "retries": 5,
-                "retry_delay": 2,
-            }
-            try:
-                uploader = ResumingUploader(str(path), client=tus, **options)
-            except TusCommunicationError:  # a kept URL the server no longer knows (expired): start again
-                storage.remove_item(key)
-                uploader = ResumingUploader(str(path), client=tus, **options)
-            size = uploader.get_file_size()
-            try:
+            with path.open("rb") as f, self._tus_errors():
+                key = UploadFingerprint(self.url).get_fingerprint(f)
+                uploader = self._uploader(path, f, chunk_bytes, storage, key)
                 if not uploader.url:
                     uploader.set_url(uploader.create_url())
                     uploader.offset = 0
                 on_start(uploader.offset)
-                while uploader.offset < size:
+                while uploader.offset < uploader.stop_at:
                     before = uploader.offset
                     uploader.upload_chunk()
                     progress(uploader.offset - before)
-            except TusUploadFailed as e:
-                raise _tus_error(e) from None
-            except TusCommunicationError as e:
-                raise _tus_error(e) from None
-            except requests.RequestException as e:
-                raise Unreachable(f"lost the connection to {self.url}: {_reason(e)}") from None
-            storage.remove_item(key)  # done: nothing to resume
-            return str(uploader.url).rstrip("/").rsplit("/", 1)[1]
+                storage.remove_item(key)  # done: nothing to resume
+                return _upload_id(str(uploader.url))
         finally:
             storage.close()
+
+    def _uploader(
+        self, path: Path, f: IO[bytes], chunk_bytes: int, storage: FileStorage, key: str
+    ) -> ResumingUploader:
+        """An uploader that resumes the upload kept under `key`, if there is one the server still knows."""
+        tus = TusClient(self.url + "/uploads/", headers=self.headers)
+        options: dict[str, Any] = {
+            "file_stream": f,
+            "chunk_size": chunk_bytes,
+            "metadata": {"filename": path.name},
+            "store_url": True,
+            "url_storage": storage,
+            "fingerprinter": UploadFingerprint(self.url),
+            "retries": 5,
+            "retry_delay": 2,
+        }
+        try:
+            return ResumingUploader(client=tus, **options)
+        except Malformed:
+            storage.remove_item(key)  # refused once, refused each time: the next run starts afresh
+            raise
+        except TusCommunicationError as e:
+            if e.status_code is None:
+                raise  # no answer: the kept URL may be good still, once the server is back
+            storage.remove_item(key)  # a kept URL the server no longer knows (expired): start again
+        return ResumingUploader(client=tus, **options)
+
+    @contextmanager
+    def _tus_errors(self) -> Iterator[None]:
+        """tuspy's errors, as this module's."""
+        try:
+            yield
+        except TusCommunicationError as e:  # TusUploadFailed too
+            raise self._tus_error(e) from None
+        except requests.RequestException as e:
+            raise Unreachable(f"lost the connection to {self.url}: {_reason(e)}") from None
+
+    def _tus_error(self, error: TusCommunicationError) -> Exception:
+        status = error.status_code
+        if status is None:  # no answer (tuspy wraps requests' error)
+            return Unreachable(f"cannot reach {self.url}: {_reason(error)}")
+        if status < 400:  # a success without what tus needs
+            return Malformed(f"its tus answer ({status}) has no Location or no Upload-Offset")
+        try:
+            message = str(shapes.decode(error.response_content)["error"])  # type: ignore[index]
+        except (Malformed, KeyError, TypeError):
+            message = f"the server answered {status}"
+        return ApiError(int(status), message)
 
     def download(
         self,
@@ -287,15 +366,12 @@ class Client:
                 raise Unreachable(f"lost the connection to {self.url}: {_reason(e)}") from None
 
 
-def _tus_error(error: TusCommunicationError) -> ApiError | Unreachable:
-    status = error.status_code
-    if status is None:
-        return Unreachable(f"the upload failed: {error}")
-    try:
-        message = str(json.loads(error.response_content)["error"])
-    except (ValueError, KeyError, TypeError):
-        message = f"the server answered {status}"
-    return ApiError(int(status), message)
+def _upload_id(url: str) -> str:
+    """The video's id: the last segment of its upload's URL (/uploads/{id}), which the server chose."""
+    segment = urlsplit(url).path.rstrip("/").rpartition("/")[2]
+    if not shapes.is_uuid(segment):
+        raise Malformed(f"its upload URL {url} does not end in a video's id")
+    return segment
 
 
 def _reason(error: Exception) -> str:
