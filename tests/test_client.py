@@ -524,6 +524,7 @@ MALFORMED: dict[str, tuple[list[str], Answers]] = {  # a case → the command, t
     "download": (["download", ID], {f"GET /file/{ID}/": video(filename=None)}),
     "wait-text": (WAIT, {RESIZED: {}, EVENTS: events("{")}),
     "wait-shape": (WAIT, {RESIZED: {}, EVENTS: events(json.dumps(video(processing="no")))}),
+    "rm-prefix": (["rm", "abcd"], {"GET /file/?limit=100": {"items": 5, "next": None}}),
     "no-location": (["upload", CLIP], {"POST /uploads/": Raw(status=201)}),
     "no-offset": (["upload", CLIP], {"POST /uploads/": CREATED, f"PATCH /uploads/{ID}": Raw(status=204)}),
     "past-end": (["upload", CLIP], {"POST /uploads/": CREATED, f"PATCH /uploads/{ID}": OFFSET[1001]}),
@@ -615,3 +616,37 @@ async def test_an_upload_to_a_server_that_is_down_cannot_reach_it(cli_here: Any,
     resumed = await cli_here("upload", str(source), "--url", DOWN)
     assert fails(resumed, 5) and f"cannot reach {DOWN}: " in resumed.err, resumed
     assert keep_upload_url(tmp_path, DOWN, source) == f"{DOWN}/uploads/abc"  # kept, for when it is back
+
+
+async def test_an_id_prefix_names_the_one_video_whose_id_starts_with_it(hostile: Any, cli_here: Any) -> None:
+    first = [f"abcd{i}000-0000-4000-8000-000000000000" for i in range(4)]
+    last = "abcef000-0000-4000-8000-000000000000"
+    server = await hostile({
+        "GET /file/?limit=100": {"items": [video(i) for i in first], "next": "page2"},
+        "GET /file/?limit=100&cursor=page2": {"items": [video(last)], "next": None},
+        f"GET /file/{last}/": video(last, filename="found.mp4"),
+        f"DELETE /file/{last}/": Raw(status=204),
+    })  # fmt: skip
+    found = await cli_here("info", "ABCE", "--url", server.url)  # on the second page; any case
+    assert found.code == 0 and "found.mp4" in found.out, found
+    assert (await cli_here("rm", "abce", "--url", server.url)).code == 0
+    assert server.seen[-1].method == "DELETE" and last in server.seen[-1].path
+    ambiguous = await cli_here("info", "abcd", "--url", server.url)
+    assert fails(ambiguous, 2) and "ambiguous" in ambiguous.err and ", ..." in ambiguous.err
+    assert all(i in ambiguous.err for i in first[:3]), ambiguous
+    none = await cli_here("download", "abcd9", "--url", server.url)
+    assert fails(none, 3) and "no video with id starting with abcd9" in none.err, none
+    for bad in ("abc", "ab-c", "abcx", "../x"):
+        assert fails(await cli_here("resize", bad, "16x16", "--url", server.url), 2), bad
+
+
+async def test_the_commands_take_a_unique_id_prefix(client: Client, cli_here: Any, samples: Samples) -> None:
+    video_id = await upload(client, samples.video(160, 120))
+    short, url = video_id[:8], str(client.make_url("")).rstrip("/")
+    assert (await cli_here("info", short, "--url", url)).code == 0
+    assert (await cli_here("download", short, "-o", "back.mp4", "--url", url)).code == 0
+    assert (resized := await cli_here("resize", short, "96x72", "--url", url)).code == 0, resized
+    assert f"{video_id}: resize to 96x72 queued" in resized.err  # the whole id, once found
+    await wait_for_job(client, video_id)
+    assert (await cli_here("rm", short, "--url", url)).code == 0
+    assert fails(gone := await cli_here("info", short, "--url", url), 3), gone

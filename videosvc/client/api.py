@@ -216,6 +216,16 @@ class Client:
         items, next_cursor = shapes.page(shapes.decode(self._request("GET", "/file/", params=params).content))
         return Page(items, next_cursor)
 
+    def catalogue(self) -> Iterator[dict[str, Any]]:
+        """Every video, newest first, page after page."""
+        cursor = None
+        while True:
+            page = self.page(100, cursor)
+            yield from page.items
+            if not page.next:
+                return
+            cursor = page.next
+
     def info(self, video_id: str) -> dict[str, Any]:
         return shapes.video(shapes.decode(self._request("GET", f"/file/{video_id}/").content))
 

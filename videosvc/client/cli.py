@@ -5,12 +5,15 @@ to stderr, so `ID=$(videosvc upload cat.mp4)` works. Exit codes:
 
     0  done
     1  the server refused the request (the message says why), or a local file problem
-    2  bad arguments (a --url that cannot be one)
-    3  no such video
+    2  bad arguments (a --url that cannot be one, an id prefix that names several videos)
+    3  no such video (no id starts with the prefix)
     4  missing or wrong API key
     5  the server could not be reached, or failed, or answered what the API does not
     6  the resize failed (with --wait)
     130  interrupted (Ctrl-C): run the same upload or download again to resume it
+
+A video is named by its id, or by the start of it (at least 4 hex digits) when only one id
+starts so, as git names commits.
 
 It trusts no server (SPEC §12): whatever a server sends is printed without terminal controls
 (text.printable), a name it chose is saved only as a plain name in the current folder
@@ -32,13 +35,19 @@ from typing import Any
 from tqdm import tqdm
 
 from .api import ApiError, BadUrl, Client, Unreachable
-from .shapes import Malformed
+from .shapes import Malformed, is_uuid
 from .text import file_name, printable
 
 OK, REFUSED, USAGE, NOT_FOUND, AUTH, UNREACHABLE, JOB_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 DEFAULT_URL = "http://127.0.0.1:8080"
 COMMANDS = ("upload", "ls", "info", "resize", "download", "rm")
 SIZE = re.compile(r"^(\d+)[xX\N{MULTIPLICATION SIGN}](\d+)$")
+#: The start of an id: hex digits and the dashes between them.
+ID_PREFIX = re.compile(r"[0-9a-f-]+")
+#: Fewer hex digits than this would name too many videos to be of use.
+MIN_PREFIX_DIGITS = 4
+#: How many of the ids an ambiguous prefix names are shown.
+SHOWN_IDS = 3
 
 
 class Failure(Exception):
@@ -232,7 +241,7 @@ def ls(client: Client, args: argparse.Namespace) -> int:
 
 
 def info(client: Client, args: argparse.Namespace) -> int:
-    video = client.info(args.id)
+    video = client.info(_resolve(client, args.id))
     if args.json:
         _print_json(video)
         return OK
@@ -259,18 +268,19 @@ def info(client: Client, args: argparse.Namespace) -> int:
 
 def resize(client: Client, args: argparse.Namespace) -> int:
     width, height = _size(args.size)
-    client.resize(args.id, width, height)
+    video_id = _resolve(client, args.id)
+    client.resize(video_id, width, height)
     if not args.wait:
-        _say(f"{args.id}: resize to {width}x{height} queued")
+        _say(f"{video_id}: resize to {width}x{height} queued")
         if args.json:
-            _print_json(client.info(args.id))
+            _print_json(client.info(video_id))
         return OK
-    video = _wait(client, args, args.id)
+    video = _wait(client, args, video_id)
     if args.json:
         _print_json(video)
     if not video["processingSuccess"]:
         raise Failure(JOB_FAILED, f"the resize failed: {video['processingError']}")
-    _say(f"{args.id}: resized to {video['width']}x{video['height']}")
+    _say(f"{video_id}: resized to {video['width']}x{video['height']}")
     return OK
 
 
@@ -288,9 +298,10 @@ def _wait(client: Client, args: argparse.Namespace, video_id: str) -> dict[str, 
 
 
 def download(client: Client, args: argparse.Namespace) -> int:
-    video = client.info(args.id)
+    video_id = _resolve(client, args.id)
+    video = client.info(video_id)
     # The server's name for it, never a hidden file or a path; -o PATH is the user's, and used as given.
-    name = file_name(video["filename"], fallback=f"{args.id}.mp4")
+    name = file_name(video["filename"], fallback=f"{video_id}.mp4")
     target: Path = args.output or Path(name)
     if target.is_dir():
         target = target / name
@@ -311,20 +322,21 @@ def download(client: Client, args: argparse.Namespace) -> int:
                 bar.reset(total=total)
                 bar.update(start)
 
-            client.download(args.id, out, offset, etag, args.original, started, bar.update)
+            client.download(video_id, out, offset, etag, args.original, started, bar.update)
     except OSError as e:
         raise Failure(REFUSED, f"cannot write {part}: {e.strerror or e}") from None
     part.replace(target)
     etag_file.unlink(missing_ok=True)
     _say(f"saved {target}")
     if args.json:
-        _print_json({"id": args.id, "path": str(target), "size": target.stat().st_size})
+        _print_json({"id": video_id, "path": str(target), "size": target.stat().st_size})
     return OK
 
 
 def rm(client: Client, args: argparse.Namespace) -> int:
+    ids = [_resolve(client, text) for text in args.ids]  # all of them, before deleting any
     missing = []
-    for video_id in args.ids:
+    for video_id in ids:
         try:
             client.delete(video_id)
             _say(f"{video_id}: deleted")
@@ -335,6 +347,28 @@ def rm(client: Client, args: argparse.Namespace) -> int:
     if missing:
         raise Failure(NOT_FOUND, f"no such video: {', '.join(missing)}")
     return OK
+
+
+def _resolve(client: Client, text: str) -> str:
+    """The id `text` names: a whole id as it is, else the one id that starts with it (as git takes
+    a commit's first hex digits), found by paging through the catalogue."""
+    if is_uuid(text):
+        return text
+    prefix = text.lower()
+    if not ID_PREFIX.fullmatch(prefix) or len(prefix.replace("-", "")) < MIN_PREFIX_DIGITS:
+        raise Failure(USAGE, f"an id, or at least its first {MIN_PREFIX_DIGITS} hex digits, not {text!r}")
+    found: list[str] = []
+    for video in client.catalogue():
+        if video["id"].lower().startswith(prefix):
+            found.append(video["id"])
+            if len(found) > SHOWN_IDS:
+                break  # ambiguous already, and enough to show
+    if not found:
+        raise Failure(NOT_FOUND, f"no video with id starting with {text}")
+    if len(found) > 1:
+        shown = ", ".join(found[:SHOWN_IDS]) + (", ..." if len(found) > SHOWN_IDS else "")
+        raise Failure(USAGE, f"ambiguous: ids starting with {text}: {shown}; give more of the id")
+    return found[0]
 
 
 HANDLERS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
