@@ -572,6 +572,23 @@ async def test_an_upload_goes_to_no_host_but_the_urls(hostile: Any, cli_here: An
     assert keep_upload_url(tmp_path, server.url, source) is None  # forgotten: the next run starts afresh
 
 
+async def test_a_redirect_to_another_host_gets_no_api_key(
+    hostile: Any, cli_here: Any, tmp_path: Path
+) -> None:
+    """requests drops Authorization when a redirect leaves the origin, tuspy's PATCH included: this
+    keeps it so (a regression test; it passed before the CLI's own guards too)."""
+    elsewhere = await hostile({f"GET /file/{ID}/": video()})
+    server = await hostile({
+        f"GET /file/{ID}/": Raw(status=302, headers={"Location": f"{elsewhere.url}/file/{ID}/"}),
+        "POST /uploads/": CREATED,
+        f"PATCH /uploads/{ID}": Raw(status=307, headers={"Location": f"{elsewhere.url}/uploads/{ID}"}),
+    })  # fmt: skip
+    await cli_here("info", ID, "--url", server.url, "--api-key", "secret")
+    await cli_here("upload", str(clip(tmp_path)), "--url", server.url, "--api-key", "secret")
+    assert [s.method for s in elsewhere.seen] == ["GET", "PATCH"]
+    assert [s for s in elsewhere.seen if "Authorization" in s.headers] == []
+
+
 async def test_server_text_is_printed_without_terminal_controls(hostile: Any, cli_here: Any) -> None:
     evil = "\x1b[31mred\x1b]0;owned\x07\u202egpj.mp4\x9b2J\x7f\u2028\ud800end"
     shown = video(filename=evil, job=failed_job(evil), processingSuccess=False, processingError=evil)

@@ -2,8 +2,8 @@
 
 It speaks HTTP only: nothing here imports the server's modules. It trusts no server (SPEC §12).
 Every answer it hands on has been checked (shapes.py). The API key goes only to the URL the user
-gave (scheme, host and port): an upload URL (tus Location) on another origin is refused before
-anything is sent to it.
+gave (scheme, host and port): requests drops the Authorization header when a redirect leaves it,
+and an upload URL (tus Location) on another origin is refused before anything is sent to it.
 """
 
 from __future__ import annotations
