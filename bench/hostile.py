@@ -92,7 +92,8 @@ async def send_and_drop(port: int, data: bytes, chunk: int = 65536) -> None:
 
 def post(body: bytes, content_type: str, extra: bytes = b"") -> bytes:
     return (
-        b"POST /file/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Type: " + content_type.encode()
+        b"POST /file/ HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+        + b"Content-Type: " + content_type.encode()
         + b"\r\nContent-Length: %d\r\n" % len(body) + extra + b"\r\n" + body
     )  # fmt: skip
 
@@ -130,7 +131,10 @@ async def attack_one_byte_chunks(port: int, stop: asyncio.Event, clip: Path) -> 
     """Raw uploads in chunked encoding with 1-byte chunks: the parser's worst case per byte."""
     data = (await asyncio.to_thread(clip.read_bytes))[:200_000]
     chunks = b"".join(b"1\r\n" + data[i : i + 1] + b"\r\n" for i in range(len(data))) + b"0\r\n\r\n"
-    head = b"POST /file/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = (
+        b"POST /file/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\n"
+        b"Transfer-Encoding: chunked\r\n\r\n"
+    )
 
     async def one() -> None:
         while not stop.is_set():
@@ -167,7 +171,9 @@ async def attack_fat_headers(port: int, stop: asyncio.Event, _: Path) -> None:
 
 async def attack_slowloris(port: int, stop: asyncio.Event, _: Path) -> None:
     """500 connections sending their headers a byte every half second."""
-    await hold_connections(port, stop, 500, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"s" * 100, True)
+    await hold_connections(
+        port, stop, 500, b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Slow: " + b"s" * 100, True
+    )
 
 
 Attack = Callable[[int, asyncio.Event, Path], Coroutine[None, None, None]]

@@ -57,6 +57,11 @@ def service_env(data_dir: Path, workers: int) -> dict[str, str]:
     env.update(
         VIDEOSVC_DATA_DIR=str(data_dir),
         VIDEOSVC_WORKERS=str(workers),
+        # The load comes from one address, standing for many clients: per-address caps as wide
+        # as the overall ones (a service behind a proxy is set up the same way).
+        VIDEOSVC_MAX_CONNECTIONS_PER_CLIENT="1000",
+        VIDEOSVC_MAX_LIVE_STREAMS_PER_CLIENT="500",
+        VIDEOSVC_MAX_PENDING_UPLOADS_PER_KEY="256",
     )
     return env
 

@@ -134,7 +134,10 @@ def test_every_local_link_in_the_docs_leads_somewhere() -> None:
 async def test_health_answers_without_a_key(make_client) -> None:
     client = await make_client(api_keys=("secret",))
     response = await client.get("/health")
-    assert (response.status, await response.json()) == (200, {"status": "ok", "problems": [], "activeJobs": 0})
+    assert (response.status, await response.json()) == (
+        200,
+        {"status": "ok", "problems": [], "activeJobs": 0},
+    )
 
 
 def test_ci_runs_the_readme_test_command_word_for_word() -> None:
