@@ -121,6 +121,9 @@ class JobSettings:
     dask_scheduler: str = "tcp://127.0.0.1:8786"
     #: Dask workers stop a job whose service stopped renewing its lease for this long.
     lease_ttl_s: float = 10.0
+    #: How long the service waits for the Dask scheduler at start (then fails), and for a
+    #: reconnection (then starts anew with a fresh client, for as long as it takes).
+    dask_connect_timeout_s: float = 10.0
     #: Worker processes; 0 means one per CPU.
     workers: int = 0
     job_timeout_s: float = 3600.0
@@ -362,6 +365,7 @@ def validate(settings: Settings) -> None:
         (settings.jobs.job_max_attempts >= 1, "job_max_attempts must be at least 1"),
         (settings.jobs.backend in BACKENDS, f"backend must be one of {', '.join(BACKENDS)}"),
         (settings.jobs.lease_ttl_s >= 2, "lease_ttl_s must be at least 2"),
+        (settings.jobs.dask_connect_timeout_s > 0, "dask_connect_timeout_s must be positive"),
         (settings.jobs.max_dimension >= 22, "max_dimension must be at least 22"),
         (
             settings.ffmpeg.x264_preset in X264_PRESETS,

@@ -11,8 +11,10 @@ The job function and its data are the local pool's; what a cluster adds:
 - *Dead workers.* Dask reruns the task of a worker that died on another one;
   the job counts its own executions in its folder and gives up after
   `job_max_attempts`. Each execution writes its own output file.
-- *A lost scheduler.* The client reconnects on its own; the job is handed to
-  the cluster again, not counted as an attempt, and the log says so.
+- *A lost scheduler.* The client reconnects on its own for `dask_connect_timeout_s`,
+  then gives up and closes; the lease keeper then makes a new client, for as long
+  as it takes. Meanwhile jobs are handed to the cluster again (not counted as
+  attempts) once it is back, and the log says when it went and came back.
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ log = logging.getLogger(__name__)
 LEASE_RENEW_S = 1.0
 #: How often a job asks the scheduler whether to stop (its cancel event, the lease).
 REMOTE_CHECK_S = 0.5
-CONNECT_TIMEOUT_S = 10.0
 
 
 class DaskBackend:
@@ -51,6 +52,7 @@ class DaskBackend:
 
     def __init__(self, settings: Settings, server_id: str) -> None:
         self._address = settings.jobs.dask_scheduler
+        self._connect_timeout_s = settings.jobs.dask_connect_timeout_s
         self._lease_ttl_s = settings.jobs.lease_ttl_s
         self._lease_name = f"videosvc-lease-{server_id}"
         self._client: Any = None
@@ -58,12 +60,8 @@ class DaskBackend:
         self._closing = False
 
     async def start(self) -> None:
-        from distributed import Client
-
         try:
-            self._client = await Client(
-                self._address, asynchronous=True, timeout=CONNECT_TIMEOUT_S, name="videosvc"
-            )
+            self._client = await self._connect()
         except (OSError, TimeoutError) as e:
             raise BackendUnreachable(f"cannot reach the Dask scheduler at {self._address}: {e}") from None
         await self._renew(1)
@@ -74,6 +72,13 @@ class DaskBackend:
         workers = len(await self._client.nthreads())
         log.info("connected to the Dask scheduler at %s (%d worker(s))", self._address, workers)
 
+    async def _connect(self) -> Any:
+        from distributed import Client
+
+        return await Client(
+            self._address, asynchronous=True, timeout=self._connect_timeout_s, name="videosvc"
+        )
+
     async def run(self, job: ResizeJob) -> ResizeResult:
         from distributed import Event
         from distributed.client import FutureCancelledError
@@ -82,6 +87,8 @@ class DaskBackend:
         if self._closing or self._client is None:
             raise BackendClosed
         client = self._client
+        if client.status != "running":  # reconnecting, or gave up: the lease keeper makes a new one
+            raise WorkerLost("the Dask scheduler is away", blamed=False)
         stop_name = _stop_event_name(job)
         future = None
         try:
@@ -143,12 +150,18 @@ class DaskBackend:
         await Variable(self._lease_name, client=self._client).set(counter)
 
     async def _keep_lease(self) -> None:
-        """Bump the lease every second; say so in the log when the scheduler goes and comes back."""
+        """Bump the lease every second; say so in the log when the scheduler goes and comes back.
+
+        A client that gave up reconnecting (the scheduler was away longer than its timeout) has
+        closed itself for good: a new one is made, tick after tick, until the scheduler answers.
+        """
         counter, reachable = 1, True
         while True:
             await asyncio.sleep(LEASE_RENEW_S)
             counter += 1
             try:
+                if self._client.status in ("closing", "closed"):
+                    self._client = await self._connect()
                 async with asyncio.timeout(LEASE_RENEW_S * 2):
                     await self._renew(counter)
             except Exception as e:
