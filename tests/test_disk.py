@@ -18,10 +18,8 @@ from .helpers import Samples, chunked, rows, upload, wait_for_job
 from .server import ServerProcess
 from .test_tus import OCTETS, TUS, create, offset_of, patch
 
-try:
-    from videosvc.web.keys import DISK
-except ImportError:  # before the reservations existed
-    DISK = None  # type: ignore[assignment]
+from videosvc.store.disk import overhead
+from videosvc.web.keys import DISK
 
 MiB = 1024**2
 
@@ -31,19 +29,12 @@ def free_bytes(path: Path) -> int:
 
 
 def fill(disk: Path, leave_bytes: int = 0) -> Path:
-    """Another process fills the disk (to `leave_bytes` free): the service did not do it."""
-    ballast = disk / "someone-elses-file"
-    with open(ballast, "wb") as f:
-        block = b"\1" * MiB
-        with contextlib.suppress(OSError):
-            while free_bytes(disk) - len(block) > leave_bytes:
-                f.write(block)
-                f.flush()
-        with contextlib.suppress(OSError):
-            while free_bytes(disk) > leave_bytes:
-                f.write(b"\1" * 4096)
-                f.flush()
-    return ballast
+    """Another process fills the disk (to `leave_bytes` free, or to the last byte): the service did not."""
+    stranger = disk / "someone-elses-file"
+    with open(stranger, "ab", buffering=0) as f, contextlib.suppress(OSError):
+        while (free := free_bytes(disk)) > leave_bytes:
+            f.write(b"\1" * max(4096, min(MiB, free - leave_bytes)))
+    return stranger
 
 
 async def test_declared_lengths_are_reserved_and_small_patches_cannot_fill_the_disk(
@@ -98,27 +89,28 @@ async def test_reserved_bytes_per_client_are_capped(make_client) -> None:
     await create(client, 6 * MiB, **b)  # another key's share is its own
 
 
-async def test_a_running_resize_reserves_its_output(
-    make_client, make_disk, samples: Samples, data_dir: Path
-) -> None:
+async def test_a_running_resize_reserves_its_output(make_client, make_disk, samples: Samples) -> None:
+    """Uploads cannot take the room a running resize will write its output into."""
     disk = make_disk(96)
     source = samples.video(640, 360, duration_s=3)
-    client = await make_client(data_dir=disk / "data", min_free_bytes=8 * MiB, x264_preset="medium")
+    client = await make_client(data_dir=disk / "data", min_free_bytes=8 * MiB, x264_preset="veryslow")
+    budget = client.app[DISK]
     video_id = await upload(client, source)
+    # What the job may write, as the service reckons it: the source's bytes per pixel at 1920x1080.
+    expected = source.stat().st_size * (1920 * 1080) // (640 * 360) * 3 // 2
+    assert expected > 2 * MiB  # far more than a reservation's own overhead
+    room = budget.room()
     assert (await client.patch(f"/file/{video_id}/", json={"width": 1920, "height": 1080})).status == 200
-    for _ in range(200):
-        body = await (await client.get(f"/file/{video_id}/")).json()
-        if body["job"]["state"] == "running":
+    for _ in range(500):
+        if (await (await client.get(f"/file/{video_id}/")).json())["job"]["state"] == "running":
             break
-        await asyncio.sleep(0.02)
-    # What the job may still write is spoken for: an upload that fits only without it is refused.
-    reserved = client.app[DISK].reserved_bytes
-    assert reserved > 0
-    room = free_bytes(disk) - 8 * MiB
-    response = await client.post("/uploads/", headers={**TUS, "Upload-Length": str(room - reserved // 2)})
+        await asyncio.sleep(0.01)
+    # An upload that would fit in the room the job does not hold: refused while the job holds it.
+    fits_without_the_job = room - expected // 2 - overhead(room)
+    response = await client.post("/uploads/", headers={**TUS, "Upload-Length": str(fits_without_the_job)})
     assert response.status == 507, await response.text()
     assert (await wait_for_job(client, video_id))["processingSuccess"] is True
-    assert client.app[DISK].reserved_bytes == 0
+    assert budget.reserved_bytes == 0  # given back when it ended
 
 
 async def test_on_a_disk_filled_by_someone_else_deletion_still_works_and_nothing_is_a_500(
@@ -130,8 +122,12 @@ async def test_on_a_disk_filled_by_someone_else_deletion_still_works_and_nothing
     video_id = await upload(client, samples.video())
     upload_id = await create(client, 200_000)
     assert (await patch(client, upload_id, 0, b"\0" * 50_000)).status == 204
-    stranger = fill(disk)
-    assert free_bytes(disk) < 64 * 1024
+    # Half the margin left: a write would still fit, but must not be made.
+    stranger = fill(disk, leave_bytes=MiB // 2)
+    response = await patch(client, upload_id, 50_000, b"\0" * 50_000)
+    assert response.status == 507 and await offset_of(client, upload_id) == 50_000
+    fill(disk)  # and now to the last byte
+    assert free_bytes(disk) == 0
 
     health = await (await client.get("/health")).json()
     assert health["status"] == "degraded" and "disk" in health["problems"][0]

@@ -157,7 +157,8 @@ class Reservation:
 
 
 def out_of_space(error: BaseException) -> bool:
-    """An OSError or SQLite error that says the disk is full."""
+    """An OSError or SQLite error that may say the disk is full. SQLite says "disk I/O error" when it
+    cannot even make its shared-memory file (after a restart on a full disk)."""
     if isinstance(error, OSError):
         return error.errno in (errno.ENOSPC, errno.EDQUOT)
-    return "database or disk is full" in str(error)
+    return any(words in str(error) for words in ("database or disk is full", "disk I/O error"))
