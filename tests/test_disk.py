@@ -14,12 +14,12 @@ from pathlib import Path
 
 import aiohttp
 
+from videosvc.store.disk import overhead
+from videosvc.web.keys import DISK
+
 from .helpers import Samples, chunked, rows, upload, wait_for_job
 from .server import ServerProcess
 from .test_tus import OCTETS, TUS, create, offset_of, patch
-
-from videosvc.store.disk import overhead
-from videosvc.web.keys import DISK
 
 MiB = 1024**2
 
