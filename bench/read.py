@@ -21,7 +21,7 @@ from pathlib import Path
 
 import aiohttp
 
-from videosvc.store.db import migration_scripts
+from videosvc.store.database import migration_scripts
 
 from .load import LoadResult
 from .media import run_checked

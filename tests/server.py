@@ -13,6 +13,7 @@ import urllib.request
 from pathlib import Path
 
 START_TIMEOUT_S = 30.0
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def free_port() -> int:
@@ -24,12 +25,16 @@ def free_port() -> int:
 class ServerProcess:
     """`python -m videosvc run` on a loopback port, with its log in a file."""
 
-    def __init__(self, data_dir: Path, **settings: str | int | float) -> None:
+    def __init__(self, data_dir: Path, module: str = "videosvc", **settings: str | int | float) -> None:
+        """`module`: what `python -m` runs (a test's own wrapper of the service, to inject a fault)."""
         self.data_dir = data_dir
+        self.module = module
         self.port = free_port()
         self.log_path = data_dir.parent / f"server-{self.port}.log"
         self.env = {
             **os.environ,
+            # This checkout first: the service (and a test's wrapper of it) as the tests see them.
+            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]),
             "VIDEOSVC_DATA_DIR": str(data_dir),
             "VIDEOSVC_PORT": str(self.port),
             "VIDEOSVC_WORKERS": "2",
@@ -49,7 +54,7 @@ class ServerProcess:
         data_dir_parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - kept open for the child's lifetime
         self.process = subprocess.Popen(
-            [*self.prefix, sys.executable, "-m", "videosvc", "run"],
+            [*self.prefix, sys.executable, "-m", self.module, "run"],
             cwd=data_dir_parent,
             env=self.env,
             stdout=log,

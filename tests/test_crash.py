@@ -131,7 +131,7 @@ async def test_kill_after_the_output_replaced_the_video_but_before_the_row_was_u
     data_dir: Path, samples: Samples, tools
 ) -> None:
     video_path = None
-    with ServerProcess(data_dir, test_pause_before_record_s=60) as server:
+    with ServerProcess(data_dir, module="tests.paused_server") as server:
         async with aiohttp.ClientSession(server.url) as client:
             video_id = await upload(client, samples.video(320, 240))
             video_path = data_dir / "videos" / f"{video_id}.mp4"

@@ -61,7 +61,7 @@ async def test_unexpected_failure_is_a_json_500_without_a_traceback(
     async def broken(*args: object) -> None:
         raise RuntimeError("secret internal detail")
 
-    monkeypatch.setattr(service, "status", broken)  # what GET reads
+    monkeypatch.setattr(service, "state", broken)  # what GET reads
     monkeypatch.setattr(service, "delete", broken)
     response = await client.request(method, f"/file/{video_id}/")
     assert response.status == 500

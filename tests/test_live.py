@@ -144,13 +144,13 @@ async def test_many_streams_read_the_video_once_per_change_not_once_per_stream(
     video_id = await upload(client, samples.video())
     service = client.server.app[SERVICE]
     reads: list[str] = []
-    describe = service.describe
+    get = service.get
 
     async def counted(video_id: str) -> Any:
         reads.append(video_id)
-        return await describe(video_id)
+        return await get(video_id)
 
-    monkeypatch.setattr(service, "describe", counted)  # a spy: every read still reads
+    monkeypatch.setattr(service, "get", counted)  # a spy: every read still reads
     # A session of their own: the test client's pool holds 100 connections.
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(str(client.make_url("")), connector=connector) as browsers:

@@ -6,7 +6,7 @@ import sqlite3
 import uuid
 from pathlib import Path
 
-from videosvc.store.db import migration_scripts
+from videosvc.store.database import migration_scripts
 
 from .helpers import (
     Client,

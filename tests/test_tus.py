@@ -680,7 +680,7 @@ async def test_the_sweep_never_removes_an_upload_a_patch_just_extended(make_clie
         listed.set()
         assert (await patching).status == 204
 
-    await uploads.sweep(after_listing=after_listing)
+    await uploads.sweeper.sweep(after_listing=after_listing)
     assert await offset_of(client, upload_id) == 2000
     assert (data_dir / "uploads" / f"{upload_id}.part").stat().st_size == 2000
 

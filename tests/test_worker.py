@@ -9,9 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from videosvc.jobs.contract import JobFiles, Outcome, ResizeJob
+from videosvc.jobs.contract import JobFiles, ResizeJob
 from videosvc.jobs.worker import run_resize, verify_output
 from videosvc.media.probe import Toolchain, probe
+from videosvc.store.records import JobState
 
 from .helpers import Samples
 
@@ -35,7 +36,7 @@ def test_success_leaves_a_verified_output_in_the_job_folder(
     samples: Samples, tools: Toolchain, tmp_path
 ) -> None:
     result = run_resize(_job(samples.video(), tmp_path / "job", tools, 96, 64))
-    assert result.outcome is Outcome.SUCCEEDED
+    assert result.outcome is JobState.SUCCEEDED
     assert result.output == str(JobFiles(tmp_path / "job").output(1)) and result.attempt == 1
     assert result.info is not None and (result.info.width, result.info.height) == (96, 64)
     assert result.info.audio_codecs == ("aac",)
@@ -46,7 +47,7 @@ def test_an_ffmpeg_failure_reports_its_last_stderr_lines(
 ) -> None:
     # The API refuses odd sizes; called directly, libx264 refuses them for real.
     result = run_resize(_job(samples.video(), tmp_path / "job", tools, 101, 64))
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is JobState.FAILED
     assert result.error is not None
     assert result.error.startswith("ffmpeg exited with code")
     assert "divisible by 2" in result.error
@@ -68,7 +69,7 @@ def test_a_cancel_file_stops_ffmpeg_mid_encode(samples: Samples, tools: Toolchai
         assert not running.done()
         files.cancel.touch()
         result = running.result(timeout=10)
-    assert result.outcome is Outcome.CANCELLED
+    assert result.outcome is JobState.CANCELLED
     assert not files.output(1).exists()
 
 
@@ -77,7 +78,7 @@ def test_a_cancel_file_stops_the_job_before_ffmpeg(samples: Samples, tools: Tool
     files.directory.mkdir()
     files.cancel.touch()
     result = run_resize(_job(samples.video(), files.directory, tools, 96, 64))
-    assert result.outcome is Outcome.CANCELLED
+    assert result.outcome is JobState.CANCELLED
     assert not files.output(1).exists()
 
 
@@ -89,8 +90,8 @@ def test_each_execution_of_a_job_has_its_own_attempt_and_output(
     job = dataclasses.replace(_job(samples.video(), tmp_path / "job", tools, 96, 64), max_attempts=2)
     first, second, third = (run_resize(job) for _ in range(3))
     assert (first.attempt, second.attempt, third.attempt) == (1, 2, 3)
-    assert first.output != second.output and first.outcome is second.outcome is Outcome.SUCCEEDED
-    assert third.outcome is Outcome.FAILED and "died 2 time(s)" in (third.error or "")
+    assert first.output != second.output and first.outcome is second.outcome is JobState.SUCCEEDED
+    assert third.outcome is JobState.FAILED and "died 2 time(s)" in (third.error or "")
 
 
 def test_an_executors_stop_check_stops_ffmpeg(samples: Samples, tools: Toolchain, tmp_path) -> None:
@@ -101,7 +102,7 @@ def test_an_executors_stop_check_stops_ffmpeg(samples: Samples, tools: Toolchain
     )
     started = time.monotonic()
     result = run_resize(job, should_stop=lambda: "lease lost" if time.monotonic() - started > 1 else None)
-    assert result.outcome is Outcome.CANCELLED and result.error == "lease lost"
+    assert result.outcome is JobState.CANCELLED and result.error == "lease lost"
     assert not files.output(1).exists()
 
 
@@ -116,7 +117,7 @@ def test_the_output_is_verified_from_its_own_index_like_ffprobe_would(
     copy = tmp_path / "out.mp4"
     copy.write_bytes(made.read_bytes())
     result = verify_output(_verify_job(tmp_path, tools, 96, 64), copy, ("aac",), time.monotonic())
-    assert result.outcome is Outcome.SUCCEEDED and result.info is not None
+    assert result.outcome is JobState.SUCCEEDED and result.info is not None
     probed = probe(str(made), tools)  # the same questions, asked of ffprobe
     assert (result.info.width, result.info.height) == (probed.width, probed.height)
     assert result.info.frame_count == probed.frame_count == 50
@@ -141,7 +142,7 @@ def test_an_output_that_is_not_what_was_asked_fails_and_is_removed(
     output = tmp_path / "out.mp4"
     output.write_bytes(data[: len(data) - 100] if cut else data)
     result = verify_output(_verify_job(tmp_path, tools, *size), output, audio, time.monotonic())
-    assert result.outcome is Outcome.FAILED
+    assert result.outcome is JobState.FAILED
     assert result.error is not None and result.error.startswith(error), result.error
     assert not output.exists()
 
@@ -150,7 +151,7 @@ def test_a_video_only_output_is_verified(samples: Samples, tools: Toolchain, tmp
     output = tmp_path / "out.mp4"
     output.write_bytes(samples.video(96, 64, audio=False).read_bytes())
     result = verify_output(_verify_job(tmp_path, tools, 96, 64), output, (), time.monotonic())
-    assert result.outcome is Outcome.SUCCEEDED and result.info is not None
+    assert result.outcome is JobState.SUCCEEDED and result.info is not None
     assert result.info.audio_codecs == ()
 
 
@@ -162,5 +163,5 @@ def test_an_output_that_is_not_h264_fails(samples: Samples, tools: Toolchain, tm
     output = tmp_path / "out.mp4"
     output.write_bytes(made.read_bytes())
     result = verify_output(_verify_job(tmp_path, tools, 96, 64), output, (), time.monotonic())
-    assert result.outcome is Outcome.FAILED and result.error == "the output's video is mp4v, not H.264"
+    assert result.outcome is JobState.FAILED and result.error == "the output's video is mp4v, not H.264"
     assert not output.exists()

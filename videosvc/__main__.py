@@ -13,12 +13,13 @@ from pathlib import Path
 from . import __version__
 from .client import cli as client_cli
 from .config import ConfigError, Settings, load_settings
-from .jobs.contract import Outcome, ResizeJob
+from .jobs.contract import ResizeJob
 from .jobs.worker import run_resize
 from .logs import setup_logging
 from .media.toolchain import ToolchainError, inspect_toolchain
 from .server import ListenError
 from .server import serve as serve_forever
+from .store.records import JobState
 
 DEFAULT_CONFIG = Path("config.toml")
 
@@ -122,7 +123,7 @@ def check(settings: Settings) -> int:
                 max_memory_bytes=settings.ffmpeg.ffmpeg_max_memory_bytes,
             )
         )
-    if result.outcome is not Outcome.SUCCEEDED:
+    if result.outcome is not JobState.SUCCEEDED:
         print(f"resize:   FAILED: {result.error}")
         return 1
     print(f"resize:   ok (96x64 -> 48x32 in {result.elapsed_s:.2f} s)")

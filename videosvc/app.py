@@ -16,24 +16,32 @@ from aiohttp_apigami.constants import APISPEC_PARSER, SWAGGER_DICT
 
 from . import __version__
 from .config import Settings
-from .events import EventBus, Outbox
+from .events.bus import EventBus, OutboxDropped, OutboxQueued, VideosChanged
+from .events.live import LiveStreams
+from .events.metrics import Metrics
+from .events.outbox import Outbox
+from .events.webhooks import WebhookDispatcher
+from .hooks import Hooks
 from .jobs.backends import make_backend
 from .jobs.outcomes import JobOutcomes
+from .jobs.recovery import Recovery
 from .jobs.runner import JobRunner
+from .jobs.specs import SpecBuilder
 from .media.toolchain import inspect_toolchain
-from .representation import GetBodies, Representation
-from .service import VideoService, describe_status
 from .signing import Signer
-from .store.db import Database, VideoStatus
 from .store.disk import BALLAST_BYTES, DiskBudget
+from .store.records import Commit, VideoStatus
 from .store.storage import Storage
+from .store.tables import Tables
 from .uploads.resumable import ResumableUploads
+from .videos.service import VideoService
+from .videos.view import view_of
 from .web.inflight import InFlightRequests
 from .web.keys import (
     BUS,
-    DATABASE,
     DISK,
     GET_BODIES,
+    HOOKS,
     HOSTS,
     IN_FLIGHT,
     JOB_RUNNER,
@@ -46,30 +54,30 @@ from .web.keys import (
     SETTINGS,
     SIGNER,
     STORAGE,
+    TABLES,
     TOOLCHAIN,
     UPLOADS,
     WEBHOOKS,
 )
-from .web.live import LiveStreams
-from .web.metrics import Metrics, metrics_middleware, observe_prepared
+from .web.metrics import metrics_middleware, observe_prepared
 from .web.middlewares import (
     error_middleware,
     guard_middleware,
     in_flight_middleware,
+    resource_id_middleware,
     set_server_header,
-    video_id_middleware,
 )
 from .web.openapi import finish_document
 from .web.origins import HostPolicy
+from .web.representation import GetBodies, Representation
 from .web.routes import add_aliases, add_routes
 from .web.tus import CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS, tus_headers
 from .web.validation import JsonBodyParser
-from .webhooks import WebhookDispatcher
 
 log = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings) -> web.Application:
+def create_app(settings: Settings, hooks: Hooks | None = None) -> web.Application:
     bus = EventBus()
     app = web.Application(
         # Caps JSON bodies only: uploads are streamed from request.content, not read whole.
@@ -78,15 +86,16 @@ def create_app(settings: Settings) -> web.Application:
             in_flight_middleware,
             error_middleware,
             guard_middleware,
-            video_id_middleware,
+            resource_id_middleware,
             validation_middleware,
         ],
     )
     app[SETTINGS] = settings
+    app[HOOKS] = hooks or Hooks()
     app[BUS] = bus
     app[HOSTS] = HostPolicy.of(settings.http)
     app[IN_FLIGHT] = InFlightRequests()
-    app[SIGNER] = Signer(settings.http.url_signing_key)
+    app[SIGNER] = Signer(settings.links.url_signing_key)
     app[REPRESENTATION] = Representation(settings, app[SIGNER])
     if settings.events.metrics_enabled:
         app[METRICS] = metrics = make_metrics(app)
@@ -152,6 +161,22 @@ def setup_docs(app: web.Application, settings: Settings) -> None:
     app[APISPEC_PARSER] = JsonBodyParser()
 
 
+def make_metrics(app: web.Application) -> Metrics:
+    """Its gauges read the runner, the webhooks and the live streams when scraped (once they exist)."""
+
+    def read(key: web.AppKey[Any], attribute: str, default: Any) -> Callable[[], Any]:
+        return lambda: getattr(app[key], attribute)() if key in app else default
+
+    return Metrics(
+        app[BUS],
+        queued=read(JOB_RUNNER, "queued_count", 0),
+        running=read(JOB_RUNNER, "running_count", 0),
+        webhooks=lambda: app[WEBHOOKS].counts if WEBHOOKS in app else {},
+        outbox=lambda: app[WEBHOOKS].backlog if WEBHOOKS in app else 0,
+        streams=lambda: app[LIVE].open_streams if LIVE in app else 0,
+    )
+
+
 async def toolchain_ctx(app: web.Application) -> AsyncIterator[None]:
     report = await asyncio.to_thread(inspect_toolchain, app[SETTINGS].ffmpeg)
     log.info(
@@ -177,47 +202,39 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
 
 
-def make_metrics(app: web.Application) -> Metrics:
-    """Its gauges read the runner, the webhooks and the live streams when scraped (once they exist)."""
-
-    def read(key: web.AppKey[Any], attribute: str, default: Any) -> Callable[[], Any]:
-        return lambda: getattr(app[key], attribute)() if key in app else default
-
-    return Metrics(
-        app[BUS],
-        queued=read(JOB_RUNNER, "queued_count", 0),
-        running=read(JOB_RUNNER, "running_count", 0),
-        webhooks=lambda: app[WEBHOOKS].counts if WEBHOOKS in app else {},
-        outbox=lambda: app[WEBHOOKS].backlog if WEBHOOKS in app else 0,
-        streams=lambda: app[LIVE].open_streams if LIVE in app else 0,
-    )
-
-
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings, disk = app[SETTINGS], app[DISK]
-    db = await Database.open(
+    """The tables, and the outbox messages and job endings that write to them."""
+    settings, disk, bus = app[SETTINGS], app[DISK], app[BUS]
+    tables = await Tables.open(
         app[STORAGE].database_path,
-        bus=app[BUS],
         on_full=disk.give_up_ballast,
         outbox_cap=settings.events.webhook_max_backlog,
     )
-    app[DATABASE] = db
-    representation, keep_original = app[REPRESENTATION], settings.storage.keep_original
-
-    def render(status: VideoStatus | None) -> dict[str, Any]:
-        return representation.video(describe_status(status, keep_original)) if status else {}
-
-    app[OUTBOX] = Outbox(settings.events.webhook_urls, render, lambda: disk.room() > 0, app[BUS])
-    app[OUTCOMES] = JobOutcomes(db, app[OUTBOX], app[BUS])
+    tables.db.listen(lambda commit: announce(bus, commit))
+    app[TABLES] = tables
+    app[OUTBOX] = Outbox(settings.events.webhook_urls, lambda: disk.room() > 0, bus)
+    app[OUTCOMES] = JobOutcomes(tables.jobs, app[STORAGE], app[OUTBOX], bus, app[HOOKS].before_record)
     yield
-    await db.close()
+    await tables.close()
+
+
+def announce(bus: EventBus, commit: Commit) -> None:
+    """What a commit did, told on the bus: videos changed (live streams), the outbox grew or shrank."""
+    if commit.video_ids:
+        bus.emit(VideosChanged(commit.video_ids))
+    if commit.queued:
+        bus.emit(OutboxQueued(commit.queued))
+    if commit.trimmed:
+        reason = "the outbox is full (webhook_max_backlog): the oldest undelivered went"
+        bus.emit(OutboxDropped(commit.trimmed, commit.trimmed, reason))
 
 
 async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
-    settings = app[SETTINGS]
+    settings, tables = app[SETTINGS], app[TABLES]
     backend = make_backend(settings, server_id=uuid.uuid4().hex)
+    specs = SpecBuilder(settings, app[STORAGE], app[TOOLCHAIN], cluster=backend.slots is None)
     runner = JobRunner(
-        settings, app[DATABASE], app[STORAGE], app[DISK], app[TOOLCHAIN], backend, app[OUTCOMES]
+        settings, tables.jobs, tables.videos, app[STORAGE], app[DISK], specs, backend, app[OUTCOMES]
     )
     app[JOB_RUNNER] = runner
     await runner.start()
@@ -226,21 +243,17 @@ async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def service_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings, tables = app[SETTINGS], app[TABLES]
     service = VideoService(
-        app[SETTINGS],
-        app[DATABASE],
-        app[STORAGE],
-        app[DISK],
-        app[JOB_RUNNER],
-        app[TOOLCHAIN],
-        app[SIGNER],
-        app[OUTCOMES],
-        app[OUTBOX],
-        app[BUS],
-    )
+        settings, tables, app[STORAGE], app[DISK], app[JOB_RUNNER], app[TOOLCHAIN], app[SIGNER],
+        app[OUTCOMES], app[OUTBOX], app[BUS],
+    )  # fmt: skip
     # Rows and files must agree before interrupted jobs are run again.
-    await service.reconcile()
-    await app[JOB_RUNNER].resume_interrupted()
+    await service.reconciliation.run()
+    recovery = Recovery(
+        settings.jobs, tables.jobs, tables.videos, app[STORAGE], app[TOOLCHAIN], app[OUTCOMES]
+    )
+    await recovery.resume(app[JOB_RUNNER].submit)
     app[SERVICE] = service
     app[GET_BODIES] = GetBodies(service, app[REPRESENTATION])
     yield
@@ -248,11 +261,13 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def resumable_uploads_ctx(app: web.Application) -> AsyncIterator[None]:
-    uploads = ResumableUploads(app[SETTINGS], app[DATABASE], app[STORAGE], app[DISK], app[SERVICE].publish)
+    uploads = ResumableUploads(
+        app[SETTINGS], app[TABLES].uploads, app[STORAGE], app[DISK], app[SERVICE].publish
+    )
     # Partial uploads survive restarts; only the expired and the orphaned are dropped.
-    await uploads.reconcile()
+    await uploads.sweeper.reconcile()
     app[UPLOADS] = uploads
-    sweeper = asyncio.create_task(uploads.run_sweeper(), name="sweep-uploads")
+    sweeper = asyncio.create_task(uploads.sweeper.run(), name="sweep-uploads")
     yield
     sweeper.cancel()
     with contextlib.suppress(asyncio.CancelledError):
@@ -267,11 +282,19 @@ async def end_live_streams(app: web.Application) -> None:
 
 async def events_ctx(app: web.Application) -> AsyncIterator[None]:
     """Live streams and webhook deliveries: each a task of its own, off every request's path."""
-    settings, bus = app[SETTINGS], app[BUS]
-    live = app[LIVE] = LiveStreams(
-        app[SERVICE], app[REPRESENTATION], bus, settings.events, settings.http.send_timeout_s
+    settings, bus, service, representation = app[SETTINGS], app[BUS], app[SERVICE], app[REPRESENTATION]
+    keep_original = settings.storage.keep_original
+
+    async def snapshot(video_id: str) -> dict[str, Any]:
+        return representation.video(await service.get(video_id))
+
+    def render(status: VideoStatus) -> dict[str, Any]:
+        return representation.video(view_of(status, keep_original))
+
+    live = app[LIVE] = LiveStreams(snapshot, bus, settings.events)
+    webhooks = app[WEBHOOKS] = WebhookDispatcher(
+        settings.events, app[TABLES].outbox, bus, app[OUTBOX], render
     )
-    webhooks = app[WEBHOOKS] = WebhookDispatcher(settings.events, app[DATABASE], bus, app[OUTBOX])
     await webhooks.start()
     tasks = [
         asyncio.create_task(live.run(), name="live-streams"),

@@ -49,6 +49,8 @@ class ConfigError(Exception):
 
 @dataclass(frozen=True)
 class HttpSettings:
+    """Where the service listens, who may reach it, and what one connection or request may cost."""
+
     host: str = "127.0.0.1"
     port: int = 8080
     #: Host names (without port) requests may name; empty: the loopback names when listening on
@@ -58,10 +60,8 @@ class HttpSettings:
     public_url: str = ""
     #: Bearer tokens; when any are set, every /file route requires one.
     api_keys: tuple[str, ...] = ()
-    max_upload_bytes: int = 4 * 1024**3
-    max_json_bytes: int = 16 * 1024
-    #: An upload that sends nothing for this long is cut off.
-    upload_idle_timeout_s: float = 60.0
+    #: Origins (scheme://host:port) whose pages may call the API (CORS); empty: none, "*": any.
+    cors_origins: tuple[str, ...] = ()
     #: How long SIGTERM waits for in-flight requests before closing.
     shutdown_grace_s: float = 10.0
     #: The request line and headers must arrive whole within this (408, then the connection closes).
@@ -78,6 +78,16 @@ class HttpSettings:
     max_connections: int = 1000
     #: Open connections from one address (behind a reverse proxy, raise it to max_connections).
     max_connections_per_client: int = 256
+    max_json_bytes: int = 16 * 1024
+
+
+@dataclass(frozen=True)
+class UploadSettings:
+    """What an upload may be and hold: its size and shape, its pace, and the unfinished ones."""
+
+    max_upload_bytes: int = 4 * 1024**3
+    #: An upload that sends nothing for this long is cut off.
+    upload_idle_timeout_s: float = 60.0
     #: Parts in a multipart upload, the file included (400 above it).
     max_form_parts: int = 16
     #: Bytes of a multipart upload that are not the file: preamble, part headers, fields (400 above it).
@@ -86,22 +96,26 @@ class HttpSettings:
     max_input_pixels: int = 8192 * 4320
     #: Tracks (video, audio, subtitles, data) in an upload (415 above it).
     max_input_streams: int = 8
-    #: Signs the contentUrl that GET returns when api_keys are set; empty: a random key per start.
-    url_signing_key: str = ""
-    #: How long a signed contentUrl stays valid.
-    signed_url_ttl_s: float = 4 * 3600.0
-    #: Origins (scheme://host:port) whose pages may call the API (CORS); empty: none, "*": any.
-    cors_origins: tuple[str, ...] = ()
     #: An unfinished resumable upload is removed this long after its last byte arrived.
     upload_expiry_s: float = 24 * 3600.0
+    #: An upload that receives no byte within this long after its creation expires.
+    upload_first_byte_timeout_s: float = 600.0
     #: Unfinished resumable uploads at once, overall (429 above it).
     max_pending_uploads: int = 256
     #: Unfinished resumable uploads at once for one API key, or one address without keys (429 above it).
     max_pending_uploads_per_key: int = 32
-    #: An upload that receives no byte within this long after its creation expires.
-    upload_first_byte_timeout_s: float = 600.0
     #: Bytes the unfinished uploads of one client (key, or address without keys) may declare (429 above).
     max_reserved_bytes_per_client: int = 16 * 1024**3
+
+
+@dataclass(frozen=True)
+class LinkSettings:
+    """Signed links, handed to browsers, which cannot send a bearer key from <video src>."""
+
+    #: Signs the links (and cursors) handed out when api_keys are set; empty: a random key per start.
+    url_signing_key: str = ""
+    #: How long a signed link stays valid.
+    signed_url_ttl_s: float = 4 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -190,6 +204,8 @@ class LogSettings:
 @dataclass(frozen=True)
 class Settings:
     http: HttpSettings = field(default_factory=HttpSettings)
+    uploads: UploadSettings = field(default_factory=UploadSettings)
+    links: LinkSettings = field(default_factory=LinkSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     jobs: JobSettings = field(default_factory=JobSettings)
     ffmpeg: FfmpegSettings = field(default_factory=FfmpegSettings)
@@ -243,6 +259,7 @@ def load_settings(
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"config file {path} is not valid TOML: {e}") from None
 
+    _move_to_their_sections(raw)
     built: dict[str, Any] = {}
     for section, cls in sections().items():
         given = raw.pop(section, {})
@@ -275,6 +292,21 @@ def load_settings(
     settings = Settings(**built)
     validate(settings)
     return settings
+
+
+def _move_to_their_sections(raw: dict[str, Any]) -> None:
+    """A setting written under the section it had before (an existing config file: `[http]
+    max_upload_bytes`) still counts, and the log says where it belongs now."""
+    home = {f.name: section for section, cls in sections().items() for f in dataclasses.fields(cls)}
+    for section, given in list(raw.items()):
+        if not isinstance(given, dict):
+            continue
+        for name in [name for name in given if home.get(name, section) != section]:
+            target = home[name]
+            log.warning(
+                "setting %s is now in [%s], not [%s]; the old place still works", name, target, section
+            )
+            raw.setdefault(target, {}).setdefault(name, given.pop(name))
 
 
 def _coerce(value: Any, kind: Any, source: str) -> Any:
@@ -318,11 +350,12 @@ def _valid_webhook_secret(secret: str) -> bool:
 
 
 def validate(settings: Settings) -> None:
+    """Each setting within its range. Long, and meant to be: one table of checks, a line each."""
     checks: list[tuple[bool, str]] = [
         (0 <= settings.http.port < 65536, "port must be between 0 and 65535"),
-        (settings.http.max_upload_bytes > 0, "max_upload_bytes must be positive"),
+        (settings.uploads.max_upload_bytes > 0, "max_upload_bytes must be positive"),
         (settings.http.max_json_bytes >= 64, "max_json_bytes must be at least 64"),
-        (settings.http.upload_idle_timeout_s > 0, "upload_idle_timeout_s must be positive"),
+        (settings.uploads.upload_idle_timeout_s > 0, "upload_idle_timeout_s must be positive"),
         (settings.http.shutdown_grace_s >= 0, "shutdown_grace_s must not be negative"),
         (settings.http.header_timeout_s > 0, "header_timeout_s must be positive"),
         (settings.http.keepalive_timeout_s > 0, "keepalive_timeout_s must be positive"),
@@ -330,16 +363,19 @@ def validate(settings: Settings) -> None:
         (settings.http.send_timeout_s > 0, "send_timeout_s must be positive"),
         (settings.http.max_header_bytes >= 1024, "max_header_bytes must be at least 1024"),
         (settings.http.max_connections >= 1, "max_connections must be at least 1"),
-        (settings.http.max_form_parts >= 1, "max_form_parts must be at least 1"),
-        (settings.http.max_form_bytes >= 1024, "max_form_bytes must be at least 1024"),
-        (settings.http.max_input_pixels >= 22 * 22, "max_input_pixels must be at least 484"),
-        (settings.http.max_input_streams >= 1, "max_input_streams must be at least 1"),
-        (settings.http.signed_url_ttl_s > 0, "signed_url_ttl_s must be positive"),
-        (settings.http.upload_expiry_s > 0, "upload_expiry_s must be positive"),
-        (settings.http.max_pending_uploads >= 1, "max_pending_uploads must be at least 1"),
-        (settings.http.max_pending_uploads_per_key >= 1, "max_pending_uploads_per_key must be at least 1"),
-        (settings.http.upload_first_byte_timeout_s > 0, "upload_first_byte_timeout_s must be positive"),
-        (settings.http.max_reserved_bytes_per_client >= 1, "max_reserved_bytes_per_client must be positive"),
+        (settings.uploads.max_form_parts >= 1, "max_form_parts must be at least 1"),
+        (settings.uploads.max_form_bytes >= 1024, "max_form_bytes must be at least 1024"),
+        (settings.uploads.max_input_pixels >= 22 * 22, "max_input_pixels must be at least 484"),
+        (settings.uploads.max_input_streams >= 1, "max_input_streams must be at least 1"),
+        (settings.links.signed_url_ttl_s > 0, "signed_url_ttl_s must be positive"),
+        (settings.uploads.upload_expiry_s > 0, "upload_expiry_s must be positive"),
+        (settings.uploads.max_pending_uploads >= 1, "max_pending_uploads must be at least 1"),
+        (settings.uploads.max_pending_uploads_per_key >= 1, "max_pending_uploads_per_key must be at least 1"),
+        (settings.uploads.upload_first_byte_timeout_s > 0, "upload_first_byte_timeout_s must be positive"),
+        (
+            settings.uploads.max_reserved_bytes_per_client >= 1,
+            "max_reserved_bytes_per_client must be positive",
+        ),
         (settings.http.max_connections_per_client >= 1, "max_connections_per_client must be at least 1"),
         (
             not settings.http.public_url or settings.http.public_url.startswith(("http://", "https://")),

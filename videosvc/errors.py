@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+
 
 class VideoServiceError(Exception):
     """Base class; `str(error)` is a message fit for the client."""
@@ -121,3 +123,12 @@ class ChecksumMismatch(VideoServiceError):
 
 class UnsupportedProtocol(VideoServiceError):
     """A Tus-Resumable version this server does not speak."""
+
+
+def from_os_error(error: BaseException) -> BaseException:
+    """A full disk is the client's 507 and a lack of file handles a 503, not our 500; else as is."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return InsufficientStorage("not enough free disk space: the upload could not be stored")
+    if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
+        return ServiceBusy("the service is out of file handles for the moment; retry shortly")
+    return error

@@ -17,6 +17,7 @@ from aiohttp import web
 
 from .app import create_app
 from .config import Settings
+from .hooks import Hooks
 from .logs import AccessLogger
 from .web.keys import IN_FLIGHT, LIVE
 from .web.protocol import GuardedAppRunner
@@ -31,9 +32,10 @@ class ListenError(Exception):
     """The address cannot be bound (in use, or not ours)."""
 
 
-async def serve(settings: Settings, where: str = "") -> None:
-    """`where`: what to say once started (the version, the data folder, the settings' source)."""
-    app = create_app(settings)
+async def serve(settings: Settings, where: str = "", hooks: Hooks | None = None) -> None:
+    """`where`: what to say once started (the version, the data folder, the settings' source);
+    `hooks`: faults a test injects (never in production)."""
+    app = create_app(settings, hooks)
     grace_s = settings.http.shutdown_grace_s
     runner = GuardedAppRunner(
         app,

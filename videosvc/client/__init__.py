@@ -1,1 +1,4 @@
-"""The command-line client: talks to a videosvc server over HTTP only; imports nothing of the server."""
+"""The command-line client: talks to a videosvc server over HTTP only.
+
+May import: nothing of videosvc.
+"""

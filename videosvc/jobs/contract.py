@@ -8,18 +8,12 @@ workers see `data_dir` at the same path.
 
 from __future__ import annotations
 
-import enum
 import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..media.probe import MediaInfo, Toolchain
-
-
-class Outcome(enum.StrEnum):
-    SUCCEEDED = "succeeded"  #: output written, probed and complete
-    FAILED = "failed"  #: ffmpeg failed, timed out, or the output was wrong
-    CANCELLED = "cancelled"  #: the cancel file appeared; nothing was kept
+from ..store.records import JobState
 
 
 @dataclass(frozen=True)
@@ -101,7 +95,9 @@ class ResizeJob:
 
 @dataclass(frozen=True)
 class ResizeResult:
-    outcome: Outcome
+    #: How the job ended: SUCCEEDED (output written, probed and complete), FAILED (ffmpeg failed,
+    #: timed out, or the output was wrong) or CANCELLED (the cancel file appeared; nothing was kept).
+    outcome: JobState
     #: The finished video (inside the job directory) when it succeeded.
     output: str | None = None
     info: MediaInfo | None = None

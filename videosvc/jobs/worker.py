@@ -23,7 +23,8 @@ import ffmpeg
 
 from ..media.isobmff import BoxError, read_tracks
 from ..media.probe import MediaInfo, ProbeError, limit_memory, probe, ran_out_of_memory
-from .contract import JobFiles, Outcome, ResizeJob, ResizeResult
+from ..store.records import JobState
+from .contract import JobFiles, ResizeJob, ResizeResult
 
 #: How often a running job looks at its cancel file and its deadline.
 POLL_INTERVAL_S = 0.1
@@ -49,7 +50,7 @@ def run_resize(job: ResizeJob, should_stop: StopCheck | None = None, worker: str
     if job.max_attempts and attempt > job.max_attempts:
         # A cluster reran the task of a worker that died under it, once too often.
         return ResizeResult(
-            Outcome.FAILED,
+            JobState.FAILED,
             error=f"the worker running this job died {attempt - 1} time(s)"
             f" (job_max_attempts={job.max_attempts})",
             attempt=attempt,
@@ -67,7 +68,7 @@ def _resize(job: ResizeJob, files: JobFiles, attempt: int, should_stop: StopChec
         try:
             source_audio = probe(job.source, job.tools).audio_codecs
         except ProbeError as e:
-            return ResizeResult(Outcome.FAILED, error=f"cannot read the stored video: {e}")
+            return ResizeResult(JobState.FAILED, error=f"cannot read the stored video: {e}")
 
     # Copy the audio when the MP4 muxer takes it; if copying still fails, re-encode.
     audio_choices: list[str | None] = [None]
@@ -75,14 +76,14 @@ def _resize(job: ResizeJob, files: JobFiles, attempt: int, should_stop: StopChec
         copyable = all(codec in MP4_AUDIO_CODECS for codec in source_audio)
         audio_choices = ["copy", "aac"] if copyable else ["aac"]
 
-    result = ResizeResult(Outcome.FAILED, error="not run")
+    result = ResizeResult(JobState.FAILED, error="not run")
     audio_codec = None
     encode_started = time.monotonic()
     for audio_codec in audio_choices:
         result = _encode(job, files, output, audio_codec, started, should_stop)
-        if result.outcome is not Outcome.FAILED or audio_codec != "copy":
+        if result.outcome is not JobState.FAILED or audio_codec != "copy":
             break
-    if result.outcome is not Outcome.SUCCEEDED:
+    if result.outcome is not JobState.SUCCEEDED:
         output.unlink(missing_ok=True)
         return result
     encoded = time.monotonic() - encode_started
@@ -103,9 +104,9 @@ def _encode(
 ) -> ResizeResult:
     output.unlink(missing_ok=True)
     if files.cancel.exists():
-        return ResizeResult(Outcome.CANCELLED, elapsed_s=time.monotonic() - started)
+        return ResizeResult(JobState.CANCELLED, elapsed_s=time.monotonic() - started)
     if _free_bytes(files.directory) < job.min_free_bytes:
-        return ResizeResult(Outcome.FAILED, error=NO_DISK_ERROR, elapsed_s=time.monotonic() - started)
+        return ResizeResult(JobState.FAILED, error=NO_DISK_ERROR, elapsed_s=time.monotonic() - started)
     args = build_resize_args(job, files, output, audio_codec)
     spawning = time.monotonic()
     with open(files.ffmpeg_log, "wb") as log:
@@ -117,55 +118,72 @@ def _encode(
             preexec_fn=lambda: _child_limits(job.max_memory_bytes),
         )
     spawned = time.monotonic()
-    deadline = started + job.timeout_s
-    exit_watch = _ExitWatch(process)
-    try:
-        while (returncode := exit_watch.wait(POLL_INTERVAL_S)) is None:
-            if files.cancel.exists():
-                _stop(process)
-                return ResizeResult(Outcome.CANCELLED, elapsed_s=time.monotonic() - started)
-            if should_stop is not None and (reason := should_stop()) is not None:
-                _stop(process)
-                return ResizeResult(Outcome.CANCELLED, error=reason, elapsed_s=time.monotonic() - started)
-            if time.monotonic() > deadline:
-                _stop(process)
-                return ResizeResult(
-                    Outcome.FAILED,
-                    error=f"timed out after {job.timeout_s:g} s (job_timeout_s); ffmpeg was stopped",
-                    elapsed_s=time.monotonic() - started,
-                )
-            if _free_bytes(files.directory) < job.min_free_bytes:
-                _stop(process)
-                return ResizeResult(Outcome.FAILED, error=NO_DISK_ERROR, elapsed_s=time.monotonic() - started)
-            if ran_out_of_memory(_log_head(files.ffmpeg_log)):
-                # Some of ffmpeg's threads wait forever once an allocation failed: do not wait with them.
-                _stop(process)
-                returncode = -1
-                break
-    finally:
-        exit_watch.close()
+    returncode, stopped = _watch(process, job, files, started, should_stop)
+    if stopped is not None:
+        return stopped
     if returncode != 0:
-        if ran_out_of_memory(_log_head(files.ffmpeg_log)):
-            return ResizeResult(
-                Outcome.FAILED,
-                error=f"ffmpeg ran out of memory: a job may use at most {job.max_memory_bytes // 2**20} MiB"
-                " (ffmpeg_max_memory_bytes); ask for a smaller size",
-                elapsed_s=time.monotonic() - started,
-            )
-        tail = _stderr_tail(files.ffmpeg_log)
-        return ResizeResult(
-            Outcome.FAILED,
-            error=f"ffmpeg exited with code {returncode}: {tail}"
-            if tail
-            else f"ffmpeg exited with code {returncode}",
-            elapsed_s=time.monotonic() - started,
-        )
+        return _failure(returncode, job, files, started)
     return ResizeResult(
-        Outcome.SUCCEEDED,
+        JobState.SUCCEEDED,
         output=str(output),
         elapsed_s=time.monotonic() - started,
         steps=(("spawn", spawned - spawning),),
     )
+
+
+def _watch(
+    process: subprocess.Popen[bytes],
+    job: ResizeJob,
+    files: JobFiles,
+    started: float,
+    should_stop: StopCheck | None,
+) -> tuple[int, ResizeResult | None]:
+    """Wait for ffmpeg to end: (its exit code, None); or stop it, for a cancel, a stop check, the
+    time limit, the disk or a failed allocation: (-1, why), the why None for memory (read later)."""
+    deadline = started + job.timeout_s
+    exit_watch = _ExitWatch(process)
+
+    def stopped(state: JobState, error: str | None = None) -> tuple[int, ResizeResult | None]:
+        _stop(process)
+        return -1, ResizeResult(state, error=error, elapsed_s=time.monotonic() - started)
+
+    try:
+        while (returncode := exit_watch.wait(POLL_INTERVAL_S)) is None:
+            if files.cancel.exists():
+                return stopped(JobState.CANCELLED)
+            if should_stop is not None and (reason := should_stop()) is not None:
+                return stopped(JobState.CANCELLED, reason)
+            if time.monotonic() > deadline:
+                return stopped(
+                    JobState.FAILED,
+                    f"timed out after {job.timeout_s:g} s (job_timeout_s); ffmpeg was stopped",
+                )
+            if _free_bytes(files.directory) < job.min_free_bytes:
+                return stopped(JobState.FAILED, NO_DISK_ERROR)
+            if ran_out_of_memory(_log_head(files.ffmpeg_log)):
+                # Some of ffmpeg's threads wait forever once an allocation failed: do not wait with them.
+                _stop(process)
+                return -1, None
+        return returncode, None
+    finally:
+        exit_watch.close()
+
+
+def _failure(returncode: int, job: ResizeJob, files: JobFiles, started: float) -> ResizeResult:
+    """Why ffmpeg failed, from its log: out of memory, or its last words."""
+    if ran_out_of_memory(_log_head(files.ffmpeg_log)):
+        error = (
+            f"ffmpeg ran out of memory: a job may use at most {job.max_memory_bytes // 2**20} MiB"
+            " (ffmpeg_max_memory_bytes); ask for a smaller size"
+        )
+    else:
+        tail = _stderr_tail(files.ffmpeg_log)
+        error = (
+            f"ffmpeg exited with code {returncode}: {tail}"
+            if tail
+            else f"ffmpeg exited with code {returncode}"
+        )
+    return ResizeResult(JobState.FAILED, error=error, elapsed_s=time.monotonic() - started)
 
 
 def build_resize_args(job: ResizeJob, files: JobFiles, output: Path, audio_codec: str | None) -> list[str]:
@@ -236,14 +254,14 @@ def verify_output(job: ResizeJob, output: Path, audio: tuple[str, ...], started:
             )
     if info is None:
         output.unlink(missing_ok=True)
-        return ResizeResult(Outcome.FAILED, error=problem, elapsed_s=time.monotonic() - started)
+        return ResizeResult(JobState.FAILED, error=problem, elapsed_s=time.monotonic() - started)
     verified = time.monotonic()
     # Durable before the server renames it over the original.
     with open(output, "rb") as f:
         os.fsync(f.fileno())
     ended = time.monotonic()
     return ResizeResult(
-        Outcome.SUCCEEDED,
+        JobState.SUCCEEDED,
         output=str(output),
         info=info,
         elapsed_s=ended - started,

@@ -1,1 +1,4 @@
-"""Reading and checking media files, and finding ffmpeg. Imports nothing else of videosvc but config."""
+"""Reading and checking media files (boxes, probes, magic numbers), and finding ffmpeg.
+
+May import: config.
+"""

@@ -84,12 +84,6 @@ def top_level_boxes(path: str) -> Iterator[tuple[bytes, int, int]]:
             offset += size
 
 
-def check_complete(path: str) -> None:
-    """Raise BoxError unless the file's top-level boxes tile it exactly."""
-    for _ in top_level_boxes(path):
-        pass
-
-
 def read_tracks(path: str) -> list[Track]:
     """The tracks that the file's `moov` box describes; raises BoxError for a broken or huge index."""
     moov = None

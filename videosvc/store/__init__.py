@@ -1,1 +1,12 @@
-"""Where state lives: the SQLite database and the files under data_dir. May import media and errors."""
+"""Where the service keeps things: the database (its records, its repositories) and the files.
+
+`records` (plain data, and the one `JobState`), `database` (the one writer,
+transactions, migrations), a repository per table (`videos`, `jobs`,
+`uploads`, `outbox`) opened together as `tables`, the status `cache`,
+`storage` (the layout of data_dir, sinks, atomic moves) and `disk` (free
+space, reserved before it is written). What a commit did is told to the
+database's listeners as plain data (`records.Commit`): the store announces
+nothing itself.
+
+May import: aio, errors.
+"""

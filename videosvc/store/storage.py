@@ -19,10 +19,11 @@ import logging
 import os
 import shutil
 import uuid
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
+
+from ..aio import run_to_end
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +106,16 @@ class Storage:
         """Make the stored video the original too: a hard link, so no byte is copied."""
         self._link_into_place(self.video_path(video_id), self.original_path(video_id), self.originals_dir)
 
-    def restore_original(self, video_id: str) -> int:
-        """Make the original the stored video again (a hard link, swapped in atomically); its size."""
-        return self._link_into_place(self.original_path(video_id), self.video_path(video_id), self.videos_dir)
+    def original_as_output(self, video_id: str) -> Path:
+        """The original under a temp name (a hard link: no byte copied), to be moved into place as a
+        resize's output is: restoring the original is a resize that needed no encoding."""
+        temp = self.new_temp_path()
+        try:
+            os.link(self.original_path(video_id), temp)
+        except OSError:  # a filesystem without hard links: copy, durably
+            shutil.copyfile(self.original_path(video_id), temp)
+            sync_file(temp)
+        return temp
 
     def _link_into_place(self, source: Path, target: Path, folder: Path) -> int:
         temp = self.new_temp_path()
@@ -208,28 +216,6 @@ def _close_file(file: BinaryIO, durable: bool) -> None:
             os.fsync(file.fileno())
     finally:
         file.close()
-
-
-async def run_to_end(awaitable: Awaitable[T]) -> T:
-    """Await `awaitable` to its end even if the caller is cancelled meanwhile; then re-raise that.
-
-    For cleanups that must not be cut in half: closing a file a thread writes to,
-    appending a verified chunk. (`asyncio.shield` alone returns at the cancellation
-    and leaves the work running behind the caller's back.)
-    """
-    task = asyncio.ensure_future(awaitable)
-    cancelled = False
-    while True:
-        try:
-            result = await asyncio.shield(task)
-            break
-        except asyncio.CancelledError:
-            if task.done():
-                raise
-            cancelled = True
-    if cancelled:
-        raise asyncio.CancelledError
-    return result
 
 
 def append_file(source: Path, target: Path) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..errors import NotAnMp4
 from ..media.isobmff import has_ftyp_header
@@ -22,6 +23,22 @@ from ..store.storage import FileSink
 SNIFF_BYTES = 1024
 #: A new file is written in blocks of this size, each in a thread while the next is received.
 WRITE_BLOCK_BYTES = 4 * 1024**2
+
+
+@dataclass(frozen=True)
+class IncomingUpload:
+    chunks: AsyncIterator[bytes]
+    filename: str | None
+    #: From Content-Length, when the client sent one.
+    declared_bytes: int | None = None
+
+
+@dataclass(frozen=True)
+class ReceivedFile:
+    """An upload's bytes, whole, in a file of their own, not yet checked."""
+
+    path: Path
+    size: int
 
 
 @dataclass(frozen=True)

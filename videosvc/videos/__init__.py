@@ -1,1 +1,6 @@
-"""The use cases of a video: publish, view, catalogue, resize, restore, delete, recovery."""
+"""The use cases of a video: publish, view, catalogue, resize, delete, and recovery at start.
+
+`VideoService` (videos/service.py) is the facade the web layer calls.
+
+May import: aio, config, errors, events, jobs, media, signing, store, uploads.
+"""

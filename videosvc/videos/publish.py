@@ -11,55 +11,31 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import errno
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Settings
-from ..errors import (
-    EmptyUpload,
-    InsufficientStorage,
-    NotAnMp4,
-    ServiceBusy,
-    UnsupportedMedia,
-    UploadTooLarge,
-)
-from ..events import VIDEO_STORED, BytesMoved, EventBus, Outbox
+from ..errors import EmptyUpload, NotAnMp4, UnsupportedMedia, UploadTooLarge, from_os_error
+from ..events.bus import BytesMoved, EventBus
+from ..events.outbox import VIDEO_STORED, Outbox
 from ..media.probe import InputLimits, MediaInfo, MediaOverLimit, ProbeError, Toolchain, inspect_upload
-from ..store.db import Database, Original, VideoRecord, utc_now
 from ..store.disk import DiskBudget
+from ..store.records import Original, VideoRecord, utc_now
 from ..store.storage import FileSink, Storage, remove, sync_file
-from ..uploads.receiver import SNIFF_BYTES, Limits, check_head, receive
-from .names import clean_filename
+from ..store.videos import VideoRepository
+from ..uploads.names import clean_filename
+from ..uploads.receiver import SNIFF_BYTES, IncomingUpload, Limits, ReceivedFile, check_head, receive
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class IncomingUpload:
-    chunks: AsyncIterator[bytes]
-    filename: str | None
-    #: From Content-Length, when the client sent one.
-    declared_bytes: int | None = None
-
-
-@dataclass(frozen=True)
-class ReceivedFile:
-    """An upload's bytes, whole, in a file of their own, not yet checked."""
-
-    path: Path
-    size: int
 
 
 class Publisher:
     def __init__(
         self,
         settings: Settings,
-        db: Database,
+        videos: VideoRepository,
         storage: Storage,
         disk: DiskBudget,
         tools: Toolchain,
@@ -68,7 +44,7 @@ class Publisher:
         bus: EventBus,
     ) -> None:
         self._settings = settings
-        self._db = db
+        self._videos = videos
         self._storage = storage
         self._disk = disk
         self._tools = tools
@@ -76,9 +52,11 @@ class Publisher:
         self._outbox = outbox
         self._bus = bus
         self._keep_original = settings.storage.keep_original
-        self._input_limits = InputLimits(settings.http.max_input_pixels, settings.http.max_input_streams)
+        self._input_limits = InputLimits(
+            settings.uploads.max_input_pixels, settings.uploads.max_input_streams
+        )
 
-    async def store(self, upload: IncomingUpload) -> VideoRecord:
+    async def upload(self, upload: IncomingUpload) -> VideoRecord:
         """POST /file/: receive the body into a temp file, then publish it."""
         started = time.monotonic()
         received = await self.receive(upload)
@@ -88,7 +66,7 @@ class Publisher:
         """The body, whole, in a temp file of its own (removed on any refusal): the size limit, the
         disk budget before each write, and an early look at the first bytes (a non-MP4 is refused
         before it is all sent)."""
-        limit = self._settings.http.max_upload_bytes
+        limit = self._settings.uploads.max_upload_bytes
         if upload.declared_bytes is not None and upload.declared_bytes > limit:
             raise UploadTooLarge(limit)
         temp = self._storage.new_temp_path()
@@ -105,7 +83,7 @@ class Publisher:
                 raise EmptyUpload("the upload is empty: send an MP4 file")
         except OSError as e:
             await asyncio.to_thread(remove, temp)
-            raise resource_error(e) from None
+            raise from_os_error(e) from None
         except BaseException:
             await asyncio.to_thread(remove, temp)
             raise
@@ -130,27 +108,12 @@ class Publisher:
                     await asyncio.to_thread(self._storage.keep_as_original, video_id)
             except OSError as e:
                 await asyncio.to_thread(self._storage.remove_video, video_id)
-                raise resource_error(e) from None
+                raise from_os_error(e) from None
         finally:
             await asyncio.to_thread(remove, path)  # refused, or already moved: nothing left either way
-        now = utc_now()
-        record = VideoRecord(
-            id=video_id,
-            filename=clean_filename(filename) or f"{video_id}.mp4",
-            size_bytes=size,
-            width=info.width,
-            height=info.height,
-            duration_s=info.duration_s,
-            created_at=now,
-            updated_at=now,
-            audio_codecs=info.audio_codecs,
-            frame_count=info.frame_count,
-            original=Original(info.width, info.height, size, info.audio_codecs)
-            if self._keep_original
-            else None,
-        )
+        record = self._record(video_id, filename, size, info)
         try:
-            await self._db.insert_video(record, outbox=self._outbox.message(VIDEO_STORED, video_id))
+            await self._videos.insert(record, self._outbox.message(VIDEO_STORED, video_id))
         except BaseException:
             await asyncio.to_thread(self._storage.remove_video, video_id)
             raise
@@ -165,6 +128,23 @@ class Publisher:
             },
         )
         return record
+
+    def _record(self, video_id: str, filename: str | None, size: int, info: MediaInfo) -> VideoRecord:
+        now = utc_now()
+        original = Original(info.width, info.height, size, info.audio_codecs) if self._keep_original else None
+        return VideoRecord(
+            id=video_id,
+            filename=clean_filename(filename) or f"{video_id}.mp4",
+            size_bytes=size,
+            width=info.width,
+            height=info.height,
+            duration_s=info.duration_s,
+            created_at=now,
+            updated_at=now,
+            audio_codecs=info.audio_codecs,
+            frame_count=info.frame_count,
+            original=original,
+        )
 
     async def _check(self, path: Path) -> MediaInfo:
         """ISO-BMFF, within the input limits, probed as the mp4/mov family with a video stream; and
@@ -183,7 +163,7 @@ class Publisher:
             raise NotAnMp4(str(probed))
         for outcome in (probed, synced):
             if isinstance(outcome, BaseException):
-                raise resource_error(outcome)
+                raise from_os_error(outcome)
         if not isinstance(probed, MediaInfo):  # pragma: no cover - gather returns one or the other
             raise TypeError(probed)
         if not probed.is_mp4_family:
@@ -194,12 +174,3 @@ class Publisher:
 def _read_head(path: Path) -> bytes:
     with open(path, "rb") as f:
         return f.read(SNIFF_BYTES)
-
-
-def resource_error(error: BaseException) -> BaseException:
-    """A full disk is the client's 507 and a lack of file handles a 503, not our 500; else as is."""
-    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
-        return InsufficientStorage("not enough free disk space: the upload could not be stored")
-    if isinstance(error, OSError) and error.errno in (errno.EMFILE, errno.ENFILE):
-        return ServiceBusy("the service is out of file handles for the moment; retry shortly")
-    return error

@@ -24,7 +24,7 @@ from urllib.parse import quote
 from aiohttp import hdrs, web
 
 from ..errors import VideoNotFound
-from ..events import BytesMoved
+from ..events.bus import BytesMoved
 from ..logs import BYTES_SENT
 from .keys import BUS, SETTINGS
 from .middlewares import error_response

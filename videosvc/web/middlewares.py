@@ -11,13 +11,13 @@ from collections.abc import Mapping
 from aiohttp import hdrs, web
 from aiohttp.typedefs import Handler
 
-from ..errors import BodyTimeout, ClientGone, TooMany, VideoNotFound, VideoServiceError
-from ..representation import CURRENT
+from ..errors import BodyTimeout, ClientGone, TooMany, UploadNotFound, VideoNotFound, VideoServiceError
 from ..signing import BadSignature, Expired, LinkFamily, key_name
 from .errortable import CLIENT_GONE_STATUS, REASONS, status_for
-from .keys import API_KEY, HOSTS, IN_FLIGHT, SETTINGS, SIGNED_UNTIL, SIGNER, VIDEO_ID
+from .keys import API_KEY, HOSTS, IN_FLIGHT, SETTINGS, SIGNED_UNTIL, SIGNER, UPLOAD_ID, VIDEO_ID
 from .origins import cross_site_refusal
-from .protocol import SERVER_NAME
+from .protocol import SERVER_NAME, error_body
+from .representation import CURRENT
 
 log = logging.getLogger(__name__)
 
@@ -26,11 +26,19 @@ PROTECTED_PREFIXES = ("/file", "/uploads", "/metrics")
 #: Content codings a body may carry: none. Decompressing would put a 1 MB request behind a 1 GB file.
 IDENTITY = ("", "identity")
 CLOSE = {"Connection": "close"}
+#: What a request cut off by a shutdown is told to wait: about a restart's time.
+SHUTDOWN_RETRY_AFTER_S = 5
 
 
 def error_response(status: int, message: str, headers: Mapping[str, str] | None = None) -> web.Response:
     """The one error body of this service: {"error": "<what was wrong>"}."""
-    return web.json_response({"error": message}, status=status, reason=REASONS.get(status), headers=headers)
+    return web.Response(
+        body=error_body(message),
+        status=status,
+        reason=REASONS.get(status),
+        headers=headers,
+        content_type="application/json",
+    )
 
 
 @web.middleware
@@ -38,7 +46,8 @@ async def in_flight_middleware(request: web.Request, handler: Handler) -> web.St
     """Counts the request as in flight; a handler cut off by shutdown answers 503."""
     counter = request.app[IN_FLIGHT]
     task = asyncio.current_task()
-    assert task is not None
+    if task is None:  # pragma: no cover - aiohttp runs every handler in a task
+        return await handler(request)
     counter.started(task)
     try:
         return await handler(request)
@@ -49,7 +58,7 @@ async def in_flight_middleware(request: web.Request, handler: Handler) -> web.St
         return error_response(
             503,
             "the service is shutting down and stopped this request; retry it",
-            {hdrs.CONNECTION: "close", hdrs.RETRY_AFTER: "5"},
+            {hdrs.CONNECTION: "close", hdrs.RETRY_AFTER: str(SHUTDOWN_RETRY_AFTER_S)},
         )
     finally:
         counter.finished(task)
@@ -59,13 +68,15 @@ _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12
 
 
 @web.middleware
-async def video_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """A route's {id} must be a UUID, checked before the body is: a malformed id is a 404."""
+async def resource_id_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A route's {id} must be a UUID, checked before the body is: a malformed id is a 404. It is a
+    video's id under /file, an upload's under /uploads."""
     raw = request.match_info.get("id")
-    if raw is not None and request.method != "OPTIONS":  # tus discovery and preflights name no video
+    if raw is not None and request.method != "OPTIONS":  # tus discovery and preflights name nothing
+        uploads = request.path.startswith("/uploads")
         if not _UUID.fullmatch(raw):
-            raise VideoNotFound(raw)
-        request[VIDEO_ID] = raw.lower()
+            raise UploadNotFound(raw) if uploads else VideoNotFound(raw)
+        request[UPLOAD_ID if uploads else VIDEO_ID] = raw.lower()
     return await handler(request)
 
 
@@ -189,7 +200,7 @@ async def expect_continue(request: web.Request) -> web.Response | None:
     """`Expect: 100-continue`: refuse at once what the head rules out, before the client sends the body."""
     refusal = refusal_before_body(request)
     if refusal is None and request.content_length is not None:
-        limit = request.app[SETTINGS].http.max_upload_bytes
+        limit = request.app[SETTINGS].uploads.max_upload_bytes
         if request.content_length > limit:
             refusal = error_response(
                 413, f"the upload is larger than the limit of {limit} bytes (max_upload_bytes)"

@@ -43,7 +43,7 @@ def render_page(settings: Settings) -> str:
         "apiKeys": bool(settings.http.api_keys),
         "maxDimension": settings.jobs.max_dimension,
         "maxOutputPixels": settings.jobs.max_output_pixels,
-        "maxUploadBytes": settings.http.max_upload_bytes,
+        "maxUploadBytes": settings.uploads.max_upload_bytes,
     }
     # Inside <script type="application/json">: only "</" could end it early.
     data = json.dumps(config).replace("</", "<\\/")

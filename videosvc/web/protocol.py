@@ -41,10 +41,12 @@ BODY_READ_BYTES = 256 * 1024
 #: parse, and a body of 1-byte chunks turns every byte into one (checked on reads of 4 KiB or more).
 MIN_AVERAGE_CHUNK_BYTES = 256
 MIN_CHUNK_CHECK_BYTES = 4096
+#: What a connection refused for the caps is told to wait: connections come and go fast.
+CONNECTIONS_RETRY_AFTER_S = 1
 #: The open-file limit is raised towards the hard limit, up to this.
 MAX_FDS = 65536
-#: Longest piece of a parser's message repeated to the client or the log.
-ECHO_CHARS = 80
+#: Longest piece of a parser's message (or anything a client sent) repeated to the client or the log.
+ECHO_CHARS = 100
 
 
 class RateLimitedLog:
@@ -85,9 +87,23 @@ class ConnectionGuard:
         self.rejections = RateLimitedLog(log, per_second=10)
 
 
+def error_body(message: str) -> bytes:
+    """The one error body of this service: {"error": "<what was wrong>"}."""
+    return json.dumps({"error": message}).encode()
+
+
+def first_line(text: str) -> str:
+    """A parser's message spans lines (with a caret diagram); its first line says it, bounded."""
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+    first = lines[0] if lines else "malformed request"
+    for prefix in ("400, message:", "message="):
+        first = first.removeprefix(prefix).strip()
+    return first if len(first) <= ECHO_CHARS else first[:ECHO_CHARS] + "..."
+
+
 def raw_response(status: int, reason: str, message: str, extra: dict[str, str] | None = None) -> bytes:
     """A whole HTTP/1.1 error response, for answers written below aiohttp's request handling."""
-    body = json.dumps({"error": message}).encode()
+    body = error_body(message)
     headers = {
         hdrs.CONTENT_TYPE: "application/json; charset=utf-8",
         hdrs.CONTENT_LENGTH: str(len(body)),
@@ -121,7 +137,8 @@ class GuardedRequestHandler(RequestHandler):
         self._chunked = False
         if self._refused:
             self._manager = None  # never registered: nothing to clean up
-            assert isinstance(transport, asyncio.Transport)
+            if not isinstance(transport, asyncio.Transport):  # pragma: no cover - a TCP server's are
+                return
             setting = "max_connections" if too_many else "max_connections_per_client"
             limit = guard.max_connections if too_many else guard.max_per_address
             transport.write(
@@ -129,7 +146,7 @@ class GuardedRequestHandler(RequestHandler):
                     503,
                     "Service Unavailable",
                     f"too many open connections ({setting}={limit}); retry shortly",
-                    {hdrs.RETRY_AFTER: "1"},
+                    {hdrs.RETRY_AFTER: str(CONNECTIONS_RETRY_AFTER_S)},
                 )
             )
             transport.close()
@@ -277,7 +294,7 @@ class GuardedRequestHandler(RequestHandler):
             )
             text = "internal server error; the details are in the server log"
         else:
-            detail = _first_line(message or (str(exc) if exc else "") or "malformed request")
+            detail = first_line(message or (str(exc) if exc else "") or "malformed request")
             text = f"malformed HTTP request: {detail}"
             if self._request_count == 1 and isinstance(exc, BadHttpMethod):
                 log.debug("not HTTP from %s", self._peer())  # scanners and TLS on a plain port
@@ -285,17 +302,14 @@ class GuardedRequestHandler(RequestHandler):
                 self.guard.rejections.warning("rejected a request from %s: %d %s", self._peer(), status, text)
         if request.writer.output_size > 0:
             raise ConnectionError("the response was already started; cannot send the error")
-        response = web.json_response({"error": text}, status=status, headers={hdrs.SERVER: SERVER_NAME})
+        response = web.Response(
+            body=error_body(text),
+            status=status,
+            content_type="application/json",
+            headers={hdrs.SERVER: SERVER_NAME},
+        )
         response.force_close()
         return response
-
-
-def _first_line(text: str) -> str:
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    first = lines[0] if lines else "malformed request"
-    for prefix in ("400, message:", "message="):
-        first = first.removeprefix(prefix).strip()
-    return first if len(first) <= ECHO_CHARS else first[:ECHO_CHARS] + "..."
 
 
 class GuardedServer(web.Server):

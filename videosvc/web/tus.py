@@ -18,9 +18,10 @@ from aiohttp_apigami import docs
 from aiohttp_cors import APP_CONFIG_KEY, CorsViewMixin
 
 from ..errors import InvalidRequest, UnsupportedMedia, UnsupportedProtocol, UploadTooLarge
-from ..uploads.resumable import CHECKSUMS, Checksum, Chunk, NewUpload, UploadState
+from ..uploads.chunks import CHECKSUMS, Checksum, Chunk
+from ..uploads.resumable import NewUpload, UploadState
 from .errortable import documented
-from .keys import API_KEY, SETTINGS, UPLOADS, VIDEO_ID
+from .keys import API_KEY, SETTINGS, UPLOAD_ID, UPLOADS
 from .numbers import MAX_DIGITS, parse_count
 from .requests import client_of, public_url
 from .uploads import BodyLimits, BodyStream
@@ -54,7 +55,7 @@ def _header(name: str, description: str, required: bool = False, **schema: Any) 
 
 
 TUS_RESUMABLE = _header("Tus-Resumable", "The tus version spoken: 1.0.0", required=True, enum=[TUS_VERSION])
-UPLOAD_ID = {
+UPLOAD_ID_PARAMETER = {
     "in": "path",
     "name": "id",
     "required": True,
@@ -138,7 +139,7 @@ class _TusView(CorsViewMixin, web.View):
         if preflight and APP_CONFIG_KEY in self.request.app:  # only when cors_origins are set
             response: web.StreamResponse = await self._preflight_handler(self.request)
             return response
-        settings = self.request.app[SETTINGS].http
+        settings = self.request.app[SETTINGS].uploads
         return web.Response(
             status=204,
             headers={
@@ -166,7 +167,7 @@ class _TusView(CorsViewMixin, web.View):
             )
         header = request.headers.get("Upload-Checksum")
         checksum = parse_checksum(header) if header is not None else None
-        stream = BodyStream(request.content, BodyLimits.of(request.app[SETTINGS].http))
+        stream = BodyStream(request.content, BodyLimits.of(request.app[SETTINGS]))
         stream.file_mode()
         return Chunk(_chunks(stream), request.content_length, checksum)
 
@@ -219,7 +220,9 @@ class UploadsView(_TusView):
         except InvalidRequest:
             if parse_count(request.headers["Upload-Length"].strip(), max_digits=4 * MAX_DIGITS) is None:
                 raise
-            raise UploadTooLarge(request.app[SETTINGS].http.max_upload_bytes) from None  # a number, too large
+            raise UploadTooLarge(
+                request.app[SETTINGS].uploads.max_upload_bytes
+            ) from None  # a number, too large
         if length is None:
             raise InvalidRequest("Upload-Length is required: the size of the whole file, in bytes")
         with_body = bool(request.content_length) or request.headers.get(hdrs.TRANSFER_ENCODING) is not None
@@ -251,13 +254,13 @@ class UploadView(_TusView):
         tags=["uploads (tus)"],
         summary="Where the upload is: Upload-Offset (bytes on disk) and Upload-Length",
         operation_id="uploadOffset",
-        parameters=[UPLOAD_ID, TUS_RESUMABLE],
+        parameters=[UPLOAD_ID_PARAMETER, TUS_RESUMABLE],
         responses={200: {"description": "Upload-Offset, Upload-Length, Upload-Metadata, Upload-Expires"},
                    **documented(403, 404, 410, 412)},
     )  # fmt: skip
     async def head(self) -> web.Response:
         self._check_version()
-        state = await self.request.app[UPLOADS].state(self.request[VIDEO_ID], self.request.get(API_KEY))
+        state = await self.request.app[UPLOADS].state(self.request[UPLOAD_ID], self.request.get(API_KEY))
         headers = {
             "Upload-Offset": str(state.offset),
             "Upload-Length": str(state.length),
@@ -278,7 +281,7 @@ class UploadView(_TusView):
             " video is stored, under the upload's id; refused content is the same 415/507 as POST /file/."
         ),
         parameters=[
-            UPLOAD_ID,
+            UPLOAD_ID_PARAMETER,
             TUS_RESUMABLE,
             _header("Upload-Offset", "Where this chunk starts", required=True, pattern="^[0-9]{1,19}$"),
             _header("Upload-Checksum", "algorithm and base64 digest of this chunk"),
@@ -296,7 +299,7 @@ class UploadView(_TusView):
         if offset is None:
             raise InvalidRequest("Upload-Offset is required: where this chunk starts (HEAD tells)")
         state = await request.app[UPLOADS].append(
-            request[VIDEO_ID], request.get(API_KEY), offset, self._body()
+            request[UPLOAD_ID], request.get(API_KEY), offset, self._body()
         )
         headers = {"Upload-Offset": str(state.offset), "Upload-Expires": _expires(state)}
         if state.complete:
@@ -308,12 +311,12 @@ class UploadView(_TusView):
         tags=["uploads (tus)"],
         summary="Terminate an upload: its bytes are removed",
         operation_id="terminateUpload",
-        parameters=[UPLOAD_ID, TUS_RESUMABLE],
+        parameters=[UPLOAD_ID_PARAMETER, TUS_RESUMABLE],
         responses={204: {"description": "Terminated"}, **documented(403, 404, 410, 412)},
     )
     async def delete(self) -> web.Response:
         self._check_version()
-        await self.request.app[UPLOADS].terminate(self.request[VIDEO_ID], self.request.get(API_KEY))
+        await self.request.app[UPLOADS].terminate(self.request[UPLOAD_ID], self.request.get(API_KEY))
         return web.Response(status=204)
 
     @docs(
@@ -321,7 +324,7 @@ class UploadView(_TusView):
         summary="X-HTTP-Method-Override: PATCH, DELETE or HEAD, for clients that can only POST",
         operation_id="overrideUploadMethod",
         parameters=[
-            UPLOAD_ID,
+            UPLOAD_ID_PARAMETER,
             TUS_RESUMABLE,
             _header(
                 "X-HTTP-Method-Override", "The method meant", required=True, enum=["PATCH", "DELETE", "HEAD"]

@@ -21,9 +21,10 @@ from aiohttp import BodyPartReader, MultipartReader, StreamReader, hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.multipart import content_disposition_filename, parse_content_disposition
 
-from ..config import HttpSettings
+from ..config import Settings
 from ..errors import BodyTimeout, ClientGone, EmptyUpload, InvalidRequest, UnsupportedMedia, UploadStalled
-from ..videos.publish import IncomingUpload
+from ..uploads.receiver import IncomingUpload
+from .protocol import first_line
 
 #: What aiohttp's parsers raise on a body that breaks the HTTP or multipart rules.
 MALFORMED = (HttpProcessingError, ValueError, AssertionError)
@@ -50,12 +51,12 @@ class BodyLimits:
     max_form_parts: int
 
     @classmethod
-    def of(cls, settings: HttpSettings) -> BodyLimits:
+    def of(cls, settings: Settings) -> BodyLimits:
         return cls(
-            idle_timeout_s=settings.upload_idle_timeout_s,
-            form_timeout_s=settings.body_timeout_s,
-            max_form_bytes=settings.max_form_bytes,
-            max_form_parts=settings.max_form_parts,
+            idle_timeout_s=settings.uploads.upload_idle_timeout_s,
+            form_timeout_s=settings.http.body_timeout_s,
+            max_form_bytes=settings.uploads.max_form_bytes,
+            max_form_parts=settings.uploads.max_form_parts,
         )
 
 
@@ -131,13 +132,13 @@ class BodyStream:
         except ConnectionError as e:
             raise ClientGone(str(e) or type(e).__name__) from None
         except MALFORMED as e:
-            raise InvalidRequest(f"the request body is malformed: {first_line(e)}") from None
+            raise InvalidRequest(f"the request body is malformed: {said(e)}") from None
         if self._deadline is not None:
             self._form_bytes += len(data)
         return data
 
 
-async def read_upload(request: web.Request, settings: HttpSettings) -> IncomingUpload:
+async def read_upload(request: web.Request, settings: Settings) -> IncomingUpload:
     limits = BodyLimits.of(settings)
     if request.content_type.startswith("multipart/"):
         return await _read_multipart(request, limits)
@@ -169,7 +170,7 @@ async def _read_multipart(request: web.Request, limits: BodyLimits) -> IncomingU
             max_headers=MAX_PART_HEADERS,
         )
     except MALFORMED as e:
-        raise InvalidRequest(f"the multipart body is malformed: {first_line(e)}") from None
+        raise InvalidRequest(f"the multipart body is malformed: {said(e)}") from None
     parts = _PartCounter(limits.max_form_parts)
     while True:
         part = await _next_part(reader, stream, parts)
@@ -205,7 +206,7 @@ async def _next_part(
     try:
         part = await reader.next()
     except (*MALFORMED, RuntimeError) as e:  # RuntimeError: a `_charset_` field aiohttp cannot take
-        raise InvalidRequest(f"the multipart body is malformed: {first_line(e)}") from None
+        raise InvalidRequest(f"the multipart body is malformed: {said(e)}") from None
     if part is None:
         return None
     parts.count()
@@ -227,7 +228,7 @@ async def _skip(part: BodyPartReader) -> None:
         while await part.read_chunk(FIELD_READ_BYTES):
             pass
     except MALFORMED as e:
-        raise InvalidRequest(f"the multipart body is malformed: {first_line(e)}") from None
+        raise InvalidRequest(f"the multipart body is malformed: {said(e)}") from None
 
 
 async def _file_then_rest(
@@ -238,7 +239,7 @@ async def _file_then_rest(
         while chunk := await file_part.read_chunk(READ_CHUNK_BYTES):
             yield chunk
     except MALFORMED as e:
-        raise InvalidRequest(f"the multipart body is malformed: {first_line(e)}") from None
+        raise InvalidRequest(f"the multipart body is malformed: {said(e)}") from None
     stream.form_mode()
     while (part := await _next_part(reader, stream, parts)) is not None:
         if part.name == FILE_FIELD or part.filename:
@@ -259,12 +260,6 @@ def _filename_from_headers(request: web.Request) -> str | None:
     return request.query.get("filename") or None
 
 
-#: Longest piece of a parser's message repeated to the client.
-ECHO_CHARS = 100
-
-
-def first_line(error: Exception) -> str:
-    """aiohttp's parser errors span lines (with a caret diagram); the first line of the message says it."""
-    text = str(getattr(error, "message", "") or error).strip()
-    line = text.splitlines()[0].strip() if text else type(error).__name__
-    return line if len(line) <= ECHO_CHARS else line[:ECHO_CHARS] + "..."
+def said(error: Exception) -> str:
+    """What a parser's error says, in a line (aiohttp's span lines, with a caret diagram)."""
+    return first_line(str(getattr(error, "message", "") or error) or type(error).__name__)

@@ -18,7 +18,7 @@ from webargs.aiohttpparser import AIOHTTPParser
 
 from ..errors import BodyTimeout, ClientGone, InvalidRequest
 from .keys import SETTINGS
-from .uploads import MALFORMED, first_line
+from .uploads import MALFORMED, said
 
 
 class JsonBodyParser(AIOHTTPParser):
@@ -34,13 +34,13 @@ class JsonBodyParser(AIOHTTPParser):
         except ConnectionError as e:
             raise ClientGone(str(e) or type(e).__name__) from None
         except MALFORMED as e:
-            raise InvalidRequest(f"the request body is malformed: {first_line(e)}") from None
+            raise InvalidRequest(f"the request body is malformed: {said(e)}") from None
         if not body.strip():
             raise InvalidRequest("the request body is empty: send a JSON object")
         try:
             return json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise InvalidRequest(f"the request body is not valid JSON: {first_line(e)}") from None
+            raise InvalidRequest(f"the request body is not valid JSON: {said(e)}") from None
         except ValueError:  # an integer of thousands of digits (int_max_str_digits)
             raise InvalidRequest("the request body is not valid JSON: a number in it is too long") from None
         except RecursionError:  # thousands of nested brackets fit in the size cap

@@ -8,8 +8,8 @@ from typing import Any
 from aiohttp import hdrs, web
 from aiohttp_apigami import docs, json_schema, querystring_schema, response_schema
 
-from ..service import Variant, VideoInfo
 from ..signing import LinkFamily
+from ..videos.view import Variant, VideoInfo
 from .content import send_video
 from .errortable import documented
 from .keys import (
@@ -17,7 +17,6 @@ from .keys import (
     DISK,
     GET_BODIES,
     JOB_RUNNER,
-    LIVE,
     METRICS,
     REPRESENTATION,
     SERVICE,
@@ -27,7 +26,6 @@ from .keys import (
 )
 from .live import stream_video
 from .metrics import serve_metrics
-from .requests import client_of
 from .schemas import (
     ContentQuerySchema,
     FileInfoSchema,
@@ -87,8 +85,8 @@ ID_PARAMETER = {
 @response_schema(UploadResponseSchema, 200, description="Stored")
 async def upload_file(request: web.Request) -> web.Response:
     settings = request.app[SETTINGS]
-    upload = await read_upload(request, settings.http)
-    video = await request.app[SERVICE].store(upload)
+    upload = await read_upload(request, settings)
+    video = await request.app[SERVICE].upload(upload)
     return web.json_response({"id": video.id})
 
 
@@ -213,11 +211,9 @@ get_content.signed_family = LinkFamily.CONTENT  # type: ignore[attr-defined]
 )
 async def get_events(request: web.Request) -> web.StreamResponse:
     if request.method == hdrs.METH_HEAD:  # says the stream exists, without opening one
-        await request.app[SERVICE].describe(request[VIDEO_ID])
+        await request.app[SERVICE].get(request[VIDEO_ID])
         return web.Response(content_type="text/event-stream")
-    return await stream_video(
-        request, request.app[LIVE], request[VIDEO_ID], client_of(request), request.get(SIGNED_UNTIL)
-    )
+    return await stream_video(request, request[VIDEO_ID])
 
 
 #: EventSource cannot send a bearer key either.

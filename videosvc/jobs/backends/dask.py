@@ -33,7 +33,8 @@ from typing import Any
 
 from ...config import Settings
 from ...media.probe import Toolchain
-from ..contract import JobFiles, Outcome, ResizeJob, ResizeResult
+from ...store.records import JobState
+from ..contract import JobFiles, ResizeJob, ResizeResult
 from ..worker import run_resize
 from . import BackendClosed, WorkerLost
 
@@ -108,7 +109,7 @@ class DaskBackend:
             return result
         except KilledWorker as e:
             # Dask gave up on its own count of dead workers (allowed-failures) before ours.
-            return ResizeResult(Outcome.FAILED, error=f"the workers running this job kept dying ({e})")
+            return ResizeResult(JobState.FAILED, error=f"the workers running this job kept dying ({e})")
         except (FutureCancelledError, asyncio.CancelledError) as e:
             if isinstance(e, asyncio.CancelledError) and _cancelling():
                 if future is not None:

@@ -1,8 +1,10 @@
 """Delivering the webhook outbox: signed per Standard Webhooks, retried with backoff, at least once.
 
 Each outbox row is one event for one URL, written in the same transaction as
-the change it reports (see `events.Outbox`), so a crash between the change and
-its delivery loses nothing: the row is still there at the next start. A row is
+the change it reports (see `events.outbox`), so a crash between the change and
+its delivery loses nothing: the row is still there at the next start. The row
+keeps the video as the change left it; its GET shape is rendered here, when
+the delivery is made (`render`, given by the application). A row is
 removed once the receiver answers 2xx, or once it is older than
 `webhook_max_age_s`. Deliveries run in a task of their own, a few at a time,
 each with a timeout: a slow or dead receiver never delays a request or a job.
@@ -22,17 +24,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import aiohttp
 from standardwebhooks.webhooks import Webhook
 
-from .config import EventSettings
-from .events import EventBus, Outbox, OutboxDropped, OutboxQueued
-from .store.db import Database, Delivery
+from ..config import EventSettings
+from ..store.outbox import OutboxRepository
+from ..store.records import Delivery, VideoStatus, status_from_dict
+from .bus import EventBus, OutboxDropped, OutboxQueued
+from .outbox import Outbox
+
+#: The GET shape of a video, as the webhooks carry it.
+Render = Callable[[VideoStatus], dict[str, Any]]
 
 log = logging.getLogger(__name__)
 
@@ -51,10 +61,13 @@ def backoff_s(attempts: int) -> float:
 
 
 class WebhookDispatcher:
-    def __init__(self, settings: EventSettings, db: Database, bus: EventBus, outbox: Outbox) -> None:
+    def __init__(
+        self, settings: EventSettings, rows: OutboxRepository, bus: EventBus, outbox: Outbox, render: Render
+    ) -> None:
         self._settings = settings
-        self._db = db
+        self._rows = rows
         self._outbox = outbox
+        self._render = render
         self._signer = Webhook(settings.webhook_secret) if settings.webhook_urls else None
         self._wake = asyncio.Event()
         self._slots = asyncio.Semaphore(settings.webhook_concurrency)
@@ -63,33 +76,35 @@ class WebhookDispatcher:
         self.counts = {"delivered": 0, "failed": 0, "dropped": 0}
         #: Deliveries not yet made (the outbox's rows), kept without asking the database.
         self.backlog = 0
-        bus.subscribe(self._on_event)
+        bus.subscribe(OutboxQueued, self._on_queued)
+        bus.subscribe(OutboxDropped, self._on_dropped)
 
     async def start(self) -> None:
         """Settle the outbox with the configuration: URLs no longer named get nothing more, and a URL
         disabled by a 410 stays disabled while it is still named (named anew after a removal: enabled)."""
         urls = self._settings.webhook_urls
-        disabled = await self._db.settle_webhook_urls(urls)
+        disabled = await self._rows.settle_urls(urls)
         self._outbox.disable(disabled)
-        dropped = await self._db.drop_deliveries_except(tuple(url for url in urls if url not in disabled))
+        dropped = await self._rows.drop_except(tuple(url for url in urls if url not in disabled))
         if dropped:
             self.counts["dropped"] += dropped
             log.warning("dropped %d webhook deliveries to URLs no longer configured, or disabled", dropped)
         for url in sorted(disabled):
             log.warning("webhook URL %s is disabled (it answered 410 Gone); remove it and add it back to"
                         " enable it again", url)  # fmt: skip
-        self.backlog = await self._db.outbox_size()
+        self.backlog = await self._rows.size()
 
-    def _on_event(self, event: object) -> None:
-        if isinstance(event, OutboxQueued):  # committed just now: look now, not at the next retry
-            self.backlog += event.count
-            self._wake.set()
-        elif isinstance(event, OutboxDropped):
-            self.backlog -= event.from_backlog
-            self.counts["dropped"] += event.count
-            log.warning(
-                "dropped %d webhook deliveries (%s)", event.count, event.reason
-            )  # rare by design: the cap is far above a healthy backlog
+    def _on_queued(self, event: OutboxQueued) -> None:
+        """Committed just now: look now, not at the next retry."""
+        self.backlog += event.count
+        self._wake.set()
+
+    def _on_dropped(self, event: OutboxDropped) -> None:
+        self.backlog -= event.from_backlog
+        self.counts["dropped"] += event.count
+        log.warning(
+            "dropped %d webhook deliveries (%s)", event.count, event.reason
+        )  # rare: the cap is far away
 
     async def run(self) -> None:
         if self._signer is None:
@@ -100,7 +115,7 @@ class WebhookDispatcher:
             try:
                 while True:
                     self._wake.clear()
-                    due = await self._db.due_deliveries(time.time(), BATCH, skip=self._in_flight)
+                    due = await self._rows.due(time.time(), BATCH, skip=self._in_flight)
                     for delivery in due:
                         await self._slots.acquire()  # at most webhook_concurrency at once
                         self._in_flight.add(delivery.id)
@@ -114,7 +129,7 @@ class WebhookDispatcher:
                 await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _sleep_until_due(self) -> None:
-        next_at = await self._db.next_delivery_at(skip=self._in_flight)
+        next_at = await self._rows.next_at(skip=self._in_flight)
         delay = 60.0 if next_at is None else max(0.05, min(60.0, next_at - time.time()))
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(delay):
@@ -124,7 +139,7 @@ class WebhookDispatcher:
         try:
             status, error = await self._attempt(session, delivery)
             if error is None:
-                if await self._db.delivered(delivery.id):  # not trimmed by the cap meanwhile
+                if await self._rows.delivered(delivery.id):  # not trimmed by the cap meanwhile
                     self.backlog -= 1
                 self.counts["delivered"] += 1
                 log.info(
@@ -138,7 +153,7 @@ class WebhookDispatcher:
                 return
             age = time.time() - delivery.created_at
             if age > self._settings.webhook_max_age_s:
-                if await self._db.delivered(delivery.id):  # given up: removed, and said so
+                if await self._rows.delivered(delivery.id):  # given up: removed, and said so
                     self.backlog -= 1
                 self.counts["dropped"] += 1
                 log.error(
@@ -148,7 +163,7 @@ class WebhookDispatcher:
                 )  # fmt: skip
                 return
             wait = backoff_s(delivery.attempts)
-            await self._db.retry_later(delivery.id, time.time() + wait, error)
+            await self._rows.retry_later(delivery.id, time.time() + wait, error)
             log.warning(
                 "webhook not delivered (%s); retrying in %.0f s", error, wait,
                 extra={"event": delivery.event_type, "webhook_id": delivery.message_id},
@@ -163,7 +178,7 @@ class WebhookDispatcher:
     async def _disable(self, delivery: Delivery) -> None:
         """410 Gone: the receiver says the endpoint is gone for good (Standard Webhooks)."""
         self._outbox.disable({delivery.url})
-        dropped = await self._db.disable_webhook_url(delivery.url)
+        dropped = await self._rows.disable_url(delivery.url)
         self.backlog -= dropped
         self.counts["dropped"] += dropped
         log.warning(
@@ -171,13 +186,23 @@ class WebhookDispatcher:
             " webhook_urls and add it back to enable it again", delivery.url, dropped,
         )  # fmt: skip
 
+    def payload(self, delivery: Delivery) -> str:
+        """What is sent: the event with the video's GET shape, rendered now from what the row kept."""
+        event = json.loads(delivery.payload)
+        if "data" not in event:  # rows from before the shape was rendered at delivery hold it rendered
+            status = event.pop("status")
+            event["data"] = self._render(status_from_dict(status)) if status else {}
+        return json.dumps(event, separators=(",", ":"))
+
     async def _attempt(
         self, session: aiohttp.ClientSession, delivery: Delivery
     ) -> tuple[int | None, str | None]:
         """(status, None) when the receiver took it (2xx); else (status, why not)."""
-        assert self._signer is not None
+        if self._signer is None:  # pragma: no cover - run() makes no deliveries without URLs
+            raise RuntimeError("no webhook URLs: nothing to deliver")
         now = datetime.now(UTC)
-        signature = self._signer.sign(delivery.message_id, now, delivery.payload)
+        payload = self.payload(delivery)
+        signature = self._signer.sign(delivery.message_id, now, payload)
         headers = {
             "Content-Type": "application/json",
             "webhook-id": delivery.message_id,
@@ -188,7 +213,7 @@ class WebhookDispatcher:
             # The status is the answer: a body (even a gigabyte of one) is never read, and a redirect
             # is not followed (it would re-post a signed payload to wherever the receiver says).
             async with session.post(
-                delivery.url, data=delivery.payload.encode(), headers=headers, allow_redirects=False
+                delivery.url, data=payload.encode(), headers=headers, allow_redirects=False
             ) as response:
                 status = response.status
                 response.close()

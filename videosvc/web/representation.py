@@ -10,10 +10,11 @@ import json
 from collections import OrderedDict
 from typing import Any
 
-from .config import Settings
-from .service import VideoInfo, VideoService
-from .signing import LinkFamily, Signer
-from .store.db import VideoStatus
+from ..config import Settings
+from ..signing import LinkFamily, Signer
+from ..store.records import VideoStatus
+from ..videos.service import VideoService
+from ..videos.view import VideoInfo
 
 #: The variant a content link opens when it names none.
 CURRENT = "current"
@@ -21,13 +22,14 @@ CURRENT = "current"
 
 class Representation:
     def __init__(self, settings: Settings, signer: Signer) -> None:
-        self._settings = settings.http
+        self._keys = settings.http.api_keys
+        self._ttl_s = settings.links.signed_url_ttl_s
         self._signer = signer
 
     @property
     def signs(self) -> bool:
         """Whether its links carry expiring signatures (API keys are set)."""
-        return bool(self._settings.api_keys)
+        return bool(self._keys)
 
     def _signed(
         self, path: str, family: LinkFamily, video_id: str, variant: str = "", until: int | None = None
@@ -35,9 +37,9 @@ class Representation:
         """`path`, with an expiring signature when API keys are set (a browser sends no key from
         <video src> or EventSource); never valid past `until`, the expiry of the link it is
         handed out through."""
-        if not self._settings.api_keys:
+        if not self._keys:
             return path
-        ttl = self._settings.signed_url_ttl_s
+        ttl = self._ttl_s
         expires, signature = self._signer.sign(family, video_id, ttl, variant, until)
         return f"{path}?expires={expires}&signature={signature}"
 
@@ -111,12 +113,12 @@ class GetBodies:
         self._max_entries = max_entries
 
     async def body(self, video_id: str) -> bytes:
-        status = await self._service.status(video_id)
+        status = await self._service.state(video_id)
         kept = self._bodies.get(video_id)
         if kept is not None and kept[0] is status:
             self._bodies.move_to_end(video_id)
             return kept[1]
-        info = self._service.info(status)
+        info = self._service.view(status)
         body = json.dumps(self._representation.video(info)).encode()
         if info.processing or self._representation.signs:
             self._bodies.pop(video_id, None)
