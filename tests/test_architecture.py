@@ -16,6 +16,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "videosvc"
 
+#: Everything below the web layer: the web layer may name any of it (its keys hold the domain's objects).
+DOMAIN = {
+    "aio",
+    "config",
+    "errors",
+    "events",
+    "hooks",
+    "jobs",
+    "logs",
+    "media",
+    "signing",
+    "store",
+    "uploads",
+    "videos",
+}
 #: What each part of videosvc may import of the others (its own modules aside). Lower layers first.
 LAYERS: dict[str, set[str]] = {
     "errors": set(),
@@ -30,35 +45,8 @@ LAYERS: dict[str, set[str]] = {
     "jobs": {"config", "errors", "events", "hooks", "media", "store"},
     "uploads": {"aio", "config", "errors", "media", "signing", "store"},
     "videos": {"aio", "config", "errors", "events", "jobs", "media", "signing", "store", "uploads"},
-    "web": {
-        "aio",
-        "config",
-        "errors",
-        "events",
-        "hooks",
-        "jobs",
-        "logs",
-        "media",
-        "signing",
-        "store",
-        "uploads",
-        "videos",
-    },  # fmt: skip
-    "app": {
-        "aio",
-        "config",
-        "errors",
-        "events",
-        "hooks",
-        "jobs",
-        "logs",
-        "media",
-        "signing",
-        "store",
-        "uploads",
-        "videos",
-        "web",
-    },  # fmt: skip
+    "web": DOMAIN,
+    "app": DOMAIN | {"web"},
     "server": {"app", "config", "hooks", "logs", "web"},
     "client": set(),
     "__main__": {"client", "config", "jobs", "logs", "media", "server", "store"},
