@@ -1,8 +1,10 @@
-"""Helpers shared by the tests: sample videos, polling, looking at the data dir."""
+"""Helpers shared by the tests: sample videos, polling, raw HTTP, looking at the data dir."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import re
 import sqlite3
 import subprocess
 import time
@@ -202,3 +204,41 @@ def ffmpeg_processes(data_dir: Path) -> list[int]:
         if state != "Z" and is_ffmpeg and any(str(data_dir).encode() in arg for arg in args):
             found.append(int(proc.name))
     return found
+
+
+# -- raw HTTP over a socket: what a hostile client sends is not what aiohttp's client would
+
+
+async def read_response(reader: asyncio.StreamReader, timeout_s: float = 10.0) -> bytes:
+    """One response, head and body (by its Content-Length), skipping any 100 Continue."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            head = await reader.readuntil(b"\r\n\r\n")
+            if not head.startswith(b"HTTP/1.1 100 "):
+                break
+        length = re.search(rb"(?i)\r\ncontent-length: *(\d+)", head)
+        return head + (await reader.readexactly(int(length[1])) if length else b"")
+
+
+async def exchange(port: int, data: bytes) -> bytes:
+    """Send `data`; the server's answer."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        writer.write(data)
+        await writer.drain()
+        return await read_response(reader)
+    finally:
+        writer.close()
+
+
+def status_of(answer: bytes) -> int:
+    match = re.match(rb"HTTP/1\.[01] (\d{3}) ", answer)
+    assert match, answer[:200]
+    return int(match[1])
+
+
+def json_body(answer: bytes) -> dict[str, str]:
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert b"application/json" in head.lower(), head
+    parsed: dict[str, str] = json.loads(body)
+    return parsed

@@ -18,7 +18,19 @@ import pytest
 
 from videosvc.media.probe import Toolchain, probe
 
-from .helpers import Samples, chunked, ffmpeg_processes, leftovers, rows, stored_ids, upload, wait_for_job
+from .helpers import (
+    Samples,
+    chunked,
+    ffmpeg_processes,
+    json_body,
+    leftovers,
+    read_response,
+    rows,
+    status_of,
+    stored_ids,
+    upload,
+    wait_for_job,
+)
 from .server import ServerProcess
 
 
@@ -241,3 +253,31 @@ async def test_patch_and_delete_racing_over_real_connections_never_wedge_the_dat
     assert rows(data_dir, "SELECT id FROM videos") == [(video_id,)]
     assert rows(data_dir, "SELECT state FROM jobs") == [("succeeded",)]
     _assert_consistent(data_dir, tools)
+
+
+async def test_uploads_still_running_at_the_end_of_the_grace_get_503_and_are_logged(
+    data_dir: Path, samples: Samples
+) -> None:
+    server = ServerProcess(data_dir, shutdown_grace_s=1, upload_idle_timeout_s=30).start()
+    video = samples.video(640, 360, duration_s=2).read_bytes()
+    streams = []
+    for _ in range(20):
+        reader, writer = await asyncio.open_connection("127.0.0.1", server.port)
+        writer.write(
+            b"POST /file/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\nExpect: 100-continue\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(video)
+        )
+        assert status_of(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)) == 100
+        writer.write(video[:1000])  # then trickle: far from done when the signal comes
+        streams.append((reader, writer))
+    await asyncio.sleep(0.3)
+    assert server.process is not None
+    server.process.send_signal(signal.SIGTERM)
+    answers = await asyncio.gather(*(read_response(r, 15) for r, _ in streams))
+    for (_, writer), answer in zip(streams, answers, strict=True):
+        writer.close()
+        assert status_of(answer) == 503
+        assert "shutting down" in json_body(answer)["error"]
+    assert server.stop(timeout_s=15) == 0
+    assert server.log().count("POST /file/ 503") == 20
+    assert leftovers(data_dir) == [] and stored_ids(data_dir) == []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from videosvc.web.keys import JOB_RUNNER, SERVICE
@@ -101,3 +103,19 @@ async def test_patch_while_shutting_down_is_503(client: Client, samples: Samples
     # The refused job left no trace: not active, and no failure to report.
     body = await (await client.get(f"/file/{video_id}/")).json()
     assert (body["processing"], body["processingSuccess"]) == (False, None)
+
+
+async def test_nothing_leaks_versions_free_bytes_or_long_echoes(make_client, samples: Samples) -> None:
+    client = await make_client(min_free_bytes=10**18)  # no disk is that large: every upload is a 507
+    with samples.video().open("rb") as f:
+        response = await client.post("/file/", data=f, headers={"Content-Type": "video/mp4"})
+    assert response.status == 507
+    message = (await response.json())["error"]
+    assert "not enough free" in message and str(10**18) not in message
+    assert not re.search(r"\d{7,}", message.replace(str(samples.video().stat().st_size), "")), message
+    assert response.headers["Server"] == "videosvc"
+    long_id = "x" * 8000
+    response = await client.get(f"/file/{long_id}/")
+    assert response.status == 404 and len((await response.json())["error"]) < 200
+    response = await client.get("/" + "y" * 8000)
+    assert response.status == 404 and len((await response.json())["error"]) < 200

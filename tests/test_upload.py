@@ -120,6 +120,19 @@ async def test_hostile_filename_is_kept_only_as_a_clean_display_name(
     assert stored_ids(data_dir) == [video_id]
 
 
+async def test_display_names_lose_c1_and_bidi_controls(client: Client, samples: Samples) -> None:
+    name = "evil\x85\u202egnp.mp4\u200b"
+    response = await client.post(
+        "/file/",
+        params={"filename": name},
+        data=samples.video().read_bytes(),
+        headers={"Content-Type": "video/mp4"},
+    )
+    video_id = (await response.json())["id"]
+    shown = (await (await client.get(f"/file/{video_id}/")).json())["filename"]
+    assert shown == "evil__gnp.mp4_"
+
+
 def _assert_nothing_stored(data_dir: Path) -> None:
     assert stored_ids(data_dir) == []
     assert leftovers(data_dir) == []
