@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
 import re
 import sqlite3
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from aiohttp import FormData
@@ -135,26 +136,59 @@ async def upload(client: Client, path: Path, filename: str | None = None) -> str
     return str(body["id"])
 
 
+async def get_video(client: Client, video_id: str, **headers: str) -> dict[str, Any]:
+    """GET /file/{id}/: the video's JSON, which must come with a 200."""
+    response = await client.get(f"/file/{video_id}/", headers=headers)
+    body: dict[str, Any] = await response.json()
+    assert response.status == 200, body
+    return body
+
+
+T = TypeVar("T")
+
+
+async def poll_until(
+    condition: Callable[[], T | Awaitable[T]],
+    what: str,
+    timeout_s: float = JOB_WAIT_S,
+    *,
+    every_s: float = 0.05,
+    until: Callable[[T], object] = bool,
+) -> T:
+    """Call `condition` (sync or async) every `every_s` until `until` holds of its value (by
+    default: until the value is truthy); return that value.
+
+    Past `timeout_s`, an AssertionError says what was awaited and the last value seen
+    (unless that was only None or a bool).
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if inspect.isawaitable(value):
+            value = await value
+        if until(value):  # type: ignore[arg-type]
+            return value  # type: ignore[return-value]
+        if time.monotonic() >= deadline:
+            seen = "" if value is None or isinstance(value, bool) else f"; last seen: {value!r:.2000}"
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}{seen}")
+        await asyncio.sleep(every_s)
+
+
 async def wait_for_job(client: Client, video_id: str, timeout_s: float = JOB_WAIT_S) -> dict[str, Any]:
     """Poll GET until processing is false; return the last body."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        response = await client.get(f"/file/{video_id}/")
-        body: dict[str, Any] = await response.json()
-        if not body["processing"]:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job on {video_id} still processing after {timeout_s} s")
+    return await poll_until(
+        lambda: get_video(client, video_id),
+        f"the job on {video_id} to end",
+        timeout_s,
+        until=lambda body: not body["processing"],
+    )
 
 
 async def wait_until_running(data_dir: Path, timeout_s: float = JOB_WAIT_S) -> None:
     """Until ffmpeg of some job has written its first progress report."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if any((data_dir / "jobs").glob("*/progress")):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("no job started")
+    await poll_until(
+        lambda: any((data_dir / "jobs").glob("*/progress")), "a job to start", timeout_s, every_s=0.02
+    )
 
 
 def probe_stored(data_dir: Path, video_id: str, tools: Toolchain) -> MediaInfo:

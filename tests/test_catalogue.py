@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from .helpers import Client, Samples, upload
+from .helpers import Client, Samples, get_video, upload
 
 
 async def _pages(client: Client, limit: int, **params: str) -> list[list[dict[str, Any]]]:
@@ -40,7 +40,7 @@ async def test_pages_are_newest_first_and_items_have_the_get_shape(client: Clien
     listed = [item["id"] for page in pages for item in page]
     assert listed == ids[::-1]
     for item in pages[0]:
-        assert item == await (await client.get(f"/file/{item['id']}/")).json()
+        assert item == await get_video(client, item["id"])
     # The default page is 20; the Link header carries the next page's URL as is.
     response = await client.get("/file/", params={"limit": "2"})
     link = response.headers["Link"]

@@ -24,7 +24,7 @@ from tusclient.storage.filestorage import FileStorage
 from videosvc.__main__ import main
 from videosvc.client.api import UploadFingerprint
 
-from .helpers import Client, Samples, upload, wait_for_job
+from .helpers import Client, Samples, get_video, poll_until, upload, wait_for_job
 
 MB = 1024 * 1024
 ID = "00000000-0000-4000-8000-000000000001"
@@ -116,7 +116,7 @@ async def test_upload_then_resize_and_wait(client: Client, cli: Any, samples: Sa
     again = await cli(client, "resize", video["id"], "96x72", "--wait", "--progress")
     assert again.code == 0, again.err
     assert "resized to 96x72" in again.err and "resizing" in again.err  # the message and its bar
-    assert (await (await client.get(f"/file/{video['id']}/")).json())["width"] == 96
+    assert (await get_video(client, video["id"]))["width"] == 96
 
 
 async def test_a_killed_upload_resumes_where_it_stopped(
@@ -130,10 +130,9 @@ async def test_a_killed_upload_resumes_where_it_stopped(
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     parts = data_dir / "uploads"
-    for _ in range(600):
-        if any(p.stat().st_size >= 3 * MB for p in parts.glob("*.part")):
-            break
-        await asyncio.sleep(0.01)
+    await poll_until(
+        lambda: any(p.stat().st_size >= 3 * MB for p in parts.glob("*.part")), "3 MB sent", 6, every_s=0.01
+    )
     process.kill()  # SIGKILL: no chance to tidy up
     await process.wait()
     [part] = list(parts.glob("*.part"))
@@ -294,10 +293,12 @@ async def test_an_upload_is_never_resumed_on_another_server(
         stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     state_file = state / "videosvc" / "uploads.json"
-    for _ in range(1000):
-        if state_file.exists() and "/uploads/" in state_file.read_text():
-            break
-        await asyncio.sleep(0.01)
+    await poll_until(
+        lambda: state_file.exists() and "/uploads/" in state_file.read_text(),
+        "the CLI to keep its upload's URL",
+        10,
+        every_s=0.01,
+    )
     process.kill()
     await process.wait()
     assert "/uploads/" in state_file.read_text()  # an upload to the first server, left to resume

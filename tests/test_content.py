@@ -14,7 +14,7 @@ import pytest
 
 from videosvc.signing import LinkFamily, Signer
 
-from .helpers import Client, Samples, upload, wait_for_job
+from .helpers import Client, Samples, get_video, upload, wait_for_job
 
 
 async def _stored(client: Client, samples: Samples, name: str = "cat.mp4") -> tuple[str, bytes]:
@@ -36,7 +36,7 @@ async def test_the_whole_video_with_every_header_a_player_needs(client: Client, 
     assert headers["Last-Modified"].endswith(" GMT")
     assert headers["Content-Disposition"] == "inline; filename=\"cat.mp4\"; filename*=UTF-8''cat.mp4"
     # GET /file/{id}/ says where it is.
-    info = await (await client.get(f"/file/{video_id}/")).json()
+    info = await get_video(client, video_id)
     assert info["contentUrl"] == f"/file/{video_id}/content"
 
 
@@ -205,7 +205,7 @@ async def test_a_signed_content_url_works_without_the_key_and_nowhere_else(
             )
         ).json()
     )["id"]
-    info = await (await client.get(f"/file/{video_id}/", headers=key)).json()
+    info = await get_video(client, video_id, **key)
     url = info["contentUrl"]
     assert url.startswith(f"/file/{video_id}/content?expires=") and "&signature=" in url
     # A browser's <video src>: no Authorization header.

@@ -22,8 +22,10 @@ from .helpers import (
     Samples,
     chunked,
     ffmpeg_processes,
+    get_video,
     json_body,
     leftovers,
+    poll_until,
     read_response,
     rows,
     status_of,
@@ -32,15 +34,6 @@ from .helpers import (
     wait_for_job,
 )
 from .server import ServerProcess
-
-
-async def _wait_for(condition, timeout_s: float = 60.0, what: str = "condition") -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _descendants(pid: int) -> list[int]:
@@ -85,7 +78,7 @@ async def test_kill_mid_upload_leaves_nothing_after_restart(data_dir: Path, samp
             + f"Content-Length: {len(data) * 10}\r\n\r\n".encode()
             + data
         )
-        await _wait_for(lambda: any((data_dir / "tmp").iterdir()), what="the upload's temp file")
+        await poll_until(lambda: any((data_dir / "tmp").iterdir()), "the upload's temp file")
         server.kill9()
         sock.close()
     with ServerProcess(data_dir):
@@ -101,12 +94,12 @@ async def test_kill_while_ffmpeg_runs_then_the_job_resumes(data_dir: Path, sampl
             assert (
                 await client.patch(f"/file/{video_id}/", json={"width": 1920, "height": 1080})
             ).status == 200
-            await _wait_for(lambda: ffmpeg_processes(data_dir), what="ffmpeg to start")
+            await poll_until(lambda: ffmpeg_processes(data_dir), "ffmpeg to start")
         family = _descendants(server.process.pid)  # type: ignore[union-attr]
         assert len(family) >= 3  # forkserver, workers, ffmpeg
         server.kill9()
     # The pool, its forkserver and ffmpeg die with the server: nobody encodes for a dead process.
-    await _wait_for(lambda: not any(_alive(pid) for pid in family), timeout_s=5, what="the pool to exit")
+    await poll_until(lambda: not any(_alive(pid) for pid in family), "the pool to exit", 5)
     assert not ffmpeg_processes(data_dir)
 
     with ServerProcess(data_dir, x264_preset="ultrafast") as server:
@@ -126,12 +119,12 @@ async def test_a_job_interrupted_too_often_is_marked_failed_with_a_reason(
         async with aiohttp.ClientSession(server.url) as client:
             video_id = await upload(client, samples.video(1280, 720, duration_s=5))
             await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})
-            await _wait_for(lambda: ffmpeg_processes(data_dir), what="ffmpeg to start")
+            await poll_until(lambda: ffmpeg_processes(data_dir), "ffmpeg to start")
         server.kill9()
 
     with ServerProcess(data_dir, job_max_attempts=1) as server:
         async with aiohttp.ClientSession(server.url) as client:
-            body = await (await client.get(f"/file/{video_id}/")).json()
+            body = await get_video(client, video_id)
     assert body["processing"] is False
     assert body["processingSuccess"] is False
     assert "interrupted 1 time(s)" in body["processingError"]
@@ -149,10 +142,8 @@ async def test_kill_after_the_output_replaced_the_video_but_before_the_row_was_u
             video_path = data_dir / "videos" / f"{video_id}.mp4"
             await client.patch(f"/file/{video_id}/", json={"width": 160, "height": 120})
             # Inside the window: the file on disk is the new one, the row still says processing.
-            await _wait_for(
-                lambda: probe(str(video_path), tools).width == 160, what="the file to be replaced"
-            )
-            assert (await (await client.get(f"/file/{video_id}/")).json())["processing"] is True
+            await poll_until(lambda: probe(str(video_path), tools).width == 160, "the file to be replaced")
+            assert (await get_video(client, video_id))["processing"] is True
         server.kill9()
 
     # Even with no attempt left, the finished video is recognised and recorded, not failed or redone.
@@ -198,7 +189,7 @@ async def test_signal_finishes_in_flight_requests_stops_ffmpeg_and_resumes_jobs_
         async with aiohttp.ClientSession(server.url) as client:
             busy = await upload(client, samples.video(1280, 720, duration_s=5))
             await client.patch(f"/file/{busy}/", json={"width": 1920, "height": 1080})
-            await _wait_for(lambda: ffmpeg_processes(data_dir), what="ffmpeg to start")
+            await poll_until(lambda: ffmpeg_processes(data_dir), "ffmpeg to start")
 
             data = samples.video().read_bytes()
 
@@ -209,7 +200,7 @@ async def test_signal_finishes_in_flight_requests_stops_ffmpeg_and_resumes_jobs_
                     headers={"Content-Type": "video/mp4"},
                 )
             )
-            await _wait_for(lambda: any((data_dir / "tmp").iterdir()), what="the upload to start")
+            await poll_until(lambda: any((data_dir / "tmp").iterdir()), "the upload to start")
             started = time.monotonic()
             server.process.send_signal(sig)  # type: ignore[union-attr]
             response = await in_flight

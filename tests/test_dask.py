@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 
 from .cluster import DaskCluster
-from .helpers import Samples, ffmpeg_processes, leftovers, rows, upload, wait_for_job
+from .helpers import Samples, ffmpeg_processes, leftovers, poll_until, rows, upload, wait_for_job
 from .server import ServerProcess
 
 
@@ -35,15 +35,6 @@ def _parent_of(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-async def _until(condition, what: str, timeout_s: float = 60):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if value := condition():
-            return value
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 @pytest.mark.parametrize("attempts", [1, 3])
 async def test_a_worker_killed_mid_job_is_retried_elsewhere_then_given_up(
     make_client, samples: Samples, data_dir: Path, cluster: DaskCluster, attempts: int
@@ -53,7 +44,7 @@ async def test_a_worker_killed_mid_job_is_retried_elsewhere_then_given_up(
     )
     video_id = await upload(client, samples.video(1280, 720, duration_s=3))
     assert (await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})).status == 200
-    (ffmpeg,) = await _until(lambda: ffmpeg_processes(data_dir), "ffmpeg on a worker")
+    (ffmpeg,) = await poll_until(lambda: ffmpeg_processes(data_dir), "ffmpeg on a worker")
     os.kill(_parent_of(ffmpeg), signal.SIGKILL)  # the worker process (its nanny starts a new one)
     done = await wait_for_job(client, video_id, timeout_s=120)
     if attempts == 1:
@@ -75,11 +66,11 @@ async def test_a_service_killed_9_leaves_no_remote_encode_and_its_job_resumes_at
         async with aiohttp.ClientSession(server.url) as session:
             video_id = await upload(session, samples.video(1280, 720, duration_s=5))  # type: ignore[arg-type]
             await session.patch(f"/file/{video_id}/", json={"width": 1920, "height": 1080})
-        await _until(lambda: ffmpeg_processes(data_dir), "ffmpeg on a worker")
+        await poll_until(lambda: ffmpeg_processes(data_dir), "ffmpeg on a worker")
         server.kill9()
         killed = time.monotonic()
         # The worker is not the service's child: only the lease can tell it the service is gone.
-        await _until(lambda: not ffmpeg_processes(data_dir), "the remote ffmpeg to stop", timeout_s=30)
+        await poll_until(lambda: not ffmpeg_processes(data_dir), "the remote ffmpeg to stop", timeout_s=30)
         stopped_after = time.monotonic() - killed
     finally:
         server.__exit__()
@@ -100,11 +91,11 @@ async def test_a_scheduler_restart_is_logged_and_jobs_go_on(
             video_id = await upload(session, samples.video())  # type: ignore[arg-type]
             in_flight = await upload(session, samples.video(1280, 720, duration_s=10))  # type: ignore[arg-type]
             await session.patch(f"/file/{in_flight}/", json={"width": 1920, "height": 1080})
-            await _until(lambda: ffmpeg_processes(data_dir), "the job to be on a worker")
+            await poll_until(lambda: ffmpeg_processes(data_dir), "the job to be on a worker")
             assert cluster.scheduler is not None
             os.killpg(cluster.scheduler.pid, signal.SIGKILL)
             cluster.scheduler.wait(timeout=10)
-            await _until(lambda: "lost the Dask scheduler" in server.log(), "the log to say so", 30)
+            await poll_until(lambda: "lost the Dask scheduler" in server.log(), "the log to say so", 30)
             # Away longer than the client waits for a reconnection: the client gives up and closes
             # itself for good (a loaded machine did that to this test now and then), and the
             # service must come back with a new one.
@@ -114,7 +105,9 @@ async def test_a_scheduler_restart_is_logged_and_jobs_go_on(
             # policy, systemd) starts them again, as here.
             for name in ("w0-again", "w1-again"):
                 cluster.add_worker(name)
-            await _until(lambda: "reconnected to the Dask scheduler" in server.log(), "a reconnection", 60)
+            await poll_until(
+                lambda: "reconnected to the Dask scheduler" in server.log(), "a reconnection", 60
+            )
             await asyncio.to_thread(cluster.wait_for_workers, 2)
             await session.patch(f"/file/{video_id}/", json={"width": 160, "height": 120})
             done = await wait_for_job(session, video_id, timeout_s=120)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from .helpers import (
     Client,
     Samples,
     ffmpeg_processes,
+    get_video,
     leftovers,
     rows,
     stored_ids,
@@ -66,12 +67,12 @@ async def test_delete_drops_a_queued_job_at_once(make_client, samples: Samples, 
     assert (await client.patch(f"/file/{busy}/", json={"width": 1920, "height": 1080})).status == 200
     await wait_until_running(data_dir)
     assert (await client.patch(f"/file/{queued}/", json={"width": 160, "height": 120})).status == 200
-    assert (await (await client.get(f"/file/{queued}/")).json())["processing"] is True
+    assert (await get_video(client, queued))["processing"] is True
 
     response = await client.delete(f"/file/{queued}/")
     assert response.status == 200
     # The busy job is untouched and still running.
-    assert (await (await client.get(f"/file/{busy}/")).json())["processing"] is True
+    assert (await get_video(client, busy))["processing"] is True
     assert stored_ids(data_dir) == [busy]
     assert rows(data_dir, "SELECT video_id FROM jobs") == [(busy,)]
 

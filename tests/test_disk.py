@@ -17,7 +17,7 @@ import aiohttp
 from videosvc.store.disk import overhead
 from videosvc.web.keys import DISK
 
-from .helpers import Samples, chunked, rows, upload, wait_for_job
+from .helpers import Samples, chunked, get_video, poll_until, rows, upload, wait_for_job
 from .server import ServerProcess
 from .test_tus import OCTETS, TUS, create, offset_of, patch
 
@@ -101,10 +101,13 @@ async def test_a_running_resize_reserves_its_output(make_client, make_disk, samp
     assert expected > 2 * MiB  # far more than a reservation's own overhead
     room = budget.room()
     assert (await client.patch(f"/file/{video_id}/", json={"width": 1920, "height": 1080})).status == 200
-    for _ in range(500):
-        if (await (await client.get(f"/file/{video_id}/")).json())["job"]["state"] == "running":
-            break
-        await asyncio.sleep(0.01)
+    await poll_until(
+        lambda: get_video(client, video_id),
+        "the job to run",
+        5,
+        every_s=0.01,
+        until=lambda body: body["job"]["state"] == "running",
+    )
     # An upload that would fit in the room the job does not hold: refused while the job holds it.
     fits_without_the_job = room - expected // 2 - overhead(room)
     response = await client.post("/uploads/", headers={**TUS, "Upload-Length": str(fits_without_the_job)})

@@ -8,7 +8,7 @@ import pytest
 
 from videosvc.web.keys import JOB_RUNNER, SERVICE
 
-from .helpers import Client, Samples, upload
+from .helpers import Client, Samples, get_video, upload
 
 UNKNOWN = "00000000-0000-4000-8000-000000000000"
 
@@ -101,7 +101,7 @@ async def test_patch_while_shutting_down_is_503(client: Client, samples: Samples
     assert response.status == 503
     assert "shutting down" in (await response.json())["error"]
     # The refused job left no trace: not active, and no failure to report.
-    body = await (await client.get(f"/file/{video_id}/")).json()
+    body = await get_video(client, video_id)
     assert (body["processing"], body["processingSuccess"]) == (False, None)
 
 

@@ -11,7 +11,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
-from .helpers import Client, Samples, leftovers, rows, upload, wait_for_job
+from .helpers import Client, Samples, get_video, leftovers, rows, upload, wait_for_job
 
 
 async def test_a_resize_over_the_output_pixel_limit_is_refused_at_patch(
@@ -21,7 +21,7 @@ async def test_a_resize_over_the_output_pixel_limit_is_refused_at_patch(
     response = await client.patch(f"/file/{video_id}/", json={"width": 8192, "height": 8192})
     assert response.status == 400
     assert "max_output_pixels" in (await response.json())["error"]
-    assert (await (await client.get(f"/file/{video_id}/")).json())["processing"] is False
+    assert (await get_video(client, video_id))["processing"] is False
 
 
 async def test_work_is_pixels_times_frames_and_a_high_frame_rate_clip_cannot_exceed_it(
@@ -117,7 +117,7 @@ async def test_the_job_queue_is_capped_overall_and_per_key_with_retry_after(
     full = await client.patch(f"/file/{ids[3]}/", json=size, headers=as_b)
     assert full.status == 429 and "max_queued_jobs" in (await full.json())["error"]
     # A refused PATCH left no job behind.
-    assert (await (await client.get(f"/file/{ids[3]}/", headers=as_b)).json())["processing"] is False
+    assert (await get_video(client, ids[3], **as_b))["processing"] is False
     for video_id in ids[:3]:
         assert (await client.delete(f"/file/{video_id}/", headers=as_a)).status == 200
     assert (await client.patch(f"/file/{ids[3]}/", json=size, headers=as_a)).status == 200

@@ -6,25 +6,20 @@ import asyncio
 from typing import Any
 
 from .conftest import both_backends
-from .helpers import Client, Samples, upload, wait_for_job
-
-
-async def _get(client: Client, video_id: str) -> dict[str, Any]:
-    body: dict[str, Any] = await (await client.get(f"/file/{video_id}/")).json()
-    return body
+from .helpers import Client, Samples, get_video, poll_until, upload, wait_for_job
 
 
 async def _until(client: Client, video_id: str, state: str) -> dict[str, Any]:
-    for _ in range(600):
-        body = await _get(client, video_id)
-        if body["job"] and body["job"]["state"] == state:
-            return body
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"job never reached {state}")
+    return await poll_until(
+        lambda: get_video(client, video_id),
+        f"the job to be {state}",
+        30,
+        until=lambda body: body["job"] and body["job"]["state"] == state,
+    )
 
 
 async def test_no_job_before_the_first_resize(client: Client, samples: Samples) -> None:
-    body = await _get(client, await upload(client, samples.video()))
+    body = await get_video(client, await upload(client, samples.video()))
     assert (body["job"], body["processing"], body["processingSuccess"], body["progress"]) == (
         None,
         False,
@@ -47,7 +42,7 @@ async def test_a_new_job_hides_the_last_outcome_until_its_own_is_known(make_clie
     await client.patch(f"/file/{blocker}/", json={"width": 1920, "height": 1080})
     await _until(client, blocker, "running")
     await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})
-    queued = await _get(client, video_id)
+    queued = await get_video(client, video_id)
     assert queued["processing"] is True
     assert queued["processingSuccess"] is None and queued["processingError"] is None  # not the old "true"
     job = queued["job"]
@@ -87,14 +82,15 @@ async def test_a_running_jobs_progress_moves_between_gets(make_client, samples: 
     video_id = await upload(client, samples.video(640, 360, duration_s=5))
     assert (await client.patch(f"/file/{video_id}/", json={"width": 1280, "height": 720})).status == 200
     seen: list[int] = []
-    for _ in range(600):
-        progress = (await _get(client, video_id))["progress"]
+
+    async def progress_so_far() -> list[int]:
+        progress = (await get_video(client, video_id))["progress"]
         if progress is not None and (not seen or progress != seen[-1]):
             seen.append(progress)
-        if len(seen) >= 3:
-            break
-        await asyncio.sleep(0.05)
-    assert len(seen) >= 3 and seen == sorted(seen), seen
+        return seen
+
+    await poll_until(progress_so_far, "three progress values", 30, until=lambda values: len(values) >= 3)
+    assert seen == sorted(seen), seen
     assert (await client.delete(f"/file/{video_id}/")).status in (200, 204)
 
 
@@ -104,9 +100,9 @@ async def test_signed_links_are_fresh_on_each_get(make_client, samples: Samples)
     with samples.video().open("rb") as f:
         posted = await client.post("/file/", data=f, headers={**key, "Content-Type": "video/mp4"})
         video_id = (await posted.json())["id"]
-    first = await (await client.get(f"/file/{video_id}/", headers=key)).json()
+    first = await get_video(client, video_id, **key)
     await asyncio.sleep(1.1)  # expiries are in whole seconds
-    second = await (await client.get(f"/file/{video_id}/", headers=key)).json()
+    second = await get_video(client, video_id, **key)
     assert first["contentUrl"] != second["contentUrl"]
     assert {k: v for k, v in first.items() if not k.endswith("Url")} == {
         k: v for k, v in second.items() if not k.endswith("Url")

@@ -6,7 +6,7 @@ import asyncio
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from .helpers import Samples
+from .helpers import Samples, get_video
 from .sse import EventReader
 
 KEY = {"Authorization": "Bearer k"}
@@ -26,7 +26,7 @@ def _expires(url: str) -> int:
 
 async def test_a_content_link_opens_its_variant_only(make_client, samples: Samples) -> None:
     client, video_id = await _keyed(make_client, samples)
-    info = await (await client.get(f"/file/{video_id}/", headers=KEY)).json()
+    info = await get_video(client, video_id, **KEY)
     url = info["contentUrl"]
     assert (await client.get(url)).status == 200
     query = url.split("?", 1)[1]
@@ -41,7 +41,7 @@ async def test_a_content_link_opens_its_variant_only(make_client, samples: Sampl
 async def test_links_handed_out_through_a_signed_link_never_outlive_it(make_client, samples: Samples) -> None:
     """Finding 8: reopening /events before expiry renewed access forever."""
     client, video_id = await _keyed(make_client, samples, signed_url_ttl_s=3)
-    info = await (await client.get(f"/file/{video_id}/", headers=KEY)).json()
+    info = await get_video(client, video_id, **KEY)
     link = info["eventsUrl"]
     expires = _expires(link)
     await asyncio.sleep(1.2)  # the link has less left than a fresh one would
@@ -57,7 +57,7 @@ async def test_links_handed_out_through_a_signed_link_never_outlive_it(make_clie
 
 async def test_responses_to_signed_requests_are_private(make_client, samples: Samples) -> None:
     client, video_id = await _keyed(make_client, samples)
-    info = await (await client.get(f"/file/{video_id}/", headers=KEY)).json()
+    info = await get_video(client, video_id, **KEY)
     response = await client.get(info["contentUrl"])
     assert response.status == 200 and "private" in response.headers["Cache-Control"]
 

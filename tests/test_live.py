@@ -14,7 +14,7 @@ import pytest
 
 from videosvc.web.keys import SERVICE
 
-from .helpers import Client, Samples, upload, wait_for_job, wait_until_running
+from .helpers import Client, Samples, get_video, poll_until, upload, wait_for_job, wait_until_running
 from .server import ServerProcess
 from .sse import EventReader
 
@@ -23,13 +23,20 @@ async def _open(client: Any, url: str, **headers: str) -> EventReader:
     return EventReader(await client.get(url, headers=headers))
 
 
-async def _get(client: Client, video_id: str) -> dict[str, Any]:
-    return dict(await (await client.get(f"/file/{video_id}/")).json())
+async def _until_a_stream_opens(client: Client, url: str, timeout_s: float, every_s: float) -> None:
+    """Until GET `url` opens a live stream (200, not 429); each answer is closed at once."""
+
+    async def status() -> int:
+        response = await client.get(url)
+        response.close()
+        return response.status
+
+    await poll_until(status, f"a stream at {url}", timeout_s, every_s=every_s, until=lambda s: s == 200)
 
 
 async def test_a_stream_follows_a_resize_from_queued_to_done(client: Client, samples: Samples) -> None:
     video_id = await upload(client, samples.video(1280, 720, duration_s=4))
-    info = await _get(client, video_id)
+    info = await get_video(client, video_id)
     assert info["eventsUrl"] == f"/file/{video_id}/events"
     stream = await _open(client, info["eventsUrl"])
     first = await stream.next()
@@ -48,7 +55,7 @@ async def test_a_stream_follows_a_resize_from_queued_to_done(client: Client, sam
     assert progress and progress == sorted(progress) and 0 <= progress[0] < 100
     # Progress is told at most twice a second (plus the state changes around it).
     assert len(progress) <= took_s * 2 + 3
-    assert shapes[-1] == await _get(client, video_id)
+    assert shapes[-1] == await get_video(client, video_id)
     assert (shapes[-1]["width"], shapes[-1]["processingSuccess"]) == (1920, True)
     assert len({event.id for event in events}) == len(events)  # each snapshot its own id
 
@@ -110,7 +117,7 @@ async def test_a_signed_events_url_opens_the_stream_without_the_key(make_client,
         "/file/", data=samples.video().read_bytes(), headers={**key, "Content-Type": "video/mp4"}
     )
     video_id = (await response.json())["id"]
-    info = await (await client.get(f"/file/{video_id}/", headers=key)).json()
+    info = await get_video(client, video_id, **key)
     url = info["eventsUrl"]
     assert url.startswith(f"/file/{video_id}/events?expires=") and "&signature=" in url
     stream = await _open(client, url)  # EventSource: no Authorization header
@@ -129,13 +136,7 @@ async def test_streams_over_max_live_streams_are_429_until_one_closes(make_clien
     assert refused.status == 429 and "max_live_streams" in (await refused.json())["error"]
     assert int(refused.headers["Retry-After"]) > 0
     streams[0].response.close()  # the client goes away; the next heartbeat notices
-    for _ in range(100):
-        response = await client.get(url)
-        if response.status == 200:
-            break
-        response.close()
-        await asyncio.sleep(0.05)
-    assert response.status == 200
+    await _until_a_stream_opens(client, url, 5, every_s=0.05)
 
 
 async def test_many_streams_read_the_video_once_per_change_not_once_per_stream(
@@ -163,7 +164,7 @@ async def test_many_streams_read_the_video_once_per_change_not_once_per_stream(
         assert len(reads) == 100
 
         # A resize to the size it has: queued and ended at once, with no encoding.
-        info = await _get(client, video_id)
+        info = await get_video(client, video_id)
         size = {"width": info["width"], "height": info["height"]}
         assert (await client.patch(f"/file/{video_id}/", json=size)).status == 200
         for stream in streams:
@@ -241,12 +242,8 @@ async def test_a_stream_whose_client_went_away_frees_its_place_within_a_second(
     assert (await client.get(f"/file/{video_id}/events")).status == 429
     for writer in sockets:
         writer.transport.abort()  # gone at once, as a closed tab or a dropped network is
-    started = time.monotonic()
-    while (response := await client.get(f"/file/{video_id}/events")).status != 200:
-        response.close()
-        assert time.monotonic() - started < 1.0, "a gone client still holds its stream's place"
-        await asyncio.sleep(0.02)
-    response.close()
+    # Within a second, not at the next heartbeat: a gone client no longer holds its stream's place.
+    await _until_a_stream_opens(client, f"/file/{video_id}/events", 1.0, every_s=0.02)
 
 
 async def test_one_address_cannot_hold_every_live_stream(make_client, samples: Samples) -> None:
@@ -258,8 +255,4 @@ async def test_one_address_cannot_hold_every_live_stream(make_client, samples: S
     refused = await client.get(url)
     assert refused.status == 429 and "max_live_streams_per_client" in (await refused.json())["error"]
     streams[0].response.close()
-    for _ in range(100):
-        if (response := await client.get(url)).status == 200:
-            break
-        await asyncio.sleep(0.02)
-    assert response.status == 200
+    await _until_a_stream_opens(client, url, 2, every_s=0.02)

@@ -12,7 +12,7 @@ import pytest
 
 from videosvc.logs import Access, JsonFormatter, TextFormatter
 
-from .helpers import Samples, upload, wait_for_job
+from .helpers import Samples, poll_until, upload, wait_for_job
 from .server import ServerProcess
 
 
@@ -73,11 +73,7 @@ async def test_text_logs_have_every_access_line_in_order(data_dir: Path) -> None
             for path in paths:
                 assert (await client.get(path)).status == 404
             # Written within FLUSH_DELAY_S, not held until the next line or the exit.
-            for _ in range(100):
-                if " GET /nope-199 " in server.log():
-                    break
-                await asyncio.sleep(0.05)
-            assert " GET /nope-199 " in server.log()
+            await poll_until(lambda: " GET /nope-199 " in server.log(), "the last access line", 5)
             # Several in one turn of the loop, from many connections at once.
             await asyncio.gather(*(client.head(f"/many-{n}") for n in range(50)))
         assert server.stop() == 0

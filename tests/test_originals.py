@@ -11,6 +11,7 @@ from videosvc.store.database import migration_scripts
 from .helpers import (
     Client,
     Samples,
+    get_video,
     leftovers,
     original_ids,
     probe_stored,
@@ -49,7 +50,7 @@ async def test_the_originals_size_restores_it_and_the_current_size_changes_nothi
 ) -> None:
     source = samples.video(320, 240)
     video_id = await upload(client, source)
-    info = await (await client.get(f"/file/{video_id}/")).json()
+    info = await get_video(client, video_id)
     assert (info["originalWidth"], info["originalHeight"], info["originalSize"]) == (
         320,
         240,
@@ -61,14 +62,14 @@ async def test_the_originals_size_restores_it_and_the_current_size_changes_nothi
     # The current size: nothing to encode, and nothing changes.
     response = await client.patch(f"/file/{video_id}/", json={"width": 160, "height": 120})
     assert response.status == 200
-    same = await (await client.get(f"/file/{video_id}/")).json()
+    same = await get_video(client, video_id)
     assert (same["processing"], same["processingSuccess"], same["job"]["state"]) == (False, True, "succeeded")
     assert (data_dir / "videos" / f"{video_id}.mp4").read_bytes() == resized
 
     # The original's size: the original itself, at once (no job ever queued).
     response = await client.patch(f"/file/{video_id}/", json={"width": 320, "height": 240})
     assert response.status == 200
-    restored = await (await client.get(f"/file/{video_id}/")).json()
+    restored = await get_video(client, video_id)
     assert (restored["processing"], restored["processingSuccess"]) == (False, True)
     assert (restored["width"], restored["height"], restored["size"]) == (320, 240, source.stat().st_size)
     assert (data_dir / "videos" / f"{video_id}.mp4").read_bytes() == source.read_bytes()
@@ -89,7 +90,7 @@ async def test_without_originals_each_resize_replaces_the_only_copy(
 ) -> None:
     client = await make_client(keep_original="false")
     video_id = await upload(client, samples.video(320, 240))
-    info = await (await client.get(f"/file/{video_id}/")).json()
+    info = await get_video(client, video_id)
     assert (info["originalWidth"], info["originalSize"]) == (None, None)
     await _resize(client, video_id, 160, 120)
     await _resize(client, video_id, 320, 240)  # an encode of the 160x120 rendition, not a restore
@@ -133,7 +134,7 @@ async def test_a_data_dir_from_before_originals_keeps_working_after_the_upgrade(
 
     with ServerProcess(data_dir) as server:
         async with aiohttp.ClientSession(server.url) as client:
-            info = await (await client.get(f"/file/{video_id}/")).json()
+            info = await get_video(client, video_id)
             assert (info["filename"], info["width"], info["processingSuccess"]) == ("old.mp4", 320, True)
             assert (info["originalWidth"], info["originalSize"]) == (320, source.stat().st_size)
             assert info["job"]["state"] == "succeeded"

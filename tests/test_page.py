@@ -21,7 +21,7 @@ import pytest
 
 from .browser import needs_chromium
 from .conftest import RESULTS
-from .helpers import Samples
+from .helpers import Samples, poll_until
 from .server import ServerProcess
 
 pytestmark = needs_chromium
@@ -90,11 +90,7 @@ async def _stored(page: Any, path: Path) -> str:
 
 async def _until(page: Any, expression: str) -> None:
     """Poll a JavaScript expression (wait_for_function would need eval, which the page's CSP forbids)."""
-    for _ in range(WAIT_MS // 50):
-        if await page.evaluate(expression):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"never true: {expression}")
+    await poll_until(lambda: page.evaluate(expression), expression, WAIT_MS / 1000)
 
 
 def _fragment(url: str) -> dict[str, list[str]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from pathlib import Path
 
@@ -15,7 +14,9 @@ from .helpers import (
     Client,
     Samples,
     ffmpeg_processes,
+    get_video,
     leftovers,
+    poll_until,
     probe_stored,
     rows,
     upload,
@@ -77,7 +78,7 @@ async def test_rotated_source_displays_at_the_asked_size(
     client: Client, samples: Samples, data_dir: Path, tools
 ) -> None:
     video_id = await upload(client, samples.rotated(90))
-    body = await (await client.get(f"/file/{video_id}/")).json()
+    body = await get_video(client, video_id)
     assert (body["width"], body["height"]) == (240, 320)  # as displayed
 
     await _patch(client, video_id, {"width": 120, "height": 160})
@@ -102,7 +103,7 @@ async def test_processing_is_true_while_the_job_runs_and_a_second_patch_is_409(
     video_id = await upload(client, samples.video(1280, 720, duration_s=5))
     assert (await _patch(client, video_id, {"width": 1920, "height": 1080}))[0] == 200
 
-    body = await (await client.get(f"/file/{video_id}/")).json()
+    body = await get_video(client, video_id)
     assert body["processing"] is True
     assert body["processingSuccess"] is None
     status, body = await _patch(client, video_id, {"width": 640, "height": 360})
@@ -110,12 +111,13 @@ async def test_processing_is_true_while_the_job_runs_and_a_second_patch_is_409(
     assert "already" in body["error"]
 
     await wait_until_running(data_dir)
-    for _ in range(100):  # ffmpeg reports progress twice a second
-        progress = (await (await client.get(f"/file/{video_id}/")).json())["progress"]
-        if progress is not None:
-            break
-        await asyncio.sleep(0.1)
-    assert progress is not None and 0 <= progress < 100
+
+    async def progress() -> int | None:
+        return (await get_video(client, video_id))["progress"]
+
+    # ffmpeg reports progress twice a second.
+    first = await poll_until(progress, "a progress report", 10, every_s=0.1, until=lambda p: p is not None)
+    assert 0 <= first < 100
 
 
 @both_backends
@@ -222,16 +224,15 @@ async def test_side_by_side_jobs_share_the_cpus_and_a_lone_job_gets_them_all(
     ids = [await upload(client, samples.video(640, 360, duration_s=5)) for _ in range(2)]
 
     async def threads_of_running_ffmpeg(count: int) -> list[int]:
-        for _ in range(600):
+        def threads() -> list[int]:
             found = []
             for pid in ffmpeg_processes(data_dir):
                 with contextlib.suppress(OSError):
                     args = Path(f"/proc/{pid}/cmdline").read_bytes().decode().split("\0")
                     found.append(int(args[args.index("-threads") + 1]))
-            if len(found) == count:
-                return sorted(found)
-            await asyncio.sleep(0.05)
-        raise AssertionError(f"never saw {count} ffmpeg processes")
+            return sorted(found)
+
+        return await poll_until(threads, f"{count} ffmpeg process(es)", 30, until=lambda t: len(t) == count)
 
     assert (await client.patch(f"/file/{ids[0]}/", json={"width": 1280, "height": 720})).status == 200
     assert await threads_of_running_ffmpeg(1) == [cpus]  # alone: every CPU

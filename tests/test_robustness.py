@@ -22,7 +22,9 @@ from .helpers import (
     Samples,
     chunked,
     ffmpeg_processes,
+    get_video,
     leftovers,
+    poll_until,
     rows,
     stored_ids,
     upload,
@@ -40,14 +42,6 @@ def _worker_of(data_dir: Path, job_dir_name: str) -> int:
     raise AssertionError(f"no ffmpeg for job {job_dir_name}")
 
 
-async def _wait_for_ffmpeg_count(data_dir: Path, count: int, timeout_s: float = 60) -> None:
-    for _ in range(int(timeout_s / 0.05)):
-        if len(ffmpeg_processes(data_dir)) >= count:
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"expected {count} ffmpeg processes")
-
-
 async def test_a_dying_worker_fails_only_its_job_and_the_pool_is_replaced(
     make_client, samples: Samples, data_dir: Path
 ) -> None:
@@ -56,7 +50,7 @@ async def test_a_dying_worker_fails_only_its_job_and_the_pool_is_replaced(
     bystander = await upload(client, samples.video(640, 360, duration_s=3))
     await client.patch(f"/file/{victim}/", json={"width": 1920, "height": 1080})
     await client.patch(f"/file/{bystander}/", json={"width": 320, "height": 180})
-    await _wait_for_ffmpeg_count(data_dir, 2)
+    await poll_until(lambda: len(ffmpeg_processes(data_dir)) >= 2, "two ffmpeg processes")
 
     os.kill(_worker_of(data_dir, "1"), signal.SIGKILL)  # job 1 is the victim's
 
@@ -173,7 +167,7 @@ async def test_hostile_filenames_become_safe_display_names(
         },
     )
     video_id = (await response.json())["id"]
-    assert (await (await client.get(f"/file/{video_id}/")).json())["filename"] == expected
+    assert (await get_video(client, video_id))["filename"] == expected
     assert stored_ids(data_dir) == [video_id]  # stored by id, whatever the name
 
 
@@ -190,7 +184,7 @@ async def test_non_utf8_filename_bytes_are_replaced(client: Client, samples: Sam
     writer.close()
     assert response.startswith(b"HTTP/1.1 200"), response[:200]
     video_id = response.rsplit(b'"id": "', 1)[1][:36].decode()
-    name = (await (await client.get(f"/file/{video_id}/")).json())["filename"]
+    name = (await get_video(client, video_id))["filename"]
     assert name.endswith(".mp4") and name.startswith("caf")
     name.encode("utf-8")  # valid UTF-8, whatever came in
 
@@ -201,7 +195,7 @@ async def test_client_text_never_reaches_the_ffmpeg_command_line(
     client = await make_client(x264_preset="veryslow")
     video_id = await upload(client, samples.video(1280, 720, duration_s=5), filename="-vf evil=1 x.mp4")
     await client.patch(f"/file/{video_id}/", json={"width": 640, "height": 360})
-    await _wait_for_ffmpeg_count(data_dir, 1)
+    await poll_until(lambda: ffmpeg_processes(data_dir), "ffmpeg to start")
     (pid,) = ffmpeg_processes(data_dir)
     args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
     assert not any(b"evil" in arg for arg in args)

@@ -25,7 +25,7 @@ from tusclient.storage.filestorage import FileStorage
 from videosvc.web.keys import SETTINGS as SETTINGS_KEY
 from videosvc.web.keys import UPLOADS
 
-from .helpers import Client, Samples, leftovers, rows, stored_ids
+from .helpers import Client, Samples, get_video, leftovers, poll_until, rows, stored_ids
 from .server import ServerProcess
 
 TUS = {"Tus-Resumable": "1.0.0"}
@@ -81,6 +81,19 @@ async def offset_of(client: Client, upload_id: str, **headers: str) -> int:
     return int(response.headers["Upload-Offset"])
 
 
+async def until_offset(
+    client: Client, upload_id: str, offset: int, timeout_s: float = 5.0, every_s: float = 0.01, **headers: str
+) -> None:
+    """Until HEAD says the upload is at `offset` (a PATCH's bytes are on disk as they arrive)."""
+    await poll_until(
+        lambda: offset_of(client, upload_id, **headers),
+        f"offset {offset}",
+        timeout_s,
+        every_s=every_s,
+        until=lambda now: now == offset,
+    )
+
+
 async def patch(
     client: Client, upload_id: str, offset: int, data: bytes, **headers: str
 ) -> aiohttp.ClientResponse:
@@ -105,7 +118,7 @@ async def test_tuspy_uploads_in_chunks_with_checksums_and_the_video_is_stored(
     )
     await uploader.upload()
     video_id = uploader.url.rsplit("/", 1)[1]
-    info = await (await client.get(f"/file/{video_id}/")).json()  # at once: the last PATCH waited for it
+    info = await get_video(client, video_id)  # at once: the last PATCH waited for it
     assert (info["filename"], info["width"], info["size"]) == ("кот.mp4", 320, source.stat().st_size)
     assert (data_dir / "videos" / f"{video_id}.mp4").read_bytes() == source.read_bytes()
     # The finished upload still answers: a client that lost the last response learns it is complete.
@@ -226,7 +239,7 @@ async def test_hostile_filenames_in_metadata_are_cleaned(
     )
     assert rows(data_dir, f"SELECT filename FROM uploads WHERE id = '{upload_id}'") == [("_e_vil_.mp4",)]
     assert (await patch(client, upload_id, 0, data)).status == 204
-    info = await (await client.get(f"/file/{upload_id}/")).json()
+    info = await get_video(client, upload_id)
     assert info["filename"] == "_e_vil_.mp4"
 
 
@@ -272,11 +285,7 @@ async def test_a_chunked_body_past_the_end_is_413_and_leaves_nothing(
 
     async def too_much() -> Any:  # no Content-Length: only the end can tell
         yield data[:50_000]
-        for _ in range(200):  # the first bytes are on disk before the overflow is sent
-            if await offset_of(client, upload_id) == 50_000:
-                break
-            await asyncio.sleep(0.01)
-        assert await offset_of(client, upload_id) == 50_000
+        await until_offset(client, upload_id, 50_000, timeout_s=2)  # on disk before the overflow is sent
         yield data[50_000:] + b"\0" * 20_000
 
     response = await client.patch(
@@ -406,11 +415,8 @@ async def test_expired_uploads_answer_410_and_are_swept_in_the_background(
     assert response.status in (404, 410)  # 410 until the sweep, 404 after
     if response.status == 410:
         assert "expired" in (await response.json())["error"]
-    for _ in range(40):
-        if not list((data_dir / "uploads").glob("*")):
-            break
-        await asyncio.sleep(0.05)
-    assert not list((data_dir / "uploads").glob("*"))
+    uploads = data_dir / "uploads"
+    await poll_until(lambda: list(uploads.glob("*")), "the sweep", 2, until=lambda left: not left)
     assert rows(data_dir, "SELECT count(*) FROM uploads") == [(0,)]
 
 
@@ -424,11 +430,8 @@ async def test_a_patch_takes_over_from_one_stalled_on_a_dead_connection(
     reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
     writer.write(raw_patch_head(upload_id, 0, len(data)) + data[:100_000])
     await writer.drain()
-    for _ in range(100):
-        if await offset_of(client, upload_id) == 100_000:
-            break
-        await asyncio.sleep(0.02)
-    assert await offset_of(client, upload_id) == 100_000  # each byte that arrived is on disk
+    # Each byte that arrived is on disk.
+    await until_offset(client, upload_id, 100_000, timeout_s=2, every_s=0.02)
     # Client B (the same user, new network) resumes at once: no 423, no wait for A's timeout.
     started = time.monotonic()
     response = await patch(client, upload_id, 100_000, data[100_000:])
@@ -562,14 +565,6 @@ def slow_ffprobe(tmp_path: Path, tools: Any, seconds: float) -> str:
     return str(slow)
 
 
-async def _until_offset(client: Client, upload_id: str, offset: int, **headers: str) -> None:
-    for _ in range(500):
-        if await offset_of(client, upload_id, **headers) == offset:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"the upload never reached offset {offset}")
-
-
 async def test_refused_patches_never_interrupt_the_final_patch_while_it_receives_or_publishes(
     make_client, samples: Samples, tools: Any, tmp_path: Path, data_dir: Path
 ) -> None:
@@ -592,7 +587,7 @@ async def test_refused_patches_never_interrupt_the_final_patch_while_it_receives
             f"/uploads/{upload_id}", data=rest(), headers={**OCTETS, **a, "Upload-Offset": str(half)}
         )
     )
-    await _until_offset(client, upload_id, half + 10_000, **a)
+    await until_offset(client, upload_id, half + 10_000, **a)
     # While it receives: a stale offset (a retry), and another key's PATCH at the right offset.
     while_receiving = [
         await patch(client, upload_id, half, b"x" * 10, **a),
@@ -601,7 +596,7 @@ async def test_refused_patches_never_interrupt_the_final_patch_while_it_receives
     assert [r.status for r in while_receiving] == [409, 403]
     assert not final.done()
     go_on.set()
-    await _until_offset(client, upload_id, len(data), **a)  # every byte is in: the slow probe runs now
+    await until_offset(client, upload_id, len(data), **a)  # every byte is in: the slow probe runs now
     # While it publishes: the retried final PATCH, whole (a stale offset), and one at the end, empty.
     while_publishing = [
         await patch(client, upload_id, half, data[half:], **a),
@@ -673,7 +668,7 @@ async def test_the_sweep_never_removes_an_upload_a_patch_just_extended(make_clie
     patching = asyncio.create_task(
         client.patch(f"/uploads/{upload_id}", data=body(), headers={**OCTETS, "Upload-Offset": "0"})
     )
-    await _until_offset(client, upload_id, 1000)
+    await until_offset(client, upload_id, 1000)
     await asyncio.sleep(1.1)  # the upload's expiry (set when the PATCH began) is past
 
     async def after_listing() -> None:

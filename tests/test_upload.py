@@ -9,7 +9,7 @@ from urllib.parse import quote
 import pytest
 from aiohttp import FormData
 
-from .helpers import Client, Samples, chunked, leftovers, probe_stored, rows, stored_ids, upload
+from .helpers import Client, Samples, chunked, get_video, leftovers, probe_stored, rows, stored_ids, upload
 
 
 async def test_multipart_upload_is_stored_and_described(
@@ -18,9 +18,7 @@ async def test_multipart_upload_is_stored_and_described(
     source = samples.video(320, 240)
     video_id = await upload(client, source, filename="cat.mp4")
 
-    response = await client.get(f"/file/{video_id}/")
-    assert response.status == 200
-    body = await response.json()
+    body = await get_video(client, video_id)
     assert body["id"] == video_id
     assert body["filename"] == "cat.mp4"
     assert body["processing"] is False
@@ -78,7 +76,7 @@ async def test_raw_upload_takes_its_filename_from_headers_or_query(
     )
     assert response.status == 200, await response.text()
     video_id = (await response.json())["id"]
-    body = await (await client.get(f"/file/{video_id}/")).json()
+    body = await get_video(client, video_id)
     assert body["filename"] == (expected or f"{video_id}.mp4")
 
 
@@ -115,7 +113,7 @@ async def test_hostile_filename_is_kept_only_as_a_clean_display_name(
     )
     assert response.status == 200, await response.text()
     video_id = (await response.json())["id"]
-    body = await (await client.get(f"/file/{video_id}/")).json()
+    body = await get_video(client, video_id)
     assert body["filename"] == "pa_ss__wd.mp4"
     assert stored_ids(data_dir) == [video_id]
 
@@ -129,7 +127,7 @@ async def test_display_names_lose_c1_and_bidi_controls(client: Client, samples: 
         headers={"Content-Type": "video/mp4"},
     )
     video_id = (await response.json())["id"]
-    shown = (await (await client.get(f"/file/{video_id}/")).json())["filename"]
+    shown = (await get_video(client, video_id))["filename"]
     assert shown == "evil__gnp.mp4_"
 
 

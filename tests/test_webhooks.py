@@ -15,15 +15,9 @@ import pytest
 
 from videosvc.config import ConfigError
 
-from .helpers import Client, Samples, rows, upload, wait_for_job, wait_until_running
+from .helpers import Samples, get_video, poll_until, rows, upload, wait_for_job, wait_until_running
 from .receiver import WebhookReceiver, new_secret
 from .server import ServerProcess, free_port
-
-
-async def _get(client: Client, video_id: str) -> dict:
-    response = await client.get(f"/file/{video_id}/")
-    assert response.status == 200
-    return dict(await response.json())
 
 
 def _outbox(data_dir: Path) -> list[tuple]:
@@ -32,11 +26,7 @@ def _outbox(data_dir: Path) -> list[tuple]:
 
 async def _until_outbox_empty(data_dir: Path) -> None:
     """A receiver has its 204 a moment before the service removes the row."""
-    for _ in range(200):
-        if not _outbox(data_dir):
-            return
-        await asyncio.sleep(0.05)
-    raise AssertionError(f"the outbox still holds {_outbox(data_dir)}")
+    await poll_until(lambda: _outbox(data_dir), "an empty outbox", 10, until=lambda queued: not queued)
 
 
 async def test_each_change_is_posted_signed_with_the_get_shape(make_client, samples: Samples) -> None:
@@ -44,7 +34,7 @@ async def test_each_change_is_posted_signed_with_the_get_shape(make_client, samp
     async with WebhookReceiver(secret) as receiver:
         client = await make_client(webhook_urls=(receiver.url,), webhook_secret=secret)
         video_id = await upload(client, samples.video())
-        stored = await _get(client, video_id)
+        stored = await get_video(client, video_id)
         await receiver.wait_for(lambda r: len(r.accepted) == 1)
         assert receiver.accepted[0].type == "video.stored"
         assert receiver.accepted[0].data == stored
@@ -326,10 +316,8 @@ async def test_urls_removed_from_the_configuration_get_no_more_deliveries(
             async with aiohttp.ClientSession(server.url) as client:
                 await upload(client, samples.video())
             await kept.wait_for(lambda r: len(r.accepted) == 1)
-            for _ in range(100):  # the kept URL's row goes a moment after its 204
-                if len(_outbox(data_dir)) == 1:
-                    break
-                await asyncio.sleep(0.05)
+            # The kept URL's row goes a moment after its 204.
+            await poll_until(lambda: _outbox(data_dir), "one row", 5, until=lambda queued: len(queued) == 1)
         assert [row[1] for row in _outbox(data_dir)] == ["video.stored"]
         async with gone:
             with ServerProcess(data_dir, webhook_urls=kept.url, webhook_secret=secret):
