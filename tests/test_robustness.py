@@ -67,6 +67,30 @@ async def test_a_dying_worker_fails_only_its_job_and_the_pool_is_replaced(
     assert leftovers(data_dir) == []
 
 
+async def test_a_job_whose_worker_another_jobs_crash_took_down_is_not_charged_an_attempt(
+    make_client, samples: Samples, data_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The pool stops every worker when one dies: the other jobs run again, and that loss is not
+    one of their attempts (job_max_attempts): the database counts the one attempt that ran."""
+    client = await make_client(x264_preset="veryslow", job_max_attempts=1)
+    victim = await upload(client, samples.video(1280, 720, duration_s=5))
+    bystander = await upload(client, samples.video(640, 360, duration_s=3))
+    await client.patch(f"/file/{victim}/", json={"width": 1920, "height": 1080})
+    await client.patch(f"/file/{bystander}/", json={"width": 320, "height": 180})
+    await poll_until(lambda: len(ffmpeg_processes(data_dir)) >= 2, "two ffmpeg processes")
+
+    with caplog.at_level(logging.WARNING, logger="videosvc"):
+        os.kill(_worker_of(data_dir, "1"), signal.SIGKILL)  # job 1 is the victim's
+        survived = await wait_for_job(client, bystander)
+    assert survived["processingSuccess"] is True, survived
+    # It was running, and was taken down with the pool: not its fault.
+    assert "another job's crash took this worker down" in caplog.text
+    assert rows(data_dir, f"SELECT state, attempts FROM jobs WHERE video_id = '{bystander}'") == [
+        ("succeeded", 1)
+    ]
+    assert (await wait_for_job(client, victim))["processingSuccess"] is False
+
+
 async def test_a_stalled_upload_is_cut_off_and_its_temp_file_removed(
     make_client, samples: Samples, data_dir: Path
 ) -> None:
