@@ -11,35 +11,21 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import select
-import shutil
-import signal
-import subprocess
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import ffmpeg
 
 from ..media.isobmff import BoxError, read_tracks
-from ..media.probe import MediaInfo, ProbeError, limit_memory, probe, ran_out_of_memory
+from ..media.probe import MediaInfo, ProbeError, probe
 from ..store.records import JobState
 from .contract import JobFiles, ResizeJob, ResizeResult
-
-#: How often a running job looks at its cancel file and its deadline.
-POLL_INTERVAL_S = 0.1
-#: How many of ffmpeg's last stderr lines a failure keeps.
-STDERR_TAIL_LINES = 5
+from .supervise import Rules, StopCheck, run_ffmpeg
 
 NO_DISK_ERROR = "not enough free disk space for the resized video (min_free_bytes); ffmpeg was stopped"
 
 #: Audio codecs the MP4 muxer takes as they are; anything else is re-encoded.
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
-
-
-#: A check the executor adds to the job's own (cancel file, deadline, disk, memory): it returns
-#: why the job must stop, or None. A cluster passes one that watches its own signals.
-StopCheck = Callable[[], "str | None"]
 
 
 def run_resize(job: ResizeJob, should_stop: StopCheck | None = None, worker: str = "") -> ResizeResult:
@@ -103,87 +89,17 @@ def _encode(
     should_stop: StopCheck | None,
 ) -> ResizeResult:
     output.unlink(missing_ok=True)
-    if files.cancel.exists():
-        return ResizeResult(JobState.CANCELLED, elapsed_s=time.monotonic() - started)
-    if _free_bytes(files.directory) < job.min_free_bytes:
-        return ResizeResult(JobState.FAILED, error=NO_DISK_ERROR, elapsed_s=time.monotonic() - started)
     args = build_resize_args(job, files, output, audio_codec)
-    spawning = time.monotonic()
-    with open(files.ffmpeg_log, "wb") as log:
-        process = subprocess.Popen(
-            args,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=log,
-            preexec_fn=lambda: _child_limits(job.max_memory_bytes),
-        )
-    spawned = time.monotonic()
-    returncode, stopped = _watch(process, job, files, started, should_stop)
-    if stopped is not None:
-        return stopped
-    if returncode != 0:
-        return _failure(returncode, job, files, started)
+    rules = Rules(job.timeout_s, job.max_memory_bytes, job.min_free_bytes, NO_DISK_ERROR)
+    spawn, ended = run_ffmpeg(args, files, rules, started, should_stop)
+    if ended is not None:
+        return ended
     return ResizeResult(
         JobState.SUCCEEDED,
         output=str(output),
         elapsed_s=time.monotonic() - started,
-        steps=(("spawn", spawned - spawning),),
+        steps=(("spawn", spawn),),
     )
-
-
-def _watch(
-    process: subprocess.Popen[bytes],
-    job: ResizeJob,
-    files: JobFiles,
-    started: float,
-    should_stop: StopCheck | None,
-) -> tuple[int, ResizeResult | None]:
-    """Wait for ffmpeg to end: (its exit code, None); or stop it, for a cancel, a stop check, the
-    time limit, the disk or a failed allocation: (-1, why), the why None for memory (read later)."""
-    deadline = started + job.timeout_s
-    exit_watch = _ExitWatch(process)
-
-    def stopped(state: JobState, error: str | None = None) -> tuple[int, ResizeResult | None]:
-        _stop(process)
-        return -1, ResizeResult(state, error=error, elapsed_s=time.monotonic() - started)
-
-    try:
-        while (returncode := exit_watch.wait(POLL_INTERVAL_S)) is None:
-            if files.cancel.exists():
-                return stopped(JobState.CANCELLED)
-            if should_stop is not None and (reason := should_stop()) is not None:
-                return stopped(JobState.CANCELLED, reason)
-            if time.monotonic() > deadline:
-                return stopped(
-                    JobState.FAILED,
-                    f"timed out after {job.timeout_s:g} s (job_timeout_s); ffmpeg was stopped",
-                )
-            if _free_bytes(files.directory) < job.min_free_bytes:
-                return stopped(JobState.FAILED, NO_DISK_ERROR)
-            if ran_out_of_memory(_log_head(files.ffmpeg_log)):
-                # Some of ffmpeg's threads wait forever once an allocation failed: do not wait with them.
-                _stop(process)
-                return -1, None
-        return returncode, None
-    finally:
-        exit_watch.close()
-
-
-def _failure(returncode: int, job: ResizeJob, files: JobFiles, started: float) -> ResizeResult:
-    """Why ffmpeg failed, from its log: out of memory, or its last words."""
-    if ran_out_of_memory(_log_head(files.ffmpeg_log)):
-        error = (
-            f"ffmpeg ran out of memory: a job may use at most {job.max_memory_bytes // 2**20} MiB"
-            " (ffmpeg_max_memory_bytes); ask for a smaller size"
-        )
-    else:
-        tail = _stderr_tail(files.ffmpeg_log)
-        error = (
-            f"ffmpeg exited with code {returncode}: {tail}"
-            if tail
-            else f"ffmpeg exited with code {returncode}"
-        )
-    return ResizeResult(JobState.FAILED, error=error, elapsed_s=time.monotonic() - started)
 
 
 def build_resize_args(job: ResizeJob, files: JobFiles, output: Path, audio_codec: str | None) -> list[str]:
@@ -267,90 +183,3 @@ def verify_output(job: ResizeJob, output: Path, audio: tuple[str, ...], started:
         elapsed_s=ended - started,
         steps=(("verify", verified - checked), ("fsync", ended - verified)),
     )
-
-
-class _ExitWatch:
-    """Wait for a process with a timeout, waking the moment it exits.
-
-    Popen.wait(timeout) sleeps in steps of up to 50 ms; a pidfd (Linux) wakes
-    at once, which is measurable on short jobs.
-    """
-
-    def __init__(self, process: subprocess.Popen[bytes]) -> None:
-        self._process = process
-        self._pidfd: int | None
-        try:
-            self._pidfd = os.pidfd_open(process.pid)
-        except (AttributeError, OSError):
-            self._pidfd = None
-
-    def wait(self, timeout_s: float) -> int | None:
-        """The exit code, or None if the process still runs after `timeout_s`."""
-        if self._pidfd is None:
-            try:
-                return self._process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                return None
-        readable, _, _ = select.select([self._pidfd], [], [], timeout_s)
-        if not readable:
-            return None
-        self.close()
-        return self._process.wait()  # it has exited: this only reaps it
-
-    def close(self) -> None:
-        if self._pidfd is not None:
-            os.close(self._pidfd)
-            self._pidfd = None
-
-
-def _stop(process: subprocess.Popen[bytes]) -> None:
-    process.kill()
-    process.wait()
-
-
-def _stderr_tail(path: Path) -> str:
-    try:
-        with open(path, "rb") as f:
-            f.seek(max(0, f.seek(0, os.SEEK_END) - 4096))
-            text = f.read().decode("utf-8", "replace")
-    except OSError:
-        return ""
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    if len(lines) > STDERR_TAIL_LINES:
-        # ffmpeg's first error is the cause; the last ones say how it ended.
-        lines = [lines[0], "...", *lines[-(STDERR_TAIL_LINES - 1) :]]
-    return " | ".join(lines)
-
-
-def _free_bytes(folder: Path) -> int:
-    return shutil.disk_usage(folder).free
-
-
-def _log_head(path: Path) -> bytes:
-    """The first 64 KiB of ffmpeg's log (empty while all goes well, at -loglevel error)."""
-    try:
-        with open(path, "rb") as f:
-            return f.read(65536)
-    except OSError:
-        return b""
-
-
-def _child_limits(max_memory_bytes: int) -> None:
-    """In the ffmpeg child before exec: a memory ceiling, and death with its parent."""
-    limit_memory(max_memory_bytes)
-    _die_with_parent()
-
-
-def _die_with_parent() -> None:
-    """Ask Linux to SIGKILL this process when its parent dies.
-
-    Without it a killed worker would leave ffmpeg encoding into a directory nobody owns.
-    """
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass  # not Linux: best effort only
