@@ -42,6 +42,9 @@ class Track:
     duration_s: float | None
     #: The first sample entry's type: "avc1", "hvc1", "mp4a", ...; "" when absent.
     codec: str = ""
+    #: The longest stretch between two keyframes (or from the last to the end), in seconds; None
+    #: when the index does not say (a fragmented file).
+    max_keyframe_gap_s: float | None = None
 
     @property
     def pixels(self) -> int:
@@ -107,11 +110,17 @@ def read_tracks(path: str) -> list[Track]:
 
 def _track(data: bytes, start: int, end: int) -> Track:
     handler, width, height, samples, duration_s, codec = "", 0, 0, 0, None, ""
+    timescale, stts, stss = 0, (0, 0), (0, 0)
     for kind, body, body_end in _walk(data, start, end, 2):
         if kind == b"hdlr" and body_end - body >= 12:
             handler = data[body + 8 : body + 12].decode("latin-1")
         elif kind == b"mdhd":
             duration_s = _mdhd_duration(data, body, body_end)
+            timescale = _mdhd_timescale(data, body, body_end)
+        elif kind == b"stts":
+            stts = (body, body_end)
+        elif kind == b"stss":
+            stss = (body, body_end)
         elif kind == b"stsd" and body_end - body >= 8 + 8 + 28:
             # version/flags, entry count, then the first sample entry: a box header,
             # 6 reserved + 2 reference bytes, 16 bytes of (pre)defined fields, width, height.
@@ -121,8 +130,48 @@ def _track(data: bytes, start: int, end: int) -> Track:
         elif kind in (b"stsz", b"stz2") and body_end - body >= 12:
             samples = struct.unpack_from(">I", data, body + 8)[0]
     if handler != "vide":  # other sample entries keep other fields at those offsets
-        width = height = 0
-    return Track(handler, width, height, samples, duration_s, codec)
+        return Track(handler, 0, 0, samples, duration_s, codec)
+    gap = _max_keyframe_gap(data, stts, stss, timescale, samples)
+    return Track(handler, width, height, samples, duration_s, codec, gap)
+
+
+def _max_keyframe_gap(
+    data: bytes, stts: tuple[int, int], stss: tuple[int, int], timescale: int, samples: int
+) -> float | None:
+    """From the decode times (stts) of the sync samples (stss; none: every sample is one)."""
+    if not timescale or not samples or stts[1] - stts[0] < 8:
+        return None
+    body, end = stts
+    runs = [
+        struct.unpack_from(">II", data, body + 8 + 8 * i)
+        for i in range(min(struct.unpack_from(">I", data, body + 4)[0], (end - body - 8) // 8))
+    ]
+    if stss[1] - stss[0] >= 8:
+        count = min(struct.unpack_from(">I", data, stss[0] + 4)[0], (stss[1] - stss[0] - 8) // 4)
+        sync = sorted(struct.unpack_from(f">{count}I", data, stss[0] + 8))
+    else:
+        sync = None  # every sample is a keyframe
+    times, sample, clock = [], 1, 0
+    wanted = iter(sync) if sync is not None else None
+    target = next(wanted, None) if wanted is not None else None
+    for run_count, delta in runs:
+        if wanted is None:
+            return delta / timescale  # all keyframes: the gap is one frame
+        while target is not None and target < sample + run_count:
+            times.append(clock + (target - sample) * delta)
+            target = next(wanted, None)
+        sample += run_count
+        clock += run_count * delta
+    if not times:
+        return clock / timescale
+    gaps = [b - a for a, b in zip(times, times[1:], strict=False)] + [clock - times[-1], times[0]]
+    return max(gaps) / timescale
+
+
+def _mdhd_timescale(data: bytes, body: int, end: int) -> int:
+    version = data[body] if body < end else 0
+    offset = body + 20 if version == 1 else body + 12
+    return int(struct.unpack_from(">I", data, offset)[0]) if offset + 4 <= end else 0
 
 
 def _mdhd_duration(data: bytes, body: int, end: int) -> float | None:

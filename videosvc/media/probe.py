@@ -59,6 +59,11 @@ class MediaInfo:
     rotation: int = 0
     #: Frames of the video stream, from the index (or duration x frame rate); None when unknown.
     frame_count: int | None = None
+    #: The video's pixel format ("yuv420p", ...) and frames per second; "" and None when unknown.
+    pix_fmt: str = ""
+    fps: float | None = None
+    #: The longest stretch between two keyframes of the video track, from its index; None when unknown.
+    max_keyframe_gap_s: float | None = None
 
     @property
     def is_mp4_family(self) -> bool:
@@ -119,8 +124,10 @@ def inspect_upload(path: str, tools: Toolchain, limits: InputLimits) -> MediaInf
             f"the video is {info.width}x{info.height}, over the limit of {limits.max_pixels} pixels"
             " (max_input_pixels)"
         )
-    frames = max((t.sample_count for t in tracks if t.kind == "vide"), default=0)
-    return dataclasses.replace(info, frame_count=frames or info.frame_count)
+    video = next((t for t in tracks if t.kind == "vide"), None)
+    frames = video.sample_count if video else 0
+    gap = video.max_keyframe_gap_s if video else None
+    return dataclasses.replace(info, frame_count=frames or info.frame_count, max_keyframe_gap_s=gap)
 
 
 def probe(path: str, tools: Toolchain) -> MediaInfo:
@@ -165,17 +172,28 @@ def _probe_with_ffprobe(path: str, ffprobe_cmd: str, ceiling: Ceiling) -> MediaI
         video_codec=video.get("codec_name", ""),
         audio_codecs=[s.get("codec_name", "") for s in streams if s.get("codec_type") == "audio"],
         frame_count=int(frames) if frames.isdigit() else _frames(duration, video.get("avg_frame_rate")),
+        pix_fmt=str(video.get("pix_fmt") or ""),
+        fps=_rate(video.get("avg_frame_rate")),
     )
 
 
 def _frames(duration: object, rate: object) -> int | None:
     """duration x frame rate; rate as ffprobe writes it ("30000/1001") or a number."""
+    fps = _rate(rate)
+    try:
+        return round(float(str(duration)) * fps) or None if fps else None
+    except (TypeError, ValueError):
+        return None
+
+
+def _rate(rate: object) -> float | None:
+    """A frame rate as ffprobe writes it ("30000/1001") or a number; None when unknown."""
     try:
         num, _, den = str(rate).partition("/")
         fps = float(num) / float(den or 1)
-        return round(float(str(duration)) * fps) or None
     except (TypeError, ValueError, ZeroDivisionError):
         return None
+    return fps if 0 < fps < 1000 else None
 
 
 def _ffprobe_rotation(stream: dict[str, object]) -> int:
@@ -194,6 +212,8 @@ _STREAM_RE = re.compile(r"^\s*Stream #0:\d+.*?: (Video|Audio): (\w+)(.*)$", re.M
 _SIZE_RE = re.compile(r", (\d{2,5})x(\d{2,5})[, \[]")
 # ffmpeg 5 prints "displaymatrix:", ffmpeg 7 and later "Display Matrix:".
 _FPS_RE = re.compile(r", ([\d.]+) fps")
+#: The pixel format follows the codec: "h264 (High) (avc1 / 0x...), yuv420p(progressive), 1280x720".
+_PIX_FMT_RE = re.compile(r"\), (\w+)[(,]")
 _ROTATION_RE = re.compile(r"display ?matrix: rotation of (-?[\d.]+) degrees", re.I)
 
 
@@ -205,7 +225,7 @@ def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str, ceiling: Ceiling) -> MediaInf
     header = _INPUT_RE.search(text)
     if header is None:
         raise ProbeError(_last_line(completed.stderr, path) or "ffmpeg could not read the file")
-    video_codec, width, height, rotation, fps = "", 0, 0, 0, ""
+    video_codec, width, height, rotation, fps, pix_fmt = "", 0, 0, 0, "", ""
     audio_codecs: list[str] = []
     streams = list(_STREAM_RE.finditer(text))
     for index, match in enumerate(streams):
@@ -217,6 +237,8 @@ def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str, ceiling: Ceiling) -> MediaInf
             if size is None:
                 continue
             video_codec, width, height = codec, int(size[1]), int(size[2])
+            pix = _PIX_FMT_RE.search(rest)
+            pix_fmt = pix[1] if pix else ""
             rate = _FPS_RE.search(rest)
             fps = rate[1] if rate else ""
             # Side data (the display matrix) sits between this stream and the next.
@@ -227,9 +249,8 @@ def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str, ceiling: Ceiling) -> MediaInf
         raise ProbeError("the file has no video stream")
     duration = _DURATION_RE.search(text)
     seconds = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
-    return _info(
-        header[1], width, height, rotation, seconds, video_codec, audio_codecs, _frames(seconds, fps)
-    )
+    info = _info(header[1], width, height, rotation, seconds, video_codec, audio_codecs, _frames(seconds, fps))
+    return dataclasses.replace(info, pix_fmt=pix_fmt, fps=_rate(fps))
 
 
 def _info(
@@ -241,6 +262,8 @@ def _info(
     video_codec: str,
     audio_codecs: list[str],
     frame_count: int | None = None,
+    pix_fmt: str = "",
+    fps: float | None = None,
 ) -> MediaInfo:
     if rotation % 180:
         width, height = height, width
@@ -253,6 +276,8 @@ def _info(
         audio_codecs=tuple(audio_codecs),
         rotation=rotation,
         frame_count=frame_count,
+        pix_fmt=pix_fmt,
+        fps=fps,
     )
 
 
