@@ -39,6 +39,8 @@ setup(
         "aiohttp-sse>=3.0,<4",
         "aiosqlite>=0.20",
         "ffmpeg-python>=0.2,<0.3",
+        # HLS media playlists, read to measure each rendition (its segments' rates and starts).
+        "m3u8>=6,<7",
         "marshmallow>=3.20,<4",
         "prometheus-client>=0.20",
         "standardwebhooks>=1.1,<2",

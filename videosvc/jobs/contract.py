@@ -41,6 +41,16 @@ class JobFiles:
                 marker.write(worker)
             return attempt
 
+    def claim_within(self, worker: str, max_attempts: int) -> tuple[int, ResizeResult | None]:
+        """This execution's number, and its end if a cluster reran the task of a worker that died
+        under it once too often (`max_attempts`; 0: the runner counts attempts itself)."""
+        attempt = self.claim_attempt(worker)
+        if max_attempts and attempt > max_attempts:
+            died = attempt - 1
+            error = f"the worker running this job died {died} time(s) (job_max_attempts={max_attempts})"
+            return attempt, ResizeResult(JobState.FAILED, error=error, attempt=attempt)
+        return attempt, None
+
     @property
     def cancel(self) -> Path:
         return self.directory / "cancel"
@@ -91,6 +101,48 @@ class ResizeJob:
     max_attempts: int = 0
     #: libx264's threads (`-threads`); 0: ffmpeg's own choice, for all the machine's CPUs.
     threads: int = 0
+
+
+@dataclass(frozen=True)
+class LadderRung:
+    """One video rendition a ladder job encodes: its folder name in the package, size and peak rate."""
+
+    name: str
+    width: int
+    height: int
+    maxrate: int
+
+
+@dataclass(frozen=True)
+class LadderJob:
+    """An HLS package's renditions, encoded in one ffmpeg process from one decode of `source`.
+
+    The server moves what it writes (`output`, one folder per rendition) into the package.
+    """
+
+    source: str
+    directory: str
+    #: Where the renditions are written: `output/<rung name>/index.m3u8`, and `output/a/` for the audio.
+    output: str
+    rungs: tuple[LadderRung, ...]
+    #: Encode the audio (once, as AAC) too; False when the source has none or it was copied already.
+    audio: bool
+    segment_s: float
+    #: Keyframes at exactly these times (a copied rung's segment starts), so every rung switches at the
+    #: same points; empty: one every `segment_s` seconds.
+    keyframes_at: tuple[float, ...]
+    tools: Toolchain
+    x264_preset: str
+    x264_crf: int
+    timeout_s: float
+    max_memory_bytes: int
+    min_free_bytes: int = 0
+    max_attempts: int = 0
+    threads: int = 0
+
+
+#: What a backend runs: a resize (the PATCH) or a ladder (derived at store time).
+Job = ResizeJob | LadderJob
 
 
 @dataclass(frozen=True)

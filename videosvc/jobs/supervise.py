@@ -42,6 +42,8 @@ class Rules:
     min_free_bytes: int
     #: What the job says when it stopped for the disk.
     no_disk_error: str
+    #: The setting its time limit comes from, named when it is reached.
+    timeout_setting: str = "job_timeout_s"
 
 
 def run_ffmpeg(
@@ -97,7 +99,7 @@ def _watch(
             if time.monotonic() > deadline:
                 return stopped(
                     JobState.FAILED,
-                    f"timed out after {job.timeout_s:g} s (job_timeout_s); ffmpeg was stopped",
+                    f"timed out after {job.timeout_s:g} s ({job.timeout_setting}); ffmpeg was stopped",
                 )
             if free_bytes(files.directory) < job.min_free_bytes:
                 return stopped(JobState.FAILED, job.no_disk_error)

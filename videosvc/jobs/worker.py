@@ -19,7 +19,7 @@ import ffmpeg
 from ..media.isobmff import BoxError, read_tracks
 from ..media.probe import MediaInfo, ProbeError, probe
 from ..store.records import JobState
-from .contract import JobFiles, ResizeJob, ResizeResult
+from .contract import Job, JobFiles, LadderJob, ResizeJob, ResizeResult
 from .supervise import Rules, StopCheck, run_ffmpeg
 
 NO_DISK_ERROR = "not enough free disk space for the resized video (min_free_bytes); ffmpeg was stopped"
@@ -28,19 +28,22 @@ NO_DISK_ERROR = "not enough free disk space for the resized video (min_free_byte
 MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac"})
 
 
+def run_job(job: Job, should_stop: StopCheck | None = None, worker: str = "") -> ResizeResult:
+    """What a backend's worker runs: a resize, or an HLS ladder."""
+    if isinstance(job, LadderJob):
+        from .ladder import run_ladder
+
+        return run_ladder(job, should_stop, worker)
+    return run_resize(job, should_stop, worker)
+
+
 def run_resize(job: ResizeJob, should_stop: StopCheck | None = None, worker: str = "") -> ResizeResult:
     """The job: resize `job.source` into an output of its own attempt, checked and flushed."""
     files = JobFiles(Path(job.directory))
     files.directory.mkdir(parents=True, exist_ok=True)
-    attempt = files.claim_attempt(worker or f"pid {os.getpid()}")
-    if job.max_attempts and attempt > job.max_attempts:
-        # A cluster reran the task of a worker that died under it, once too often.
-        return ResizeResult(
-            JobState.FAILED,
-            error=f"the worker running this job died {attempt - 1} time(s)"
-            f" (job_max_attempts={job.max_attempts})",
-            attempt=attempt,
-        )
+    attempt, refused = files.claim_within(worker or f"pid {os.getpid()}", job.max_attempts)
+    if refused is not None:
+        return refused
     result = _resize(job, files, attempt, should_stop)
     return dataclasses.replace(result, attempt=attempt)
 

@@ -15,6 +15,7 @@ five fields and a hard bound on what it reads, so it stays a page of code.
 
 from __future__ import annotations
 
+import itertools
 import os
 import struct
 from collections.abc import Iterator
@@ -156,16 +157,16 @@ def _max_keyframe_gap(
     target = next(wanted, None) if wanted is not None else None
     for run_count, delta in runs:
         if wanted is None:
-            return delta / timescale  # all keyframes: the gap is one frame
+            return float(delta / timescale)  # all keyframes: the gap is one frame
         while target is not None and target < sample + run_count:
             times.append(clock + (target - sample) * delta)
             target = next(wanted, None)
         sample += run_count
         clock += run_count * delta
     if not times:
-        return clock / timescale
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)] + [clock - times[-1], times[0]]
-    return max(gaps) / timescale
+        return float(clock / timescale)
+    gaps = [b - a for a, b in itertools.pairwise(times)] + [clock - times[-1], times[0]]
+    return float(max(gaps) / timescale)
 
 
 def _mdhd_timescale(data: bytes, body: int, end: int) -> int:

@@ -249,7 +249,8 @@ def _probe_with_ffmpeg(path: str, ffmpeg_cmd: str, ceiling: Ceiling) -> MediaInf
         raise ProbeError("the file has no video stream")
     duration = _DURATION_RE.search(text)
     seconds = int(duration[1]) * 3600 + int(duration[2]) * 60 + float(duration[3]) if duration else None
-    info = _info(header[1], width, height, rotation, seconds, video_codec, audio_codecs, _frames(seconds, fps))
+    frames = _frames(seconds, fps)
+    info = _info(header[1], width, height, rotation, seconds, video_codec, audio_codecs, frames)
     return dataclasses.replace(info, pix_fmt=pix_fmt, fps=_rate(fps))
 
 

@@ -1,4 +1,4 @@
-"""Where jobs run: the executor seam. A backend takes a `ResizeJob` and returns its `ResizeResult`.
+"""Where jobs run: the executor seam. A backend takes a `Job` (a resize or a ladder), gives a `ResizeResult`.
 
 Two implementations: `local` (a process pool on this machine, the default) and
 `dask` (a Dask cluster's workers, for when one machine is not enough). The
@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from ...config import Settings
-from ..contract import ResizeJob, ResizeResult
+from ..contract import Job, ResizeResult
 
 
 class WorkerLost(Exception):
@@ -39,21 +39,28 @@ class Backend(Protocol):
     async def start(self) -> None:
         """Be ready to run jobs (start the pool, connect to the cluster)."""
 
-    async def run(self, job: ResizeJob) -> ResizeResult:
+    async def run(self, job: Job) -> ResizeResult:
         """Run one job to its end; raises WorkerLost or BackendClosed."""
 
-    async def request_stop(self, job: ResizeJob) -> None:
+    async def request_stop(self, job: Job) -> None:
         """Ask the job to stop soon (its cancel file is already there; a cluster may need more)."""
 
     async def close(self) -> None:
         """Stop every job (they are requeued by the runner) and let go of the workers."""
 
 
-def make_backend(settings: Settings, server_id: str) -> Backend:
+#: The derived lane's workers run at this niceness, below the resize workers' 10.
+DERIVED_NICENESS = 15
+
+
+def make_backend(settings: Settings, server_id: str, derived: bool = False) -> Backend:
+    """The backend of the resize lane, or (`derived`) of the derived lane (ladders)."""
     if settings.jobs.backend == "dask":
         from .dask import DaskBackend
 
-        return DaskBackend(settings, server_id)
+        return DaskBackend(settings, server_id + ("-derived" if derived else ""))
     from .local import LocalBackend
 
+    if derived:
+        return LocalBackend(settings, settings.hls.derived_workers, DERIVED_NICENESS)
     return LocalBackend(settings)

@@ -34,8 +34,8 @@ from typing import Any
 from ...config import Settings
 from ...media.probe import Toolchain
 from ...store.records import JobState
-from ..contract import JobFiles, ResizeJob, ResizeResult
-from ..worker import run_resize
+from ..contract import Job, JobFiles, LadderJob, ResizeResult
+from ..worker import run_job
 from . import BackendClosed, WorkerLost
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ class DaskBackend:
             self._address, asynchronous=True, timeout=self._connect_timeout_s, name="videosvc"
         )
 
-    async def run(self, job: ResizeJob) -> ResizeResult:
+    async def run(self, job: Job) -> ResizeResult:
         from distributed import Event
         from distributed.client import FutureCancelledError
         from distributed.scheduler import KilledWorker
@@ -91,6 +91,7 @@ class DaskBackend:
         if client.status != "running":  # reconnecting, or gave up: the lease keeper makes a new one
             raise WorkerLost("the Dask scheduler is away", blamed=False)
         stop_name = _stop_event_name(job)
+        kind = "ladder" if isinstance(job, LadderJob) else "resize"
         future = None
         try:
             # Inside the try: while the scheduler is away (a restart), these fail like the job's
@@ -102,8 +103,10 @@ class DaskBackend:
                 stop_name,
                 self._lease_name,
                 self._lease_ttl_s,
-                key=f"videosvc-resize-{Path(job.directory).name}-{uuid.uuid4().hex[:8]}",
+                key=f"videosvc-{kind}-{Path(job.directory).name}-{uuid.uuid4().hex[:8]}",
                 pure=False,
+                # Ladders give way to resizes waiting on the same workers.
+                priority=-1 if kind == "ladder" else 0,
             )
             result: ResizeResult = await future
             return result
@@ -128,7 +131,7 @@ class DaskBackend:
                 with contextlib.suppress(Exception):
                     await future.release()
 
-    async def request_stop(self, job: ResizeJob) -> None:
+    async def request_stop(self, job: Job) -> None:
         from distributed import Event
 
         if self._client is not None:
@@ -179,7 +182,7 @@ class BackendUnreachable(Exception):
     """The cluster cannot be reached at start-up."""
 
 
-def _stop_event_name(job: ResizeJob) -> str:
+def _stop_event_name(job: Job) -> str:
     """Named after the job's folder (unique across the services sharing a cluster)."""
     return f"videosvc-stop-{hashlib.sha256(job.directory.encode()).hexdigest()[:24]}"
 
@@ -192,7 +195,7 @@ def _cancelling() -> bool:
 # -- on the Dask workers -------------------------------------------------------------
 
 
-def run_on_dask(job: ResizeJob, stop_event: str, lease: str, lease_ttl_s: float) -> ResizeResult:
+def run_on_dask(job: Job, stop_event: str, lease: str, lease_ttl_s: float) -> ResizeResult:
     """The task a Dask worker runs: the job, with the cluster's stop signals added to its own."""
     from distributed import Event, Variable, get_client, get_worker
 
@@ -219,7 +222,7 @@ def run_on_dask(job: ResizeJob, stop_event: str, lease: str, lease_ttl_s: float)
         return None
 
     job = _with_local_tools(job)
-    return run_resize(job, should_stop=should_stop, worker=f"dask {get_worker().address}")
+    return run_job(job, should_stop=should_stop, worker=f"dask {get_worker().address}")
 
 
 def warm_up() -> int:
@@ -232,7 +235,7 @@ def warm_up() -> int:
     return os.getpid()
 
 
-def _with_local_tools(job: ResizeJob) -> ResizeJob:
+def _with_local_tools(job: Job) -> Job:
     """The service's ffmpeg path may not exist on this worker: then the worker's own, on PATH."""
     import dataclasses
 

@@ -21,8 +21,8 @@ from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from ...config import Settings
-from ..contract import JobFiles, ResizeJob, ResizeResult
-from ..worker import run_resize
+from ..contract import Job, JobFiles, ResizeResult
+from ..worker import run_job
 from . import BackendClosed, WorkerLost
 
 log = logging.getLogger(__name__)
@@ -31,8 +31,9 @@ log = logging.getLogger(__name__)
 class LocalBackend:
     name = "local"
 
-    def __init__(self, settings: Settings) -> None:
-        self._workers = settings.worker_count
+    def __init__(self, settings: Settings, workers: int = 0, niceness: int = 10) -> None:
+        self._workers = workers or settings.worker_count
+        self._niceness = niceness
         self.slots: int | None = self._workers
         self._pool: concurrent.futures.ProcessPoolExecutor | None = None
         self._closing = False
@@ -42,7 +43,7 @@ class LocalBackend:
         # Start every worker now, so the first PATCH does not pay for it.
         await asyncio.gather(*(asyncio.wrap_future(self._pool.submit(warm_up)) for _ in range(self._workers)))
 
-    async def run(self, job: ResizeJob) -> ResizeResult:
+    async def run(self, job: Job) -> ResizeResult:
         pool = self._pool
         if pool is None or self._closing:
             raise BackendClosed
@@ -68,7 +69,7 @@ class LocalBackend:
         except RuntimeError:  # submit after shutdown
             raise BackendClosed from None
 
-    async def request_stop(self, job: ResizeJob) -> None:
+    async def request_stop(self, job: Job) -> None:
         """The job looks at its cancel file ten times a second: nothing more to do."""
 
     async def close(self) -> None:
@@ -83,7 +84,7 @@ class LocalBackend:
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("forkserver"),
             initializer=init_worker,
-            initargs=(os.getpid(),),
+            initargs=(os.getpid(), self._niceness),
         )
 
     def _replace_broken_pool(self, broken: concurrent.futures.ProcessPoolExecutor) -> None:
@@ -99,10 +100,10 @@ class LocalBackend:
 _current_job: JobFiles | None = None
 
 
-def init_worker(server_pid: int) -> None:
+def init_worker(server_pid: int, niceness: int = 10) -> None:
     """Worker start-up: yield the CPU to the server, which must stay responsive."""
     with contextlib.suppress(OSError):
-        os.nice(10)
+        os.nice(niceness)
     # The server handles Ctrl-C; a worker should not die of the same signal mid-job.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -116,14 +117,14 @@ def warm_up() -> int:
     return os.getpid()
 
 
-def run_in_pool(job: ResizeJob) -> ResizeResult:
+def run_in_pool(job: Job) -> ResizeResult:
     global _current_job
     files = JobFiles(Path(job.directory))
     files.directory.mkdir(parents=True, exist_ok=True)
     files.started.write_text(str(os.getpid()))
     _current_job = files
     try:
-        return run_resize(job, worker=f"local pid {os.getpid()}")
+        return run_job(job, worker=f"local pid {os.getpid()}")
     finally:
         _current_job = None
 
