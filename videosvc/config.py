@@ -196,6 +196,22 @@ class EventSettings:
 
 
 @dataclass(frozen=True)
+class HlsSettings:
+    """The adaptive streaming package (HLS) built from every upload, and the lane it is built in."""
+
+    #: Build an HLS package for every stored video; false keeps the service a pure MP4 store.
+    hls_enabled: bool = True
+    #: The renditions, by their short side in lines; none larger than the source.
+    hls_ladder: tuple[int, ...] = (1080, 720, 480, 360)
+    #: About how long each segment is, in seconds.
+    hls_segment_s: float = 4.0
+    #: Derived jobs (ladders) running at once, at a lower CPU priority than resizes.
+    derived_workers: int = 1
+    #: A derived job's time limit: this many times the video's duration (at least job_timeout_s).
+    derived_timeout_factor: float = 10.0
+
+
+@dataclass(frozen=True)
 class LogSettings:
     log_level: str = "INFO"
     log_format: str = "text"
@@ -210,6 +226,7 @@ class Settings:
     jobs: JobSettings = field(default_factory=JobSettings)
     ffmpeg: FfmpegSettings = field(default_factory=FfmpegSettings)
     events: EventSettings = field(default_factory=EventSettings)
+    hls: HlsSettings = field(default_factory=HlsSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -335,7 +352,12 @@ def _coerce(value: Any, kind: Any, source: str) -> Any:
             return value
         if typing.get_origin(kind) is tuple:
             items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(str(item).strip() for item in items if str(item).strip())
+            texts = tuple(str(item).strip() for item in items if str(item).strip())
+            if typing.get_args(kind)[0] is int:
+                if any(isinstance(item, bool | float) for item in items):
+                    raise ValueError
+                return tuple(int(text) for text in texts)
+            return texts
     except (TypeError, ValueError):
         pass
     name = getattr(kind, "__name__", str(kind))
@@ -420,6 +442,13 @@ def validate(settings: Settings) -> None:
         (settings.events.max_live_streams_per_client >= 1, "max_live_streams_per_client must be at least 1"),
         (settings.events.webhook_max_backlog >= 1, "webhook_max_backlog must be at least 1"),
         (settings.events.stream_heartbeat_s > 0, "stream_heartbeat_s must be positive"),
+        (
+            bool(settings.hls.hls_ladder) and all(144 <= side <= 4320 for side in settings.hls.hls_ladder),
+            "hls_ladder must list at least one short side, each between 144 and 4320",
+        ),
+        (1 <= settings.hls.hls_segment_s <= 30, "hls_segment_s must be between 1 and 30"),
+        (settings.hls.derived_workers >= 1, "derived_workers must be at least 1"),
+        (settings.hls.derived_timeout_factor > 0, "derived_timeout_factor must be positive"),
         (
             isinstance(logging.getLevelName(settings.log.log_level.upper()), int),
             "log_level must be DEBUG, INFO, WARNING or ERROR",

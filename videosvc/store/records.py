@@ -34,6 +34,30 @@ def sql_list(states: frozenset[JobState]) -> str:
     return ", ".join(f"'{state.value}'" for state in sorted(states))
 
 
+class RenditionState(enum.StrEnum):
+    QUEUED = "queued"  #: planned; its job has not started
+    RUNNING = "running"  #: being encoded (or copied)
+    READY = "ready"  #: in the master playlist
+    FAILED = "failed"  #: not built; `error` says why
+
+
+@dataclass(frozen=True)
+class Rendition:
+    """One rendition of a video's HLS package (its folder is `name`)."""
+
+    name: str
+    width: int
+    height: int
+    state: RenditionState
+    #: The measured peak bit rate of its segments (what the master playlist says), once ready.
+    bandwidth: int | None = None
+    error: str | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Rendition:
+        return cls(**{**data, "state": RenditionState(data["state"])})
+
+
 @dataclass(frozen=True)
 class Original:
     """The upload as it came, kept so that every resize starts from it."""
@@ -60,6 +84,8 @@ class VideoRecord:
     frame_count: int | None = None
     #: None when originals are not kept, or not recorded yet (a row from before they were).
     original: Original | None = None
+    #: The HLS package, largest first; None: none planned (HLS off, or a row from before it).
+    renditions: tuple[Rendition, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -110,8 +136,10 @@ def status_from_dict(data: dict[str, Any]) -> VideoStatus:
     for name in ("audio_codecs",):
         if video.get(name) is not None:
             video[name] = tuple(video[name])
+    renditions = video.pop("renditions", None)
     record = VideoRecord(
         **video,
+        renditions=None if renditions is None else tuple(Rendition.from_dict(r) for r in renditions),
         original=None
         if original is None
         else Original(**{**original, "audio_codecs": tuple(original["audio_codecs"])}),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from .database import Row
-from .records import JobRecord, JobState, Original, UploadRecord, VideoRecord, VideoStatus
+from .records import JobRecord, JobState, Original, Rendition, UploadRecord, VideoRecord, VideoStatus
 
 #: A video with its newest job (j_*), in one read; callers add WHERE and ORDER BY.
 STATUS_QUERY = """
@@ -41,7 +43,18 @@ def video_of(row: Row) -> VideoRecord:
         audio_codecs=None if row["audio_codecs"] is None else split(row["audio_codecs"]),
         frame_count=row["frame_count"],
         original=original,
+        renditions=renditions_of(row["renditions"]),
     )
+
+
+def renditions_of(text: str | None) -> tuple[Rendition, ...] | None:
+    return None if text is None else tuple(Rendition.from_dict(item) for item in json.loads(text))
+
+
+def renditions_json(renditions: tuple[Rendition, ...] | None) -> str | None:
+    if renditions is None:
+        return None
+    return json.dumps([{**vars(r), "state": r.state.value} for r in renditions], separators=(",", ":"))
 
 
 def job_of(row: Row, prefix: str = "") -> JobRecord:

@@ -6,6 +6,8 @@
     data_dir/tmp/               uploads being received (emptied at start-up)
     data_dir/uploads/<id>.part  resumable uploads in progress (kept across restarts until they expire)
     data_dir/jobs/<job-id>/     one directory per running job (emptied at start-up)
+    data_dir/hls/<id>/          each video's HLS package: master.m3u8, a folder per rendition
+    data_dir/hls/<id>/.work/    renditions being built (moved beside it once whole)
 
 Every file reaches `videos/` by `os.replace` of a complete, fsynced file on
 the same filesystem, so a reader (or a crash) sees the old bytes or the new
@@ -81,6 +83,26 @@ class Storage:
     def original_path(self, video_id: str) -> Path:
         return self.originals_dir / f"{video_id}{VIDEO_SUFFIX}"
 
+    @property
+    def hls_dir(self) -> Path:
+        return self.root / "hls"
+
+    def package_dir(self, video_id: str) -> Path:
+        return self.hls_dir / video_id
+
+    def package_work_dir(self, video_id: str) -> Path:
+        return self.package_dir(video_id) / ".work"
+
+    def derived_job_dir(self, video_id: str, step: str) -> Path:
+        """The job folder of a derived job (a ladder, a copy) of a video: one of each at a time."""
+        return self.jobs_dir / f"{step}-{video_id}"
+
+    def stored_package_ids(self) -> set[str]:
+        return {p.name for p in self.hls_dir.iterdir() if p.is_dir()}
+
+    def remove_package(self, video_id: str) -> None:
+        remove(self.package_dir(video_id))
+
     def job_dir(self, job_id: int) -> Path:
         return self.jobs_dir / str(job_id)
 
@@ -89,10 +111,19 @@ class Storage:
 
     def prepare(self) -> None:
         """Create the layout; throw away what a crash left half-done."""
-        for folder in (self.videos_dir, self.originals_dir, self.uploads_dir, self.tmp_dir, self.jobs_dir):
+        folders = (
+            self.videos_dir,
+            self.originals_dir,
+            self.uploads_dir,
+            self.tmp_dir,
+            self.jobs_dir,
+            self.hls_dir,
+        )
+        for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
         chunks = self.uploads_dir.glob("*.chunk")  # unverified: never counted, so never kept
-        for leftover in [*self.tmp_dir.iterdir(), *self.jobs_dir.iterdir(), *chunks]:
+        work = self.hls_dir.glob("*/.work")  # renditions half built: their jobs start over
+        for leftover in [*self.tmp_dir.iterdir(), *self.jobs_dir.iterdir(), *chunks, *work]:
             log.warning("removing leftover %s from an earlier run", leftover.relative_to(self.root))
             remove(leftover)
 
@@ -132,9 +163,10 @@ class Storage:
         return target.stat().st_size
 
     def remove_video(self, video_id: str) -> None:
-        """Every byte stored for a video: the current rendition and the original."""
+        """Every byte stored for a video: the current rendition, the original, the HLS package."""
         remove(self.video_path(video_id))
         remove(self.original_path(video_id))
+        remove(self.package_dir(video_id))
 
     def move_into_place(self, finished: Path, video_id: str) -> int:
         """Rename a complete, already fsynced file to the video's path, durably; returns its size.
