@@ -118,13 +118,20 @@ def make_settings(data_dir: Path, backend: str, request: pytest.FixtureRequest) 
     """Settings for a test: a temp data dir, 2 workers, and any overrides by name."""
 
     def make(**overrides: Any) -> Settings:
-        env = {"VIDEOSVC_DATA_DIR": str(data_dir), "VIDEOSVC_WORKERS": "2", "VIDEOSVC_MIN_FREE_BYTES": "0"}
+        env = {
+            "VIDEOSVC_DATA_DIR": str(data_dir),
+            "VIDEOSVC_WORKERS": "2",
+            "VIDEOSVC_MIN_FREE_BYTES": "0",
+            # HLS packages are built only where a test asks for them (tests/test_hls.py): the rest
+            # of the suite stays as fast as it was.
+            "VIDEOSVC_HLS_ENABLED": "false",
+        }
         if backend == "dask":
             cluster = request.getfixturevalue("dask_cluster")
             env |= {"VIDEOSVC_BACKEND": "dask", "VIDEOSVC_DASK_SCHEDULER": cluster.address}
         for name, value in overrides.items():
             env["VIDEOSVC_" + name.upper()] = (
-                ",".join(value) if isinstance(value, tuple | list) else str(value)
+                ",".join(map(str, value)) if isinstance(value, tuple | list) else str(value)
             )
         return load_settings(None, env=env)
 

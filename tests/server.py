@@ -39,6 +39,7 @@ class ServerProcess:
             "VIDEOSVC_PORT": str(self.port),
             "VIDEOSVC_WORKERS": "2",
             "VIDEOSVC_MIN_FREE_BYTES": "0",
+            "VIDEOSVC_HLS_ENABLED": "false",  # as in conftest: only where a test asks for packages
             **{f"VIDEOSVC_{name.upper()}": str(value) for name, value in settings.items()},
         }
         self.process: subprocess.Popen[bytes] | None = None

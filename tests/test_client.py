@@ -668,3 +668,26 @@ async def test_the_commands_take_a_unique_id_prefix(client: Client, cli_here: An
     await wait_for_job(client, video_id)
     assert (await cli_here("rm", short, "--url", url)).code == 0
     assert fails(gone := await cli_here("info", short, "--url", url), 3), gone
+
+
+async def test_info_lists_the_hls_renditions_and_the_playback_url(
+    make_client: Any, cli: Any, samples: Samples
+) -> None:
+    from .test_hls import HLS, h264_aac, wait_ready
+
+    client = await make_client(**HLS, max_job_pixel_frames=100_000)  # the copy plays; the ladder is refused
+    video_id = await upload(client, h264_aac(samples, 640, 360, 2.0))
+    await poll_until(
+        lambda: get_video(client, video_id),
+        "the ladder to fail",
+        until=lambda b: b["renditions"][-1]["state"] == "failed",
+    )
+    await wait_ready(client, video_id, 1)
+    shown = await cli(client, "info", video_id)
+    assert shown.code == 0, shown.err
+    lines = shown.out.splitlines()
+    assert f"playback:  {str(client.make_url('')).rstrip('/')}/file/{video_id}/hls/master.m3u8" in lines
+    renditions = [line for line in lines if line.startswith("rendition:")]
+    assert renditions[0].startswith("rendition: 640x360 ready, ") and renditions[0].endswith(" Mb/s peak")
+    assert renditions[1].startswith("rendition: 426x240 failed: the ladder is ")
+    assert "max_job_pixel_frames" in renditions[2]

@@ -28,6 +28,8 @@ async def test_openapi_documents_every_route_with_its_errors(client: Client) -> 
         ("/file/{id}/", "delete"),
         ("/file/{id}/content", "get"),
         ("/file/{id}/events", "get"),
+        ("/file/{id}/hls/{path}", "get"),
+        ("/file/{id}/hls/s/{expires}.{signature}/{path}", "get"),
         ("/health", "get"),
         ("/metrics", "get"),
         ("/uploads/", "options"),
@@ -46,6 +48,8 @@ async def test_openapi_documents_every_route_with_its_errors(client: Client) -> 
         ("/file/{id}/", "delete"): {"404", "500"},
         ("/file/{id}/content", "get"): {"403", "404", "416", "500"},
         ("/file/{id}/events", "get"): {"403", "404", "429", "503", "500"},
+        ("/file/{id}/hls/{path}", "get"): {"403", "404", "416", "500"},
+        ("/file/{id}/hls/s/{expires}.{signature}/{path}", "get"): {"403", "404", "416", "500"},
         ("/uploads/", "post"): {"400", "412", "413", "415", "429", "507", "500"},
         ("/uploads/{id}", "patch"): {"400", "403", "404", "409", "410", "412", "413", "415", "460", "500"},
     }

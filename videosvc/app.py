@@ -23,6 +23,7 @@ from .events.outbox import Outbox
 from .events.webhooks import WebhookDispatcher
 from .hooks import Hooks
 from .jobs.backends import make_backend
+from .jobs.lane import DerivedLane
 from .jobs.outcomes import JobOutcomes
 from .jobs.recovery import Recovery
 from .jobs.runner import JobRunner
@@ -35,6 +36,7 @@ from .store.storage import Storage
 from .store.tables import Tables
 from .uploads.resumable import ResumableUploads
 from .videos.service import VideoService
+from .videos.streaming import Streaming
 from .videos.view import view_of
 from .web.inflight import InFlightRequests
 from .web.keys import (
@@ -54,6 +56,7 @@ from .web.keys import (
     SETTINGS,
     SIGNER,
     STORAGE,
+    STREAMING,
     TABLES,
     TOOLCHAIN,
     UPLOADS,
@@ -111,6 +114,7 @@ def create_app(settings: Settings, hooks: Hooks | None = None) -> web.Applicatio
             storage_ctx,
             database_ctx,
             job_runner_ctx,
+            streaming_ctx,
             service_ctx,
             resumable_uploads_ctx,
             events_ctx,
@@ -242,11 +246,26 @@ async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
     await runner.close()
 
 
+async def streaming_ctx(app: web.Application) -> AsyncIterator[None]:
+    """HLS packages, built in the derived lane: workers of their own, below the resizes' priority."""
+    settings = app[SETTINGS]
+    lane = DerivedLane(settings, make_backend(settings, server_id=uuid.uuid4().hex, derived=True))
+    if settings.hls.hls_enabled:
+        await lane.start()
+    streaming = Streaming(
+        settings, app[TABLES].videos, app[STORAGE], app[TOOLCHAIN], lane, app[OUTBOX], app[BUS], app[HOOKS]
+    )
+    app[STREAMING] = streaming
+    yield
+    await streaming.close()
+    await lane.close()
+
+
 async def service_ctx(app: web.Application) -> AsyncIterator[None]:
     settings, tables = app[SETTINGS], app[TABLES]
     service = VideoService(
         settings, tables, app[STORAGE], app[DISK], app[JOB_RUNNER], app[TOOLCHAIN], app[SIGNER],
-        app[OUTCOMES], app[OUTBOX], app[BUS],
+        app[OUTCOMES], app[OUTBOX], app[BUS], app[STREAMING],
     )  # fmt: skip
     # Rows and files must agree before interrupted jobs are run again.
     await service.reconciliation.run()
@@ -254,6 +273,7 @@ async def service_ctx(app: web.Application) -> AsyncIterator[None]:
         settings.jobs, tables.jobs, tables.videos, app[STORAGE], app[TOOLCHAIN], app[OUTCOMES]
     )
     await recovery.resume(app[JOB_RUNNER].submit)
+    await app[STREAMING].resume()
     app[SERVICE] = service
     app[GET_BODIES] = GetBodies(service, app[REPRESENTATION])
     yield

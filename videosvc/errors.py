@@ -22,6 +22,17 @@ class VideoNotFound(VideoServiceError):
         super().__init__(f"no video with id {shown!r}")
 
 
+class RenditionNotReady(VideoNotFound):
+    """A file of the HLS package that is not there: not built yet, failed, or not a package file."""
+
+    def __init__(self, path: str) -> None:
+        shown = path if len(path) <= self.ECHO_CHARS else path[: self.ECHO_CHARS] + "..."
+        VideoServiceError.__init__(
+            self,
+            f"no {shown!r} in this video's HLS package: not ready (see renditions in GET), or no such file",
+        )
+
+
 class OriginalNotKept(VideoNotFound):
     def __init__(self) -> None:
         VideoServiceError.__init__(

@@ -13,3 +13,5 @@ Pause = Callable[[], Awaitable[None]]
 class Hooks:
     #: Between replacing a video with a job's output and recording the job.
     before_record: Pause | None = None
+    #: Before a video's ladder job is handed to the derived lane (its copied rendition, if any, ready).
+    before_ladder: Pause | None = None

@@ -33,6 +33,7 @@ class Expired(Exception):
 class LinkFamily(enum.StrEnum):
     CONTENT = "content"  #: /file/{id}/content, in one variant
     EVENTS = "events"  #: /file/{id}/events
+    PLAYBACK = "playback"  #: /file/{id}/hls/s/{expires}.{signature}/..., the whole HLS package
 
 
 #: Digits of an expiry (Unix seconds): ten until the year 2286.

@@ -261,9 +261,22 @@ def info(client: Client, args: argparse.Namespace) -> int:
         ("created", video["createdAt"]),
         ("content", client.url + video["contentUrl"]),
     ]
+    if video.get("playbackUrl"):
+        lines.append(("playback", client.url + printable(video["playbackUrl"])))
+    lines += [("rendition", _rendition(r)) for r in video.get("renditions", [])]
     for name, value in lines:
         _out(f"{name + ':':<10} {value}")
     return OK
+
+
+def _rendition(rendition: dict[str, Any]) -> str:
+    """`640x360 ready, 1.9 Mb/s peak`, or its state (and why it failed)."""
+    text = f"{rendition['width']}x{rendition['height']} {printable(rendition['state'])}"
+    if rendition["bandwidth"]:
+        text += f", {rendition['bandwidth'] / 1e6:.1f} Mb/s peak"
+    if rendition["error"]:
+        text += f": {printable(rendition['error'])}"
+    return text
 
 
 def resize(client: Client, args: argparse.Namespace) -> int:

@@ -49,6 +49,14 @@ JOB: Mapping[str, frozenset[str]] = {
     "height": frozenset({INTEGER}),
     "error": frozenset({STRING, NULL}),
 }
+#: A rendition of the HLS package (servers from before HLS send no `renditions`: none is listed).
+RENDITION: Mapping[str, frozenset[str]] = {
+    "width": frozenset({INTEGER}),
+    "height": frozenset({INTEGER}),
+    "bandwidth": frozenset({INTEGER, NULL}),
+    "state": frozenset({STRING}),
+    "error": frozenset({STRING, NULL}),
+}
 PAGE: Mapping[str, frozenset[str]] = {"items": frozenset({ARRAY}), "next": frozenset({STRING, NULL})}
 
 
@@ -77,6 +85,13 @@ def video(value: object) -> dict[str, Any]:
         raise Malformed(f"the video's id {checked['id']!r} is not a UUID")
     if checked["job"] is not None:
         _fields(checked["job"], JOB, "the video's job")
+    renditions = checked.get("renditions", [])
+    if not isinstance(renditions, list):
+        raise Malformed(f"the video's 'renditions' is {kind(renditions)}, not array")
+    for rendition in renditions:
+        _fields(rendition, RENDITION, "a rendition")
+    if kind(checked.get("playbackUrl")) not in (STRING, NULL, "missing"):
+        raise Malformed(f"the video's 'playbackUrl' is {kind(checked['playbackUrl'])}, not string")
     return checked
 
 

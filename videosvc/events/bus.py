@@ -39,6 +39,17 @@ class JobEnded:
 
 
 @dataclass(frozen=True)
+class RenditionsEnded:
+    """Renditions of a video's HLS package became ready (listed in its master playlist) or failed."""
+
+    video_id: str
+    ready: int
+    failed: int
+    #: From the upload's store to its first playable master playlist; None if this was not the first.
+    first_playable_s: float | None = None
+
+
+@dataclass(frozen=True)
 class BytesMoved:
     """Bytes of video received (an upload) or sent (a download)."""
 
@@ -63,8 +74,8 @@ class OutboxDropped:
     reason: str
 
 
-Event = VideosChanged | JobEnded | BytesMoved | OutboxQueued | OutboxDropped
-E = TypeVar("E", VideosChanged, JobEnded, BytesMoved, OutboxQueued, OutboxDropped)
+Event = VideosChanged | JobEnded | RenditionsEnded | BytesMoved | OutboxQueued | OutboxDropped
+E = TypeVar("E", VideosChanged, JobEnded, RenditionsEnded, BytesMoved, OutboxQueued, OutboxDropped)
 
 
 class EventBus:

@@ -37,7 +37,7 @@ SnapshotOf = Callable[[str], Awaitable[dict[str, Any]]]
 
 def event_id(snapshot: dict[str, Any]) -> str:
     """The snapshot's own fingerprint: a client that saw it (Last-Event-ID) is not sent it again."""
-    stable = {k: v for k, v in snapshot.items() if k not in ("contentUrl", "eventsUrl")}
+    stable = {k: v for k, v in snapshot.items() if k not in ("contentUrl", "eventsUrl", "playbackUrl")}
     return hashlib.sha256(json.dumps(stable, sort_keys=True).encode()).hexdigest()[:16]
 
 

@@ -1,7 +1,8 @@
 """The service's metrics (prometheus-client), kept by listening to the bus and told by the web layer.
 
 Requests by route template, method and status, with a latency histogram;
-video bytes in and out; jobs by outcome and their durations; the queue and the
+video bytes in and out; jobs by outcome and their durations; HLS renditions by outcome and the
+time to first playable; the queue and the
 running jobs; webhook deliveries and failures; open live streams. Counters move
 with the event bus and with each answered request (`observe`); gauges are read
 when Prometheus scrapes. Serving them is `web/metrics.py`.
@@ -17,7 +18,7 @@ from prometheus_client.core import CounterMetricFamily
 from prometheus_client.registry import Collector
 
 from ..store.records import JobState
-from .bus import BytesMoved, EventBus, JobEnded
+from .bus import BytesMoved, EventBus, JobEnded, RenditionsEnded
 
 #: Seconds: most requests take milliseconds; uploads and downloads take longer.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -51,6 +52,7 @@ class Metrics:
         outbox: Callable[[], int],
         streams: Callable[[], int],
     ) -> None:
+        """Long: one declaration per metric, each with its help text and labels."""
         registry = self.registry = CollectorRegistry(auto_describe=True)
         self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter(
@@ -76,6 +78,15 @@ class Metrics:
             " worker and back), spawn (ffmpeg's fork and exec), ffmpeg, verify, fsync, replace, record",
             ["step"], buckets=STEP_BUCKETS, registry=registry,
         )  # fmt: skip
+        self.renditions = Counter(
+            "videosvc_renditions", "HLS renditions built, by outcome (ready, failed)", ["outcome"],
+            registry=registry,
+        )  # fmt: skip
+        self.first_playable = Histogram(
+            "videosvc_first_playable_seconds",
+            "From an upload's store to its first playable HLS master playlist",
+            buckets=STEP_BUCKETS, registry=registry,
+        )  # fmt: skip
         Gauge("videosvc_jobs_queued", "Jobs waiting for a worker", registry=registry).set_function(queued)
         Gauge("videosvc_jobs_running", "Jobs on a worker", registry=registry).set_function(running)
         Gauge("videosvc_webhook_backlog", "Webhook deliveries not yet made", registry=registry).set_function(
@@ -90,6 +101,15 @@ class Metrics:
                 self.jobs.labels(state.value)
         bus.subscribe(JobEnded, self._on_job_ended)
         bus.subscribe(BytesMoved, self._on_bytes_moved)
+        for outcome in ("ready", "failed"):
+            self.renditions.labels(outcome)
+        bus.subscribe(RenditionsEnded, self._on_renditions_ended)
+
+    def _on_renditions_ended(self, event: RenditionsEnded) -> None:
+        self.renditions.labels("ready").inc(event.ready)
+        self.renditions.labels("failed").inc(event.failed)
+        if event.first_playable_s is not None:
+            self.first_playable.observe(event.first_playable_s)
 
     def _on_job_ended(self, event: JobEnded) -> None:
         self.jobs.labels(event.state.value).inc()

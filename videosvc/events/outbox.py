@@ -19,6 +19,9 @@ VIDEO_STORED = "video.stored"
 VIDEO_DELETED = "video.deleted"
 JOB_SUCCEEDED = "job.succeeded"
 JOB_FAILED = "job.failed"
+#: A rendition of the HLS package is playable (in the master playlist), or could not be built.
+RENDITION_READY = "rendition.ready"
+RENDITION_FAILED = "rendition.failed"
 
 
 class Outbox:

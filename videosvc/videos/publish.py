@@ -27,6 +27,7 @@ from ..store.storage import FileSink, Storage, remove, sync_file
 from ..store.videos import VideoRepository
 from ..uploads.names import clean_filename
 from ..uploads.receiver import SNIFF_BYTES, IncomingUpload, Limits, ReceivedFile, check_head, receive
+from .streaming import Streaming
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Publisher:
         probes: concurrent.futures.Executor,
         outbox: Outbox,
         bus: EventBus,
+        streaming: Streaming,
     ) -> None:
         self._settings = settings
         self._videos = videos
@@ -51,6 +53,7 @@ class Publisher:
         self._probes = probes
         self._outbox = outbox
         self._bus = bus
+        self._streaming = streaming
         self._keep_original = settings.storage.keep_original
         self._input_limits = InputLimits(
             settings.uploads.max_input_pixels, settings.uploads.max_input_streams
@@ -117,6 +120,7 @@ class Publisher:
         except BaseException:
             await asyncio.to_thread(self._storage.remove_video, video_id)
             raise
+        self._streaming.stored(record, info)
         self._bus.emit(BytesMoved("in", size))
         log.info(
             "video stored",
@@ -144,6 +148,7 @@ class Publisher:
             audio_codecs=info.audio_codecs,
             frame_count=info.frame_count,
             original=original,
+            renditions=self._streaming.planned(info),
         )
 
     async def _check(self, path: Path) -> MediaInfo:

@@ -25,7 +25,8 @@ class Reconciliation:
         storage = self._storage
         files = await asyncio.to_thread(storage.stored_video_ids)
         originals = await asyncio.to_thread(storage.stored_original_ids)
-        for orphan in sorted((files | originals) - rows):
+        packages = await asyncio.to_thread(storage.stored_package_ids)
+        for orphan in sorted((files | originals | packages) - rows):
             log.warning("removing stored file with no database row", extra={"video_id": orphan})
             await asyncio.to_thread(storage.remove_video, orphan)
         missing = sorted(rows - files)

@@ -2,7 +2,8 @@
 
 Each use case is a room of its own: `publish` (an upload becomes a video),
 `view` (what GET shows), `catalogue` (pages of videos), `resize` (the rules of
-a PATCH, its queue, the resizes that need no encoding), `deletion`, and
+a PATCH, its queue, the resizes that need no encoding), `streaming` (the HLS
+package built from each upload), `deletion`, and
 `recovery` (rows and files agree at start; earlier versions' data adopted).
 This facade only wires them and answers the web layer's questions.
 """
@@ -33,6 +34,7 @@ from .deletion import Deletion
 from .publish import Publisher
 from .recovery import Reconciliation
 from .resize import Resizes
+from .streaming import Streaming
 from .view import Variant, VideoInfo, view_of
 
 
@@ -49,6 +51,7 @@ class VideoService:
         outcomes: JobOutcomes,
         outbox: Outbox,
         bus: EventBus,
+        streaming: Streaming,
     ) -> None:
         self._keep_original = settings.storage.keep_original
         self._videos = tables.videos
@@ -60,13 +63,15 @@ class VideoService:
         )
         # One lock per video for PATCH and DELETE, so neither sees the other half-done.
         locks = KeyedLocks()
-        self._publisher = Publisher(settings, tables.videos, storage, disk, tools, self._probes, outbox, bus)
+        self._publisher = Publisher(
+            settings, tables.videos, storage, disk, tools, self._probes, outbox, bus, streaming
+        )
         self._catalogue = Catalogue(tables.videos, signer, self.view)
         self._resizes = Resizes(
             settings.jobs, self._keep_original, tables.videos, tables.jobs, storage, runner, outcomes, tools,
             self._probes, locks,
         )  # fmt: skip
-        self._deletion = Deletion(tables.videos, storage, runner, outbox, locks)
+        self._deletion = Deletion(tables.videos, storage, runner, streaming, outbox, locks)
         self.reconciliation = Reconciliation(tables.videos, storage, self._keep_original)
 
     async def close(self) -> None:

@@ -6,7 +6,7 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..store.records import JobRecord, JobState, Original, VideoRecord, VideoStatus
+from ..store.records import JobRecord, JobState, Original, Rendition, RenditionState, VideoRecord, VideoStatus
 
 
 class Variant(enum.StrEnum):
@@ -44,6 +44,13 @@ class VideoInfo:
     #: None when originals are not kept.
     original: Original | None
     job: JobInfo | None
+    #: The HLS package's renditions, largest first (empty when none is planned).
+    renditions: tuple[Rendition, ...] = ()
+
+    @property
+    def playable(self) -> bool:
+        """Whether the HLS package has a master playlist (a rendition is ready)."""
+        return any(r.state is RenditionState.READY for r in self.renditions)
 
     @property
     def processing(self) -> bool:
@@ -100,4 +107,5 @@ def view_of(status: VideoStatus, keep_original: bool, progress: Progress | None 
         updated_at=video.updated_at,
         original=video.original if keep_original else None,
         job=job_info,
+        renditions=video.renditions or (),
     )

@@ -60,35 +60,57 @@ def open_video(path: Path) -> OpenVideo:
     return OpenVideo(file, st.st_size, st.st_mtime, etag)
 
 
+@dataclass(frozen=True)
+class Presentation:
+    """How a file is answered: its type, how long caches keep it, and (a video) its download name."""
+
+    content_type: str = "video/mp4"
+    #: Cache-Control, after `private` when answered by a signed link, else after `public` if `public`.
+    cache: str = "no-cache"
+    public: bool = False
+    #: Content-Disposition, or none.
+    disposition: str | None = None
+
+
 async def send_video(
     request: web.Request, path: Path, display_name: str, download: bool, private: bool = False
 ) -> web.StreamResponse:
     """`private`: answered by a signed link, which a shared cache must not keep for others."""
+    shown = Presentation(disposition=content_disposition(display_name, download))
+    return await send_file(request, path, shown, private, VideoNotFound(request.match_info.get("id", "")))
+
+
+async def send_file(
+    request: web.Request, path: Path, shown: Presentation, private: bool, missing: Exception
+) -> web.StreamResponse:
+    """A file with Range, a strong ETag and conditional requests; `missing` raised when it is not there."""
     try:
         video = await asyncio.to_thread(open_video, path)
-    except FileNotFoundError:  # deleted a moment ago
-        raise VideoNotFound(request.match_info.get("id", "")) from None
+    except (FileNotFoundError, NotADirectoryError):  # deleted a moment ago, or never there
+        raise missing from None
     try:
-        return await _respond(request, video, display_name, download, private)
+        return await _respond(request, video, shown, private)
     finally:
         await asyncio.to_thread(video.file.close)
 
 
 async def _respond(
-    request: web.Request, video: OpenVideo, display_name: str, download: bool, private: bool
+    request: web.Request, video: OpenVideo, shown: Presentation, private: bool
 ) -> web.StreamResponse:
     headers = {
         hdrs.ETAG: video.etag,
-        # May be stored, but asked again (cheaply: 304) before reuse; by the browser only, when signed.
-        hdrs.CACHE_CONTROL: "private, no-cache" if private else "no-cache",
+        # "no-cache": may be stored, but asked again (cheaply: 304) before reuse. By the browser
+        # only, when signed.
+        hdrs.CACHE_CONTROL: ("private, " if private else "public, " if shown.public else "") + shown.cache,
         hdrs.ACCEPT_RANGES: "bytes",
     }
     if _not_modified(request, video):
         response = web.StreamResponse(status=304, headers=headers)
         response.last_modified = video.mtime
         return response
-    headers[hdrs.CONTENT_TYPE] = "video/mp4"
-    headers[hdrs.CONTENT_DISPOSITION] = content_disposition(display_name, download)
+    headers[hdrs.CONTENT_TYPE] = shown.content_type
+    if shown.disposition is not None:
+        headers[hdrs.CONTENT_DISPOSITION] = shown.disposition
     selected = _selected_range(request, video)
     if selected is UNSATISFIABLE:
         return error_response(

@@ -21,6 +21,7 @@ from ..store.storage import Storage
 from ..store.tables import Tables
 from ..uploads.resumable import ResumableUploads
 from ..videos.service import VideoService
+from ..videos.streaming import Streaming
 from .inflight import InFlightRequests
 from .origins import HostPolicy
 from .representation import GetBodies, Representation
@@ -45,6 +46,7 @@ LIVE = web.AppKey("live_streams", LiveStreams)
 METRICS = web.AppKey("metrics", Metrics)
 WEBHOOKS = web.AppKey("webhooks", WebhookDispatcher)
 UPLOADS = web.AppKey("uploads", ResumableUploads)
+STREAMING = web.AppKey("streaming", Streaming)
 
 #: The canonical (lowercase) id of the video a /file/{id} request names, set by `resource_id_middleware`.
 VIDEO_ID = web.RequestKey("video_id", str)

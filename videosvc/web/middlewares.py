@@ -146,7 +146,8 @@ def refusal_before_body(request: web.Request) -> web.Response | None:
     if settings.api_keys and request.path.startswith(PROTECTED_PREFIXES) and request.method != "OPTIONS":
         key_index = matching_key(request.headers.get(hdrs.AUTHORIZATION, ""), settings.api_keys)
         family = getattr(request.match_info.handler, "signed_family", None)
-        if key_index is None and "signature" in request.query and family is not None:
+        signed = "signature" in request.query or "signature" in request.match_info
+        if key_index is None and signed and family is not None:
             return _signature_refusal(request, family)
         if key_index is None:
             return error_response(
@@ -171,9 +172,11 @@ def _signature_refusal(request: web.Request, family: LinkFamily) -> web.Response
     """None when the link's signature is genuine, current and of this route's family; else a 403."""
     video_id = request.match_info.get("id", "").lower()
     variant = request.query.get("variant", CURRENT) if family is LinkFamily.CONTENT else ""
+    # In the query (content, events), or in the path (the HLS package: its playlists' URIs inherit it).
+    given = request.match_info if "signature" in request.match_info else request.query
     try:
         request[SIGNED_UNTIL] = request.app[SIGNER].verify(
-            family, video_id, request.query.get("expires", ""), request.query.get("signature", ""), variant
+            family, video_id, given.get("expires", ""), given.get("signature", ""), variant
         )
     except Expired:
         return error_response(403, "this signed link has expired: GET the video again for a fresh one")

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from typing import Any
 
 from ..config import Settings
+from ..media import hls
 from ..signing import LinkFamily, Signer
 from ..store.records import VideoStatus
 from ..videos.service import VideoService
@@ -49,12 +50,21 @@ class Representation:
     def events_url(self, video_id: str, until: int | None = None) -> str:
         return self._signed(f"/file/{video_id}/events", LinkFamily.EVENTS, video_id, until=until)
 
+    def playback_url(self, video_id: str, until: int | None = None) -> str:
+        """The master playlist; with keys, the signature sits in the path, so that every URI the
+        playlists name (relative to it) carries it too, and expires with it."""
+        if not self._keys:
+            return f"/file/{video_id}/hls/{hls.MASTER}"
+        expires, signature = self._signer.sign(LinkFamily.PLAYBACK, video_id, self._ttl_s, until=until)
+        return f"/file/{video_id}/hls/s/{expires}.{signature}/{hls.MASTER}"
+
     def relinked(self, shape: dict[str, Any], until: int) -> dict[str, Any]:
         """A GET shape whose links expire no later than `until` (sent through a signed link)."""
         video_id = shape["id"]
         return shape | {
             "contentUrl": self.content_url(video_id, until),
             "eventsUrl": self.events_url(video_id, until),
+            "playbackUrl": self.playback_url(video_id, until) if shape.get("playbackUrl") else None,
         }
 
     def video(self, info: VideoInfo) -> dict[str, Any]:
@@ -78,6 +88,17 @@ class Representation:
             "originalSize": original.size_bytes if original else None,
             "contentUrl": self.content_url(info.id),
             "eventsUrl": self.events_url(info.id),
+            "playbackUrl": self.playback_url(info.id) if info.playable else None,
+            "renditions": [
+                {
+                    "width": r.width,
+                    "height": r.height,
+                    "bandwidth": r.bandwidth,
+                    "state": r.state.value,
+                    "error": r.error,
+                }
+                for r in info.renditions
+            ],
             "job": None
             if job is None
             else {

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import views
+from . import playback, views
 from .keys import METRICS
 from .middlewares import expect_continue
 from .page import add_page
@@ -23,6 +23,15 @@ ROUTES = [
 ]
 
 
+#: The HLS package: the signed form first (its path would match the other's too).
+PLAYBACK_ROUTES = [
+    (
+        r"/file/{id}/hls/s/{expires:[0-9]{1,12}}.{signature:[A-Za-z0-9_-]{1,64}}/{path:.+}",
+        playback.get_signed_playback,
+    ),
+    ("/file/{id}/hls/{path:.+}", playback.get_playback),
+]
+
 #: tus: class-based views, so that aiohttp-cors can tell tus's OPTIONS from a CORS preflight.
 TUS_ROUTES = [("/uploads/", UploadsView), ("/uploads/{id}", UploadView)]
 
@@ -32,6 +41,8 @@ def add_routes(app: web.Application) -> None:
         app.router.add_route(method, path, handler, expect_handler=expect_continue)
     for path, view in TUS_ROUTES:
         app.router.add_route("*", path, view, expect_handler=expect_continue)
+    for path, handler in PLAYBACK_ROUTES:
+        app.router.add_get(path, handler, allow_head=False)  # HEAD: in add_aliases, undocumented
     if METRICS in app:  # metrics_enabled
         app.router.add_get("/metrics", views.metrics, allow_head=False)
     add_page(app)  # the page at /, for people
@@ -51,6 +62,8 @@ def add_aliases(app: web.Application) -> None:
     for path, view in TUS_ROUTES:
         other = path.rstrip("/") if path.endswith("/") else path + "/"
         app.router.add_route("*", other, view, expect_handler=expect_continue)
+    for path, handler in PLAYBACK_ROUTES:
+        app.router.add_route("HEAD", path, handler)
     for method, path, handler in ROUTES:
         other = path.rstrip("/") if path.endswith("/") else path + "/"
         app.router.add_route(method, other, handler, expect_handler=expect_continue)

@@ -73,6 +73,25 @@ class JobSchema(Schema):
     finishedAt = fields.String(required=True, allow_none=True)
 
 
+class RenditionSchema(Schema):
+    width = fields.Integer(required=True)
+    height = fields.Integer(required=True)
+    bandwidth = fields.Integer(
+        required=True,
+        allow_none=True,
+        metadata={
+            "description": "The measured peak bit rate of its video segments, bits/s, once ready (the"
+            " master playlist's BANDWIDTH adds the audio's)"
+        },
+    )
+    state = fields.String(
+        required=True,
+        validate=validate.OneOf(["queued", "running", "ready", "failed"]),
+        metadata={"description": "ready: listed in the master playlist; failed: see error"},
+    )
+    error = fields.String(required=True, allow_none=True, metadata={"description": "Why it failed"})
+
+
 class FileInfoSchema(Schema):
     id = fields.UUID(required=True)
     filename = fields.String(
@@ -116,6 +135,17 @@ class FileInfoSchema(Schema):
     )
     eventsUrl = fields.String(
         metadata={"description": "Live changes of this video (server-sent events); signed like contentUrl"}
+    )
+    playbackUrl = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "The HLS master playlist (adaptive streaming), once a rendition is ready; else"
+            " null. With API keys, the signature sits in its path, so every URI in the playlists carries it"
+        },
+    )
+    renditions = fields.List(
+        fields.Nested(RenditionSchema),
+        metadata={"description": "The HLS package's renditions, largest first; empty when HLS is off"},
     )
     job = fields.Nested(
         JobSchema, allow_none=True, metadata={"description": "The newest resize; null before the first"}

@@ -1,0 +1,196 @@
+"""HLS packages: each stored video's ladder of renditions, built in the background (SPEC §13, §17).
+
+At store time the package is planned: its renditions, `queued`, are written
+with the video's row. Then, off every request's path:
+
+1. *Fast first play.* An upload a player takes as it is (`media.ladder`) is cut
+   into segments without re-encoding, at once, by a bounded child process of
+   this server (not behind queued work): it is the top rendition, and the
+   master playlist lists it as soon as it is whole.
+2. *The ladder.* One job in the derived lane encodes every other rendition from
+   one decode (`jobs.ladder`), with keyframes at the copied rendition's segment
+   starts (or every `hls_segment_s`), so players switch at any segment.
+
+A rendition is listed only once it is whole and flushed: its folder is moved
+into the package first, then the master playlist is replaced. A crash halfway
+loses nothing listed; the next start builds what is not ready, from the start.
+A PATCH resize never touches the package: it is built from the upload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import VideoNotFound
+from ..events.bus import EventBus
+from ..events.outbox import Outbox
+from ..hooks import Hooks
+from ..jobs.contract import JobFiles
+from ..jobs.ladder import copy_name
+from ..jobs.lane import DerivedLane
+from ..media import hls
+from ..media.ladder import Plan, plan, plan_ladder
+from ..media.probe import InputLimits, MediaInfo, ProbeError, Toolchain, inspect_upload
+from ..store.records import Rendition, RenditionState, VideoRecord
+from ..store.storage import Storage
+from ..store.videos import VideoRepository
+from .first_play import FirstPlay
+from .ladders import Ladders
+from .packages import UNFINISHED, Packages, planned_renditions
+
+log = logging.getLogger(__name__)
+
+
+class Streaming:
+    def __init__(
+        self,
+        settings: Settings,
+        videos: VideoRepository,
+        storage: Storage,
+        tools: Toolchain,
+        lane: DerivedLane,
+        outbox: Outbox,
+        bus: EventBus,
+        hooks: Hooks,
+    ) -> None:
+        self._settings = settings
+        self._hls = settings.hls
+        self._videos = videos
+        self._storage = storage
+        self._tools = tools
+        self._lane = lane
+        self._packages = Packages(videos, storage, outbox, bus)
+        self._limits = InputLimits(settings.uploads.max_input_pixels, settings.uploads.max_input_streams)
+        self._first_play = FirstPlay(settings, storage, tools, self._packages)
+        self._ladders = Ladders(settings, storage, tools, lane, self._packages, hooks.before_ladder)
+        self._builds: dict[str, asyncio.Task[None]] = {}
+        self._stopping: set[str] = set()
+        self._backfill: asyncio.Task[None] | None = None
+
+    # -- what the other rooms ask
+
+    def planned(self, info: MediaInfo) -> tuple[Rendition, ...] | None:
+        """The renditions a new upload will get (None when HLS is off)."""
+        if not self._hls.hls_enabled:
+            return None
+        return planned_renditions(plan(info, self._hls.hls_ladder, self._hls.hls_segment_s))
+
+    def stored(self, video: VideoRecord, info: MediaInfo) -> None:
+        """A video was stored with a planned package: build it now, in the background."""
+        if video.renditions is not None:
+            self._packages.stored_at[video.id] = time.monotonic()
+            self._start(video.id, info)
+
+    async def stop(self, video_id: str) -> None:
+        """Stop what builds the video's package (a DELETE); returns once it ended."""
+        task = self._builds.get(video_id)
+        if task is None:
+            return
+        self._stopping.add(video_id)
+        try:
+            for step in ("copy", "ladder"):
+                with contextlib.suppress(FileNotFoundError):
+                    JobFiles(self._storage.derived_job_dir(video_id, step)).cancel.touch()
+            await self._ladders.stop(video_id, task)
+            await asyncio.wait([task])
+        finally:
+            self._stopping.discard(video_id)
+
+    async def resume(self) -> None:
+        """At start: finish the packages a stop cut short; plan those of videos stored without one
+        (HLS turned on, or an upgrade), built one at a time in the background."""
+        for video in await self._videos.with_renditions(planned=True):
+            renditions = video.renditions or ()
+            if any(r.state in UNFINISHED for r in renditions):
+                log.info("resuming the HLS package of a video", extra={"video_id": video.id})
+                self._start(video.id, None)
+        if self._hls.hls_enabled:
+            waiting = await self._videos.with_renditions(planned=False)
+            if waiting:
+                log.info("%d stored video(s) get an HLS package, one at a time", len(waiting))
+                self._backfill = asyncio.create_task(self._plan_each(waiting), name="hls-backfill")
+
+    async def close(self) -> None:
+        """Stop every build; what is not ready stays planned, for the next start."""
+        tasks = [task for task in (self._backfill, *self._builds.values()) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # -- building
+
+    def _start(self, video_id: str, info: MediaInfo | None) -> None:
+        task = asyncio.create_task(self._build(video_id, info), name=f"hls-{video_id}")
+        self._builds[video_id] = task
+
+        def forget(_: object) -> None:
+            if self._builds.get(video_id) is task:
+                del self._builds[video_id]
+
+        task.add_done_callback(forget)
+
+    async def _plan_each(self, videos: Sequence[VideoRecord]) -> None:
+        for video in videos:
+            try:
+                info = await asyncio.to_thread(
+                    inspect_upload, str(self._source(video.id)), self._tools, self._limits
+                )
+            except (ProbeError, OSError) as e:
+                log.warning("cannot plan an HLS package: %s", e, extra={"video_id": video.id})
+                continue
+            renditions = self.planned(info)
+            if renditions is None or not await self._videos.set_renditions(video.id, renditions):
+                continue
+            self._start(video.id, info)
+            await asyncio.wait([self._builds[video.id]])
+
+    async def _build(self, video_id: str, info: MediaInfo | None) -> None:
+        try:
+            await self._build_package(video_id, info)
+        except VideoNotFound:
+            pass  # deleted meanwhile
+        except asyncio.CancelledError:
+            if video_id not in self._stopping:
+                raise  # a shutdown: what is unfinished stays planned
+        except Exception as e:  # a bug or a database failure: fail what is unfinished, never leave it
+            log.exception("building an HLS package failed", extra={"video_id": video_id})
+            with contextlib.suppress(Exception):
+                await self._packages.end_unfinished(video_id, f"internal error: {type(e).__name__}")
+        finally:
+            self._packages.stored_at.pop(video_id, None)
+
+    async def _build_package(self, video_id: str, info: MediaInfo | None) -> None:
+        source = self._source(video_id)
+        if info is None:
+            info = await asyncio.to_thread(inspect_upload, str(source), self._tools, self._limits)
+        the_plan = plan(info, self._hls.hls_ladder, self._hls.hls_segment_s)
+        renditions = await self._packages.renditions(video_id)
+        if len(renditions) != len(the_plan.rungs):  # planned under other settings: plan again
+            renditions = await self._packages.set(video_id, planned_renditions(the_plan))
+        package = self._storage.package_dir(video_id)
+        await asyncio.to_thread(package.mkdir, parents=True, exist_ok=True)
+        keyframes: tuple[float, ...] = ()
+        if the_plan.copy_first:
+            if renditions[0].state in UNFINISHED:
+                copied = await self._first_play.run(video_id, source, info, renditions)
+                if copied is None:  # a player may take it, but ffmpeg would not cut it: encode it all
+                    rungs = plan_ladder(info.width, info.height, self._hls.hls_ladder, info.fps)
+                    the_plan = Plan(tuple(rungs), False, "the stream copy failed")
+                    renditions = await self._packages.set(video_id, planned_renditions(the_plan))
+                renditions = await self._packages.renditions(video_id)
+            if the_plan.copy_first and renditions[0].state is RenditionState.READY:
+                keyframes = (await asyncio.to_thread(hls.measure, package / copy_name())).segment_starts
+        todo = [i for i, r in enumerate(renditions) if r.state in UNFINISHED]
+        if todo:
+            await self._ladders.run(video_id, source, info, the_plan, renditions, todo, keyframes)
+
+    def _source(self, video_id: str) -> Path:
+        """The upload as it came: the original when it is kept, else the stored video."""
+        original = self._storage.original_path(video_id)
+        return original if original.exists() else self._storage.video_path(video_id)
