@@ -403,3 +403,60 @@ async def test_errors_are_the_apis_own_messages_and_sizes_are_checked_like_the_a
         await page.click("#resize")
         await page.locator("#resize-error", has_text="max_job_pixel_frames").wait_for()  # the API's 400
         assert wire.unexpected_errors("415", "400") == []
+
+
+@pytest.mark.parametrize("key", [None, "secret"], ids=["open", "with-api-keys"])
+async def test_the_page_plays_adaptively_with_hls_js_and_switches_when_a_quality_is_picked(
+    page: Any, data_dir: Path, samples: Samples, key: str | None
+) -> None:
+    source = samples.make(
+        "page_hls.mp4",
+        ["-f", "lavfi", "-i", "testsrc2=size=640x360:rate=25:duration=8", "-f", "lavfi", "-i",
+         "sine=duration=8", "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p",
+         "-c:a", "aac", "-shortest"],
+    )  # fmt: skip
+    settings = {"hls_enabled": "true", "hls_ladder": "360,240,180", "hls_segment_s": 2}
+    with ServerProcess(data_dir, **settings, **({"api_keys": key} if key else {})) as server:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with source.open("rb") as f:
+            request = urllib.request.Request(
+                server.url + "/file/", data=f.read(), headers={**headers, "Content-Type": "video/mp4"}
+            )
+        stored = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(request, timeout=30)))
+        video_id = stored["id"]
+        await poll_until(
+            lambda: [r["state"] for r in _api(server, "GET", f"/file/{video_id}/", key)[1]["renditions"]],
+            "every rendition ready", until=lambda states: states == ["ready"] * 3,
+        )  # fmt: skip
+
+        wire = await open_page(page, server.url + "/")
+        if key:
+            await page.locator("#key-panel").wait_for()
+            await page.fill("#key-input", key)
+            await page.click("#key-form button")
+        await page.locator(f'#videos li[data-id="{video_id}"] button').click()
+        await _until(page, "document.getElementById('player').dataset.version?.endsWith(':hls')")
+        await page.locator("#quality-row").wait_for()
+        options = await page.locator("#quality option").all_text_contents()
+        assert options == ["Auto", f"640{X}360", f"426{X}240", f"320{X}180"]
+        played = await page.locator("#player").evaluate(
+            """(v) => new Promise((done) => {
+                v.muted = true;
+                v.addEventListener("timeupdate", () => v.currentTime > 0.5 && done(v.currentTime));
+                v.play().catch((e) => done("play failed: " + e));
+            })"""
+        )
+        assert isinstance(played, float), played
+        # A quality picked by hand: hls.js switches to it (the next segments come from its folder).
+        smallest = await page.locator("#quality option", has_text=f"320{X}180").get_attribute("value")
+        await page.select_option("#quality", smallest)
+        await _until(page, f"document.getElementById('player').dataset.level === '{smallest}'")
+        await _until(page, "document.getElementById('player').videoHeight === 180")
+        fetched = [r.url for r in wire.responses if "/hls/" in r.url]
+        assert any("/v2/seg" in url for url in fetched), fetched
+        assert all(r.status in (200, 206) for r in wire.responses if "/hls/" in r.url)
+        assert not [r for r in wire.responses if f"/file/{video_id}/content" in r.url]  # not the MP4
+        if key:  # the player sent no header: the signature in the path did it, for every file
+            assert all(f"/file/{video_id}/hls/s/" in url for url in fetched), fetched
+        assert wire.unexpected_errors() == []
+    assert "Traceback" not in server.log()

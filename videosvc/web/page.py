@@ -22,7 +22,8 @@ CONTENT_SECURITY_POLICY = "; ".join(
         "script-src 'self'",
         "style-src 'self'",
         "img-src 'self' data:",
-        "media-src 'self'",
+        # hls.js plays through Media Source Extensions: the <video> plays a blob: URL of it.
+        "media-src 'self' blob:",
         "connect-src 'self'",
         "object-src 'none'",
         "base-uri 'none'",

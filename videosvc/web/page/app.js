@@ -16,6 +16,8 @@ const state = {
   next: null, // the cursor of the next page
   selected: null, // the id shown in the detail panel
   stream: null, // the EventSource of the selected video
+  hls: null, // the hls.js player of the selected video, when it plays adaptively
+  hlsFailed: new Set(), // videos whose adaptive playback failed in this tab: the MP4 plays
 };
 
 // -- talking to the API ----------------------------------------------------------
@@ -239,15 +241,7 @@ function showVideo(video, newVideo) {
   $("resize").disabled = video.processing;
   $("download").href = downloadUrl(video.contentUrl);
   $("download").setAttribute("download", video.filename);
-  const player = $("player");
-  const previous = player.dataset.version;
-  // Reloaded for a new rendition only: a fresh signature on the same one must not restart it.
-  const version = `${video.id}:${video.updatedAt}`;
-  if (newVideo || previous !== version) {
-    player.dataset.version = version;
-    player.src = renditionUrl(video);
-    player.load();
-  }
+  play(video, newVideo);
   if (newVideo) fillPresets(video);
   updateListed(video);
 }
@@ -263,6 +257,88 @@ function showVideo(video, newVideo) {
 function renditionUrl(video) {
   return `${video.contentUrl}#v=${encodeURIComponent(video.updatedAt)}`;
 }
+
+// -- playing: adaptive (HLS) once a rendition is ready, else the MP4 ----------------------
+
+/**
+ * The player plays the HLS package (GET's playbackUrl) through hls.js, or natively where the
+ * browser has HLS (Safari); the MP4 until the package has a rendition, and if HLS fails. The
+ * package is built once, from the upload: a resize changes the MP4, not what HLS plays.
+ */
+function play(video, newVideo) {
+  const player = $("player");
+  const adaptive = Boolean(video.playbackUrl) && !state.hlsFailed.has(video.id) && hlsSupport(player) !== "";
+  const version = adaptive ? `${video.id}:hls` : `${video.id}:${video.updatedAt}`;
+  if (!newVideo && player.dataset.version === version) {
+    if (state.hls) fillQuality(video);
+    return;
+  }
+  player.dataset.version = version;
+  stopHls();
+  if (adaptive && hlsSupport(player) === "hls.js") {
+    startHls(player, video);
+  } else if (adaptive) {
+    player.src = video.playbackUrl;
+  } else {
+    player.src = renditionUrl(video);
+    player.load();
+  }
+  $("streaming").textContent = adaptive ? "Adaptive (HLS)" : "";
+}
+
+function hlsSupport(player) {
+  if (window.Hls && window.Hls.isSupported()) return "hls.js";
+  return player.canPlayType("application/vnd.apple.mpegurl") ? "native" : "";
+}
+
+function startHls(player, video) {
+  // No worker: the page's CSP allows scripts from this server only, not blob: workers.
+  const hls = new window.Hls({ enableWorker: false });
+  state.hls = hls;
+  hls.on(window.Hls.Events.MANIFEST_PARSED, () => fillQuality(video));
+  hls.on(window.Hls.Events.LEVEL_SWITCHED, (_, data) => {
+    player.dataset.level = String(data.level);
+  });
+  hls.on(window.Hls.Events.ERROR, (_, data) => {
+    if (!data.fatal || state.hls !== hls) return;
+    // The MP4 still plays: fall back to it, and say why.
+    state.hlsFailed.add(video.id);
+    showMessage(`Adaptive playback failed (${data.details}); playing the MP4.`);
+    play(video, true);
+  });
+  hls.loadSource(video.playbackUrl);
+  hls.attachMedia(player);
+}
+
+function stopHls() {
+  if (state.hls) state.hls.destroy();
+  state.hls = null;
+  $("quality-row").hidden = true;
+  delete $("player").dataset.level;
+}
+
+/** Auto, and one entry per rendition hls.js knows of (largest first). */
+function fillQuality(video) {
+  const hls = state.hls;
+  const select = $("quality");
+  const levels = hls.levels.map((level, index) => ({ index, height: level.height, width: level.width }));
+  levels.sort((a, b) => b.height - a.height);
+  const wanted = ["-1", ...levels.map((l) => String(l.index))].join(",");
+  if (select.dataset.levels !== wanted) {
+    select.dataset.levels = wanted;
+    const options = levels.map((l) => new Option(`${l.width}×${l.height}`, String(l.index)));
+    select.replaceChildren(new Option("Auto", "-1"), ...options);
+    select.value = String(hls.manualLevel ?? -1);
+  }
+  const ready = video.renditions.filter((r) => r.state === "ready").length;
+  $("streaming").textContent = `Adaptive (HLS): ${ready} of ${video.renditions.length} renditions ready`;
+  $("quality-row").hidden = false;
+}
+
+$("quality").addEventListener("change", () => {
+  // -1: automatic; else this rendition from now on (the next segment is fetched from it).
+  if (state.hls) state.hls.currentLevel = Number($("quality").value);
+});
 
 function downloadUrl(contentUrl) {
   return contentUrl + (contentUrl.includes("?") ? "&" : "?") + "download=true";
@@ -298,6 +374,8 @@ function closeDetail() {
   state.selected = null;
   $("detail").hidden = true;
   const player = $("player");
+  stopHls();
+  delete player.dataset.version;
   player.removeAttribute("src");
   player.load();
   for (const button of $("videos").querySelectorAll("button.video")) button.setAttribute("aria-current", "false");
