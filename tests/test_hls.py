@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import m3u8
+import pytest
 
 from videosvc.app import create_app
 from videosvc.hooks import Hooks
@@ -317,10 +318,11 @@ async def test_hls_off_keeps_a_pure_mp4_store_and_turned_on_builds_the_missing_p
     assert (await client.get(done["playbackUrl"])).status == 200
 
 
-async def test_a_ladder_killed_mid_run_lists_nothing_half_built_and_resumes_at_the_next_start(
-    samples: Samples, tools: Toolchain, data_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("stop", ["kill -9", "SIGTERM"])
+async def test_a_ladder_cut_by_a_stop_lists_nothing_half_built_and_resumes_at_the_next_start(
+    samples: Samples, data_dir: Path, stop: str
 ) -> None:
-    source = h264_aac(samples, 640, 360, 12.0)
+    source = h264_aac(samples, 640, 360, 30.0)
     package = data_dir / "hls"
     with ServerProcess(data_dir, **HLS, x264_preset="veryslow") as server:
         async with aiohttp.ClientSession(server.url) as session:
@@ -335,7 +337,10 @@ async def test_a_ladder_killed_mid_run_lists_nothing_half_built_and_resumes_at_t
                 renditions, "the ladder to run", until=lambda s: s == ["ready", "running", "running"]
             )
             await poll_until(lambda: ffmpeg_processes(data_dir), "the ladder's ffmpeg")
-            server.kill9()
+            if stop == "kill -9":
+                server.kill9()
+            else:  # within its grace: the ladder's ffmpeg is stopped, not waited for (minutes at veryslow)
+                assert server.stop(timeout_s=15) == 0
     await poll_until(lambda: not ffmpeg_processes(data_dir), "ffmpeg to die with the server", 10)
     # On disk, the master playlist lists the copy alone, and the copy is whole.
     listed = m3u8.loads((package / video_id / "master.m3u8").read_text())
@@ -392,3 +397,24 @@ async def test_a_live_stream_sees_each_rendition_become_ready(
     seen = await stream.until(lambda e: [r["state"] for r in e.json()["renditions"]] == ["ready"] * 3)
     assert {e.event for e in seen} == {"video"}
     assert any(r["state"] == "running" for e in seen for r in e.json()["renditions"])  # and on the way
+
+
+async def test_a_resize_never_waits_for_a_ladder_which_runs_below_its_priority(
+    make_client: Any, samples: Samples, data_dir: Path
+) -> None:
+    client = await make_client(**HLS, x264_preset="veryslow", workers=1)
+    ladder = await upload(client, yuv444(samples, 480, 270, 12.0))
+    await poll_until(lambda: ffmpeg_processes(data_dir), "the ladder's ffmpeg to start")
+    [ladder_ffmpeg] = ffmpeg_processes(data_dir)
+    # Field 19 of /proc/<pid>/stat is the niceness: the derived lane's 15, below the resizes' 10.
+    assert Path(f"/proc/{ladder_ffmpeg}/stat").read_text().rsplit(")", 1)[1].split()[16] == "15"
+
+    resized = await upload(client, samples.video(320, 240, 1.0))
+    assert (await client.patch(f"/file/{resized}/", json={"width": 160, "height": 120})).status == 200
+    done = await poll_until(
+        lambda: get_video(client, resized), "the resize to end", until=lambda body: not body["processing"]
+    )
+    assert done["processingSuccess"] is True and done["width"] == 160
+    ladder_now = await get_video(client, ladder)
+    assert [r["state"] for r in ladder_now["renditions"]] == ["running", "running"]  # still encoding
+    assert ladder_ffmpeg in ffmpeg_processes(data_dir)

@@ -47,6 +47,10 @@ from .packages import UNFINISHED, Packages, planned_renditions
 log = logging.getLogger(__name__)
 
 
+#: At shutdown, how long builds get to notice their cancel files (ffmpeg looks every 0.1 s).
+STOP_TIMEOUT_S = 5.0
+
+
 class Streaming:
     def __init__(
         self,
@@ -94,13 +98,18 @@ class Streaming:
             return
         self._stopping.add(video_id)
         try:
-            for step in ("copy", "ladder"):
-                with contextlib.suppress(FileNotFoundError):
-                    JobFiles(self._storage.derived_job_dir(video_id, step)).cancel.touch()
-            await self._ladders.stop(video_id, task)
+            await self._ask_to_stop(video_id, task)
             await asyncio.wait([task])
         finally:
             self._stopping.discard(video_id)
+
+    async def _ask_to_stop(self, video_id: str, task: asyncio.Task[None]) -> None:
+        """Its ffmpeg through the cancel files (a copy, a ladder on a worker); a ladder still waiting
+        for a worker, by cancelling its task."""
+        for step in ("copy", "ladder"):
+            with contextlib.suppress(FileNotFoundError):
+                JobFiles(self._storage.derived_job_dir(video_id, step)).cancel.touch()
+        await self._ladders.stop(video_id, task)
 
     async def resume(self) -> None:
         """At start: finish the packages a stop cut short; plan those of videos stored without one
@@ -117,10 +126,16 @@ class Streaming:
                 self._backfill = asyncio.create_task(self._plan_each(waiting), name="hls-backfill")
 
     async def close(self) -> None:
-        """Stop every build; what is not ready stays planned, for the next start."""
+        """Stop every build (its ffmpeg too); what is not ready stays planned, for the next start."""
+        if self._backfill is not None:
+            self._backfill.cancel()
+        for video_id, task in list(self._builds.items()):
+            await self._ask_to_stop(video_id, task)
         tasks = [task for task in (self._backfill, *self._builds.values()) if task is not None]
-        for task in tasks:
-            task.cancel()
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=STOP_TIMEOUT_S)
+            for task in pending:
+                task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- building
