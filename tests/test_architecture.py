@@ -44,7 +44,7 @@ LAYERS: dict[str, set[str]] = {
     "events": {"config", "errors", "store"},
     "jobs": {"config", "errors", "events", "hooks", "media", "store"},
     "uploads": {"aio", "config", "errors", "media", "signing", "store"},
-    "videos": {"aio", "config", "errors", "events", "jobs", "media", "signing", "store", "uploads"},
+    "videos": {"aio", "config", "errors", "events", "hooks", "jobs", "media", "signing", "store", "uploads"},
     "web": DOMAIN,
     "app": DOMAIN | {"web"},
     "server": {"app", "config", "hooks", "logs", "web"},

@@ -238,6 +238,8 @@ async def test_with_api_keys_the_signed_playback_url_opens_the_whole_package_and
 
     # No key: every URI the playlists name, relative to the signed one, carries the signature.
     await check_package(client, tools, url, [(426, 240), (320, 180)], tmp_path)
+    signed = await client.get(url.rsplit("/", 1)[0] + "/v0/seg00000.m4s")
+    assert signed.headers["Cache-Control"] == "private, max-age=31536000, immutable"  # not for shared caches
     assert (await client.get(f"/file/{video_id}/hls/master.m3u8")).status == 401
     signed_part = url.split("/hls/", 1)[1].rsplit("/", 1)[0]  # s/{expires}.{signature}
     expires, signature = signed_part.removeprefix("s/").split(".")

@@ -2,5 +2,5 @@
 
 `VideoService` (videos/service.py) is the facade the web layer calls.
 
-May import: aio, config, errors, events, jobs, media, signing, store, uploads.
+May import: aio, config, errors, events, hooks, jobs, media, signing, store, uploads.
 """
