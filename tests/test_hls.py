@@ -106,6 +106,8 @@ async def fetch_rendition(client: Client, url: str, folder: Path, **headers: str
     for segment in playlist.segments:
         starts.append(round(clock, 2))
         clock += segment.duration
+    # Cut about every hls_segment_s: each rung has keyframes there (forced), and none between.
+    assert max(segment.duration for segment in playlist.segments) <= SEGMENT_S + 0.1, url
     return whole, starts
 
 
@@ -138,6 +140,16 @@ async def check_package(
     return master
 
 
+async def held_ladders(aiohttp_client: Any, make_settings: Any, ladder_may_run: asyncio.Event) -> Client:
+    """A service with HLS whose ladders wait for `ladder_may_run` before they start (a test's pause)."""
+
+    async def hold_the_ladder() -> None:
+        await ladder_may_run.wait()
+
+    app = create_app(make_settings(**HLS), Hooks(before_ladder=hold_the_ladder))
+    return await aiohttp_client(ServiceTestServer(app))  # type: ignore[no-any-return]
+
+
 async def test_an_h264_aac_upload_plays_from_its_copy_first_then_from_every_rung(
     aiohttp_client: Any,
     make_settings: Any,
@@ -147,12 +159,7 @@ async def test_an_h264_aac_upload_plays_from_its_copy_first_then_from_every_rung
     data_dir: Path,
 ) -> None:
     ladder_may_run = asyncio.Event()
-
-    async def hold_the_ladder() -> None:
-        await ladder_may_run.wait()
-
-    app = create_app(make_settings(**HLS), Hooks(before_ladder=hold_the_ladder))
-    client = await aiohttp_client(ServiceTestServer(app))
+    client = await held_ladders(aiohttp_client, make_settings, ladder_may_run)
     video_id = await upload(client, h264_aac(samples, 640, 360, 6.0))
 
     # The copy alone: the master playlist plays the upload as it is, before any rung is encoded.
@@ -383,12 +390,7 @@ async def test_a_live_stream_sees_each_rendition_become_ready(
     aiohttp_client: Any, make_settings: Any, samples: Samples
 ) -> None:
     ladder_may_run = asyncio.Event()
-
-    async def hold_the_ladder() -> None:
-        await ladder_may_run.wait()
-
-    app = create_app(make_settings(**HLS), Hooks(before_ladder=hold_the_ladder))
-    client = await aiohttp_client(ServiceTestServer(app))
+    client = await held_ladders(aiohttp_client, make_settings, ladder_may_run)
     video_id = await upload(client, h264_aac(samples, 640, 360, 2.0))
     await wait_ready(client, video_id, 1)
     stream = EventReader(await client.get(f"/file/{video_id}/events"))
