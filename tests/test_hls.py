@@ -422,3 +422,19 @@ async def test_a_resize_never_waits_for_a_ladder_which_runs_below_its_priority(
     ladder_now = await get_video(client, ladder)
     assert [r["state"] for r in ladder_now["renditions"]] == ["running", "running"]  # still encoding
     assert ladder_ffmpeg in ffmpeg_processes(data_dir)
+
+
+async def test_a_ladder_over_the_queue_cap_fails_its_renditions_and_keeps_the_upload(
+    make_client: Any, samples: Samples, data_dir: Path
+) -> None:
+    client = await make_client(**HLS, x264_preset="veryslow", max_queued_jobs=1)
+    busy = await upload(client, yuv444(samples, 480, 270, 12.0))
+    await poll_until(lambda: ffmpeg_processes(data_dir), "the first ladder to run")
+    refused = await upload(client, yuv444(samples, 480, 270, 3.0))
+    body = await poll_until(
+        lambda: get_video(client, refused), "the second ladder to be refused",
+        until=lambda body: body["renditions"][0]["state"] == "failed",
+    )  # fmt: skip
+    assert all("max_queued_jobs" in r["error"] for r in body["renditions"])
+    assert (await client.get(f"/file/{refused}/content")).status == 200
+    assert (await client.delete(f"/file/{busy}")).status == 200
