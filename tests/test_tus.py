@@ -13,6 +13,7 @@ import hashlib
 import io
 import signal
 import sqlite3
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,10 @@ import pytest
 from tusclient import client as tus_client
 from tusclient.storage.filestorage import FileStorage
 
+from videosvc.store.disk import overhead
+from videosvc.store.storage import FileSink
+from videosvc.web.keys import DISK, UPLOADS
 from videosvc.web.keys import SETTINGS as SETTINGS_KEY
-from videosvc.web.keys import UPLOADS
 
 from .helpers import Client, Samples, get_video, leftovers, poll_until, rows, stored_ids
 from .server import ServerProcess
@@ -124,6 +127,7 @@ async def test_tuspy_uploads_in_chunks_with_checksums_and_the_video_is_stored(
     # The finished upload still answers: a client that lost the last response learns it is complete.
     assert await offset_of(client, video_id) == source.stat().st_size
     assert leftovers(data_dir) == [] and not list((data_dir / "uploads").glob("*"))
+    assert client.app[DISK].reserved_bytes == 0  # the disk its Upload-Length held is free again
 
 
 async def test_an_interrupted_upload_resumes_from_its_stored_url(
@@ -230,6 +234,13 @@ async def test_creation_refusals(
     assert rows(data_dir, "SELECT count(*) FROM uploads") == [(0,)]
 
 
+async def test_an_upload_of_exactly_max_upload_bytes_may_be_created(make_client) -> None:
+    client = await make_client(max_upload_bytes=1000)
+    await create(client, 1000)
+    response = await client.post("/uploads/", headers={**TUS, "Upload-Length": "1001"})
+    assert response.status == 413 and "max_upload_bytes" in (await response.json())["error"]
+
+
 async def test_hostile_filenames_in_metadata_are_cleaned(
     client: Client, samples: Samples, data_dir: Path
 ) -> None:
@@ -293,6 +304,8 @@ async def test_a_chunked_body_past_the_end_is_413_and_leaves_nothing(
     )
     assert response.status == 413
     assert await offset_of(client, upload_id) == 0
+    # The bytes cut back are held for the upload again: all of its Upload-Length is still reserved.
+    assert client.app[DISK].reserved_bytes == len(data) + overhead(len(data))
 
 
 @pytest.mark.parametrize("algorithm", ["sha1", "md5", "sha256"])
@@ -356,6 +369,34 @@ async def test_termination(client: Client, data_dir: Path) -> None:
         )
         assert response.status == 404, method
     assert not list((data_dir / "uploads").glob("*"))
+    assert client.app[DISK].reserved_bytes == 0  # the disk its Upload-Length held is free again
+
+
+async def test_termination_ends_a_patch_still_sending_and_nothing_is_stored(
+    client: Client, samples: Samples, data_dir: Path
+) -> None:
+    data = samples.video().read_bytes()
+    upload_id = await create(client, len(data))
+    go_on = asyncio.Event()
+
+    async def body() -> Any:  # the PATCH is still sending when the upload is terminated
+        yield data[:10_000]
+        await go_on.wait()
+        yield data[10_000:]
+
+    patching = asyncio.create_task(
+        client.patch(f"/uploads/{upload_id}", data=body(), headers={**OCTETS, "Upload-Offset": "0"})
+    )
+    await until_offset(client, upload_id, 10_000)
+    assert (await client.delete(f"/uploads/{upload_id}", headers=TUS)).status == 204
+    go_on.set()
+    try:
+        status = (await patching).status
+    except aiohttp.ClientError:
+        status = 0  # ended by the termination
+    assert status in (0, 404, 410), status
+    assert stored_ids(data_dir) == [] and not list((data_dir / "uploads").glob("*"))
+    assert client.app[DISK].reserved_bytes == 0
 
 
 async def test_refused_content_at_the_last_byte_is_415_and_the_upload_is_gone(
@@ -418,6 +459,7 @@ async def test_expired_uploads_answer_410_and_are_swept_in_the_background(
     uploads = data_dir / "uploads"
     await poll_until(lambda: list(uploads.glob("*")), "the sweep", 2, until=lambda left: not left)
     assert rows(data_dir, "SELECT count(*) FROM uploads") == [(0,)]
+    assert client.app[DISK].reserved_bytes == 0  # the disk its Upload-Length held is free again
 
 
 async def test_a_patch_takes_over_from_one_stalled_on_a_dead_connection(
@@ -438,6 +480,40 @@ async def test_a_patch_takes_over_from_one_stalled_on_a_dead_connection(
     assert response.status == 204, await response.text()
     assert time.monotonic() - started < 30  # far below upload_idle_timeout_s (60 s)
     assert await reader.read() == b""  # A's connection was ended
+    writer.close()
+    assert (data_dir / "videos" / f"{upload_id}.mp4").read_bytes() == data
+
+
+async def test_a_takeover_cuts_back_what_the_older_patch_was_still_writing(
+    client: Client, samples: Samples, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The older PATCH's last bytes were still on their way to the disk when the newer one was judged
+    at the offset HEAD gave: the newer waits until they landed, they are cut back, and it writes where
+    it said it would. The one thing faked: a disk that stalls one write for two seconds."""
+    data = samples.video().read_bytes()
+    upload_id = await create(client, len(data))
+    stall = threading.Event()  # set: the next write stalls
+    write = FileSink._write
+
+    def stalled_write(self: FileSink, blocks: list[bytes]) -> None:
+        if stall.is_set():
+            stall.clear()
+            time.sleep(2)
+        write(self, blocks)
+
+    monkeypatch.setattr(FileSink, "_write", stalled_write)
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(raw_patch_head(upload_id, 0, len(data)) + data[:10_000])
+    await writer.drain()
+    await until_offset(client, upload_id, 10_000)
+    stall.set()
+    writer.write(data[10_000:15_000])  # received, then stalled on its way to the disk
+    await writer.drain()
+    await poll_until(lambda: not stall.is_set(), "the stalled write", 2, every_s=0.01)
+    assert await offset_of(client, upload_id) == 10_000
+    response = await patch(client, upload_id, 10_000, data[10_000:])
+    assert response.status == 204, await response.text()
+    assert await reader.read() == b""  # the older PATCH was ended
     writer.close()
     assert (data_dir / "videos" / f"{upload_id}.mp4").read_bytes() == data
 
@@ -552,6 +628,51 @@ async def test_partial_uploads_survive_a_restart_and_expired_ones_are_swept_at_s
         assert "upload expired; removed" in server.log()
     assert sorted(p.name for p in (data_dir / "uploads").glob("*")) == []
     assert stored_ids(data_dir) == [ids[0]]
+
+
+async def test_at_start_partial_files_without_a_row_and_rows_without_a_file_are_dropped(
+    data_dir: Path,
+) -> None:
+    with ServerProcess(data_dir) as server:
+        async with aiohttp.ClientSession(server.url) as session:
+            ids = []
+            for _ in range(2):
+                response = await session.post("/uploads/", headers={**TUS, "Upload-Length": "5000"})
+                ids.append(response.headers["Location"].rsplit("/", 1)[1])
+                response = await session.patch(
+                    f"/uploads/{ids[-1]}", data=b"\0" * 1000, headers={**OCTETS, "Upload-Offset": "0"}
+                )
+                assert response.status == 204
+    # While it is down: one upload loses its bytes, and bytes appear that no upload owns.
+    kept, lost = ids
+    (data_dir / "uploads" / f"{lost}.part").unlink()
+    (data_dir / "uploads" / "f4c5e2b0-0000-4000-8000-000000000000.part").write_bytes(b"\0" * 100)
+    with ServerProcess(data_dir) as server:
+        async with aiohttp.ClientSession(server.url) as session:
+            statuses = [(await session.head(f"/uploads/{i}", headers=TUS)).status for i in (kept, lost)]
+    assert statuses == [200, 404]
+    assert rows(data_dir, "SELECT id FROM uploads") == [(kept,)]
+    assert sorted(p.name for p in (data_dir / "uploads").glob("*")) == [f"{kept}.part"]
+
+
+async def test_uploads_owned_by_a_key_named_by_its_place_still_belong_to_it_after_the_upgrade(
+    data_dir: Path,
+) -> None:
+    b = {"Authorization": "Bearer b"}
+    with ServerProcess(data_dir, api_keys="a,b") as server:
+        async with aiohttp.ClientSession(server.url) as session:
+            response = await session.post("/uploads/", headers={**TUS, "Upload-Length": "5000", **b})
+            upload_id = response.headers["Location"].rsplit("/", 1)[1]
+    # An older version named the owner by the key's place in api_keys.
+    with sqlite3.connect(data_dir / "videosvc.sqlite3") as db:
+        db.execute("UPDATE uploads SET owner = 'key-1' WHERE id = ?", (upload_id,))
+    with ServerProcess(data_dir, api_keys="a,b") as server:
+        async with aiohttp.ClientSession(server.url) as session:
+            statuses = [
+                (await session.head(f"/uploads/{upload_id}", headers={**TUS, **key})).status
+                for key in (b, {"Authorization": "Bearer a"})
+            ]
+    assert statuses == [200, 403]
 
 
 # -- refused requests change nothing (SPEC §12): takeovers, caps, sweeps
@@ -680,6 +801,29 @@ async def test_the_sweep_never_removes_an_upload_a_patch_just_extended(make_clie
     assert (data_dir / "uploads" / f"{upload_id}.part").stat().st_size == 2000
 
 
+async def test_the_sweep_passes_over_an_upload_a_stalled_patch_holds(make_client) -> None:
+    """Expired while a PATCH is still sending: the sweep leaves it to the PATCH, and is not held up."""
+    client = await make_client(upload_expiry_s=1.0, upload_first_byte_timeout_s=1.0)
+    uploads = client.app[UPLOADS]
+    held, idle = await create(client, 100_000), await create(client, 100_000)
+    go_on = asyncio.Event()
+
+    async def body() -> Any:
+        yield b"\0" * 1000
+        await go_on.wait()
+
+    patching = asyncio.create_task(
+        client.patch(f"/uploads/{held}", data=body(), headers={**OCTETS, "Upload-Offset": "0"})
+    )
+    await until_offset(client, held, 1000)
+    await asyncio.sleep(1.1)  # both expired
+    await asyncio.wait_for(uploads.sweeper.sweep(), 5)
+    assert (await client.head(f"/uploads/{idle}", headers=TUS)).status == 404
+    go_on.set()
+    assert (await patching).status == 204
+    assert await offset_of(client, held) == 1000
+
+
 async def test_the_unfinished_upload_caps_hold_against_a_burst(make_client, data_dir: Path) -> None:
     """Counting and inserting in one transaction: 40 creations at once cannot pass a cap of 5 (finding 5)."""
     client = await make_client(max_pending_uploads=5)
@@ -690,6 +834,8 @@ async def test_the_unfinished_upload_caps_hold_against_a_burst(make_client, data
     assert statuses == [201] * 5 + [429] * 35, statuses
     assert rows(data_dir, "SELECT count(*) FROM uploads") == [(5,)]
     assert len(list((data_dir / "uploads").glob("*.part"))) == 5
+    # The 35 refused creations gave back the disk they reserved: only the 5 uploads hold any.
+    assert client.app[DISK].reserved_bytes == 5 * (1000 + overhead(1000))
 
 
 async def test_the_per_key_cap_holds_against_a_burst(make_client) -> None:
@@ -729,6 +875,7 @@ async def test_an_upload_that_gets_no_byte_expires_early_and_frees_its_place(
     """Declaring lengths must not hold places (and disk) for a day: no first byte, no upload."""
     client = await make_client(max_pending_uploads=1, upload_first_byte_timeout_s=0.5)
     idle = await create(client, 1000)
+    assert (await patch(client, idle, 0, b"")).status == 204  # an empty PATCH is no first byte
     assert (await client.post("/uploads/", headers={**TUS, "Upload-Length": "1000"})).status == 429
     response = await client.head(f"/uploads/{idle}", headers=TUS)
     expires = email.utils.parsedate_to_datetime(response.headers["Upload-Expires"]).timestamp()
