@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 from pathlib import Path
 from urllib.parse import quote
@@ -223,6 +224,28 @@ async def test_not_an_mp4_with_video_is_415_saying_what_it_looks_like(
     assert response.status == 415, await response.text()
     message = await _error(response)
     assert "MP4" in message and said in message, message
+    _assert_nothing_stored(data_dir)
+
+
+async def test_a_file_that_is_not_an_mp4_is_refused_before_it_is_all_sent(client: Client) -> None:
+    """Its first KiB tells: a client sending 10 MB of something else learns it after 4 KB."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", client.port)
+    writer.write(
+        b"POST /file/ HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: video/mp4\r\n"
+        + f"Content-Length: {10 * 1024**2}\r\n\r\n".encode()
+        + b"<!DOCTYPE html><html>"
+        + b"x" * 4096
+    )
+    await writer.drain()
+    status_line = await asyncio.wait_for(reader.readline(), 10)  # upload_idle_timeout_s is 60
+    writer.close()
+    assert status_line.split()[1] == b"415", status_line
+
+
+async def test_a_file_shorter_than_an_mp4_header_is_415_saying_so(client: Client, data_dir: Path) -> None:
+    response = await client.post("/file/", data=b"\0\0\0\x18ft", headers={"Content-Type": "video/mp4"})
+    assert response.status == 415
+    assert "too short" in await _error(response)
     _assert_nothing_stored(data_dir)
 
 
