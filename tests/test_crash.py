@@ -221,6 +221,22 @@ async def test_signal_finishes_in_flight_requests_stops_ffmpeg_and_resumes_jobs_
     _assert_consistent(data_dir, tools)
 
 
+async def test_a_shutdown_leaves_a_queued_job_queued_and_no_job_folder(
+    data_dir: Path, samples: Samples
+) -> None:
+    """A job still waiting for the worker is dropped where it waits, its folder with it, and resumes later."""
+    with ServerProcess(data_dir, workers=1, x264_preset="veryslow") as server:
+        async with aiohttp.ClientSession(server.url) as client:
+            busy = await upload(client, samples.video(1280, 720, duration_s=5))
+            queued = await upload(client, samples.video(320, 240))
+            await client.patch(f"/file/{busy}/", json={"width": 1920, "height": 1080})
+            await poll_until(lambda: ffmpeg_processes(data_dir), "ffmpeg to start")
+            assert (await client.patch(f"/file/{queued}/", json={"width": 160, "height": 120})).status == 200
+        assert server.stop(signal.SIGTERM) == 0
+    assert rows(data_dir, "SELECT state, attempts FROM jobs ORDER BY id") == [("queued", 0), ("queued", 0)]
+    assert leftovers(data_dir) == []
+
+
 async def test_patch_and_delete_racing_over_real_connections_never_wedge_the_database(
     data_dir: Path, samples: Samples, tools
 ) -> None:

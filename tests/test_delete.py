@@ -75,6 +75,7 @@ async def test_delete_drops_a_queued_job_at_once(make_client, samples: Samples, 
     assert (await get_video(client, busy))["processing"] is True
     assert stored_ids(data_dir) == [busy]
     assert rows(data_dir, "SELECT video_id FROM jobs") == [(busy,)]
+    assert sorted(p.name for p in (data_dir / "jobs").iterdir()) == ["1"]  # the dropped job's folder went
 
 
 @both_backends

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from videosvc.store.storage import Storage
+
 from .conftest import both_backends
-from .helpers import Client, Samples, get_video, poll_until, upload, wait_for_job
+from .helpers import Client, Samples, get_video, leftovers, poll_until, upload, wait_for_job
 
 
 async def _until(client: Client, video_id: str, state: str) -> dict[str, Any]:
@@ -74,6 +80,24 @@ async def test_a_failed_job_says_why_in_both_places(make_client, samples: Sample
     assert done["job"]["state"] == "failed"
     assert "timed out" in done["job"]["error"] and done["processingError"] == done["job"]["error"]
     assert done["job"]["progress"] is None
+
+
+async def test_a_job_whose_output_cannot_be_put_in_place_ends_failed_not_running(
+    client: Client, samples: Samples, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The one fault faked: the disk refuses to move the finished output into place (EIO)."""
+    video_id = await upload(client, samples.video())
+
+    def refuse(*_: object) -> int:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(Storage, "move_into_place", refuse)  # after the upload was stored
+    assert (await client.patch(f"/file/{video_id}/", json={"width": 160, "height": 120})).status == 200
+    done = await wait_for_job(client, video_id)
+    assert (done["processingSuccess"], done["job"]["state"]) == (False, "failed")
+    assert done["job"]["error"] == "internal error while finishing: OSError"
+    assert (done["width"], done["height"]) != (160, 120)
+    assert leftovers(data_dir) == []
 
 
 async def test_a_running_jobs_progress_moves_between_gets(make_client, samples: Samples) -> None:  # type: ignore[no-untyped-def]

@@ -16,6 +16,7 @@ from aiohttp.test_utils import make_mocked_request
 
 from videosvc.app import create_app
 from videosvc.logs import AccessLogger
+from videosvc.web.keys import DISK
 
 from .helpers import (
     Client,
@@ -89,6 +90,7 @@ async def test_a_job_whose_worker_another_jobs_crash_took_down_is_not_charged_an
         ("succeeded", 1)
     ]
     assert (await wait_for_job(client, victim))["processingSuccess"] is False
+    assert client.app[DISK].reserved_bytes == 0  # one output reservation per job, however often it ran
 
 
 async def test_a_stalled_upload_is_cut_off_and_its_temp_file_removed(
