@@ -7,12 +7,16 @@ kernel says, not what a mock would.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
+import io
 import os
 import shutil
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from videosvc.store.disk import overhead
 from videosvc.web.keys import DISK
@@ -77,6 +81,42 @@ async def test_declared_lengths_are_reserved_and_small_patches_cannot_fill_the_d
             assert await attack(upload_id, await offset_of(client, upload_id)) in (0, 204)
     assert free_bytes(disk) >= min_free - MiB  # the database's own pages may take a little
     assert await offset_of(client, second) == 4 * MiB - len(block)
+
+
+async def test_a_checksummed_chunk_is_copied_only_if_the_copy_fits_beside_it(make_client, make_disk) -> None:
+    """The chunk waits in a file of its own until verified: appending it needs its size once more."""
+    disk = make_disk(96)
+    min_free = 32 * MiB
+    client = await make_client(data_dir=disk / "data", min_free_bytes=min_free)
+    room = free_bytes(disk) - min_free
+    upload_id = await create(client, room - 8 * MiB)
+    chunk = b"\0" * 16 * MiB  # held by the upload's reservation, but its copy is not: 8 MiB are left
+    digest = base64.b64encode(hashlib.sha256(chunk).digest()).decode()
+    response = await client.patch(
+        f"/uploads/{upload_id}",
+        data=io.BytesIO(chunk),
+        headers={**OCTETS, "Upload-Offset": "0", "Upload-Checksum": f"sha256 {digest}"},
+    )
+    assert response.status == 507, await response.text()
+    assert await offset_of(client, upload_id) == 0  # all or nothing
+    assert not list((disk / "data" / "uploads").glob("*.chunk"))
+    assert free_bytes(disk) >= min_free
+
+
+@pytest.mark.parametrize("size", [3 * MiB, 16 * MiB], ids=["less-than-a-block", "whole-blocks"])
+async def test_each_block_of_a_body_without_length_is_checked_before_it_is_written(
+    make_client, make_disk, size: int
+) -> None:
+    """No Content-Length: nothing is reserved ahead, so each 4 MiB block, and the last short one,
+    is checked against the disk before it is written (507, not a disk past its margin)."""
+    disk = make_disk(96)
+    min_free = 32 * MiB
+    client = await make_client(data_dir=disk / "data", min_free_bytes=min_free)
+    await create(client, free_bytes(disk) - min_free - 2 * MiB)  # about 1.5 MiB of room is left
+    data = b"\0\0\0\x18ftypisom" + b"\0" * (size - 12)
+    response = await client.post("/file/", data=chunked(data, MiB), headers={"Content-Type": "video/mp4"})
+    assert response.status == 507, await response.text()
+    assert free_bytes(disk) >= min_free
 
 
 async def test_reserved_bytes_per_client_are_capped(make_client) -> None:
@@ -155,6 +195,39 @@ async def test_on_a_disk_filled_by_someone_else_deletion_still_works_and_nothing
     health = await (await client.get("/health")).json()
     assert health["status"] == "ok"
     await upload(client, samples.video())  # and the service goes on as before
+
+
+async def test_after_a_restart_unfinished_uploads_hold_their_disk_again_whatever_is_left(
+    make_disk,
+) -> None:
+    disk = make_disk(96)
+    data_dir = disk / "data"
+    min_free = 32 * MiB
+    with ServerProcess(data_dir, min_free_bytes=min_free) as server:
+        async with aiohttp.ClientSession(server.url) as session:
+            length = free_bytes(disk) - min_free - 8 * MiB
+            response = await session.post("/uploads/", headers={**TUS, "Upload-Length": str(length)})
+            assert response.status == 201, await response.text()
+            upload_id = response.headers["Location"].rsplit("/", 1)[1]
+            response = await session.patch(
+                f"/uploads/{upload_id}", data=b"\0" * 1000, headers={**OCTETS, "Upload-Offset": "0"}
+            )
+            assert response.status == 204
+        server.stop()
+    with ServerProcess(data_dir, min_free_bytes=min_free) as server:
+        async with aiohttp.ClientSession(server.url) as session:
+            # Its declared bytes are still spoken for, though no PATCH came since the start.
+            response = await session.post("/uploads/", headers={**TUS, "Upload-Length": str(16 * MiB)})
+            assert response.status == 507, await response.text()
+    # Someone else takes most of the room meanwhile: what was promised to the upload is still held.
+    stranger = fill(disk, leave_bytes=min_free + 16 * MiB)
+    try:
+        with ServerProcess(data_dir, min_free_bytes=min_free) as server:
+            async with aiohttp.ClientSession(server.url) as session:
+                response = await session.head(f"/uploads/{upload_id}", headers=TUS)
+                assert (response.status, response.headers["Upload-Offset"]) == (200, "1000")
+    finally:
+        os.unlink(stranger)
 
 
 async def test_after_a_restart_on_a_full_disk_termination_still_works(make_disk, samples: Samples) -> None:
