@@ -407,7 +407,7 @@ async def test_errors_are_the_apis_own_messages_and_sizes_are_checked_like_the_a
 
 @pytest.mark.parametrize("key", [None, "secret"], ids=["open", "with-api-keys"])
 async def test_the_page_plays_adaptively_with_hls_js_and_switches_when_a_quality_is_picked(
-    page: Any, data_dir: Path, samples: Samples, key: str | None
+    page: Any, data_dir: Path, samples: Samples, key: str | None, tmp_path: Path
 ) -> None:
     source = samples.make(
         "page_hls.mp4",
@@ -420,7 +420,9 @@ async def test_the_page_plays_adaptively_with_hls_js_and_switches_when_a_quality
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         with source.open("rb") as f:
             request = urllib.request.Request(
-                server.url + "/file/", data=f.read(), headers={**headers, "Content-Type": "video/mp4"}
+                server.url + "/file/?filename=holiday.mp4",
+                data=f.read(),
+                headers={**headers, "Content-Type": "video/mp4"},
             )
         stored = await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(request, timeout=30)))
         video_id = stored["id"]
@@ -459,4 +461,7 @@ async def test_the_page_plays_adaptively_with_hls_js_and_switches_when_a_quality
         if key:  # the player sent no header: the signature in the path did it, for every file
             assert all(f"/file/{video_id}/hls/s/" in url for url in fetched), fetched
         assert wire.unexpected_errors() == []
+        shot = tmp_path / "page-hls.png"
+        await page.screenshot(path=str(shot))
+        _keep_screenshot(f"page-hls-{'keys' if key else 'open'}.png", shot)
     assert "Traceback" not in server.log()
