@@ -61,11 +61,10 @@ import m3u8
 from bench.clips import ClipsUnavailable, real_clips
 from bench.load import LoadResult, LoadSpec, get_load
 from bench.media import QUIET, CommandFailed, Completed, run_checked
-from bench.report import Row, markdown_table, median, progress, publish, render_table
+from bench.report import Row, git_head, markdown_table, median, progress, publish, render_table
 from bench.servers import (
     CONFIG_PATH,
     HOST,
-    REPO_ROOT,
     ServiceError,
     free_port,
     running_service,
@@ -987,7 +986,7 @@ def describe_run(
     return "\n".join([
         f"# videosvc HLS benchmark, {datetime.now().isoformat(timespec='seconds')}",
         "",
-        f"- commit {_git_head()}, {os.cpu_count()} CPUs, load average {load_before[0]:.2f} at the start,"
+        f"- commit {git_head()}, {os.cpu_count()} CPUs, load average {load_before[0]:.2f} at the start,"
         f" {load_after[0]:.2f} at the end; {time.monotonic() - started:.0f} s",
         f"- x264 {settings.ffmpeg.x264_preset} crf {settings.ffmpeg.x264_crf};"
         f" ladder {list(settings.hls.hls_ladder)},"
@@ -995,20 +994,6 @@ def describe_run(
         " ratios are the medians of each run's own ratio",
         f"- {ffmpeg_version}; VMAF: imageio-ffmpeg's {Path(vmaf_binary()).name}",
     ])  # fmt: skip
-
-
-def _git_head() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return f"{head}{' (with uncommitted changes)' if dirty else ''}" if head else "unknown"
 
 
 if __name__ == "__main__":

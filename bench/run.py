@@ -19,7 +19,6 @@ import asyncio
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 from dataclasses import dataclass, replace
@@ -40,11 +39,10 @@ from bench.logcost import Target, log_cost_rows, measure_log_cost
 from bench.media import Encoder, make_clip, make_looped
 from bench.quality import CANDIDATES, measure_quality, quality_rows, quality_table
 from bench.read import catalogue_rows, download_rows, fill_catalogue, measure_catalogue, measure_downloads
-from bench.report import RESULTS_DIR, Row, progress, publish, render_table
+from bench.report import RESULTS_DIR, Row, git_head, progress, publish, render_table
 from bench.resize import job_cost_rows, measure_job_cost
 from bench.servers import (
     CONFIG_PATH,
-    REPO_ROOT,
     Server,
     ServiceClient,
     running_service,
@@ -270,27 +268,13 @@ def describe_run(plan: Plan, encoder: Encoder, inputs: Inputs, clips: list[Clip]
         [
             f"# videosvc benchmark, {datetime.now().isoformat(timespec='seconds')}",
             "",
-            f"- commit {_git_head()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
+            f"- commit {git_head()}, {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}",
             f"- service: {WORKERS} workers, x264 {encoder}; medians of {plan.runs} run(s), interleaved",
             f"- inputs: {plan.clip_s:g} s 1280x720 H.264+AAC clip; {sizes}",
             f"- clips: {', '.join(f'{c.name} ({c.kind})' for c in clips)}; their sources: bench/clips.py",
             f"- {ffmpeg_version}",
         ]
     )
-
-
-def _git_head() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, timeout=10
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=REPO_ROOT, capture_output=True, text=True, timeout=10,
-        ).stdout.strip()  # fmt: skip
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return f"{head}{' (with uncommitted changes)' if dirty else ''}" if head else "unknown"
 
 
 if __name__ == "__main__":
