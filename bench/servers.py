@@ -65,6 +65,7 @@ def service_env(data_dir: Path, workers: int) -> dict[str, str]:
         # Each bench measures one thing: uploads, resizes and requests without the HLS ladders that
         # every upload would start beside them (bench.hls measures those, and turns HLS on).
         VIDEOSVC_HLS_ENABLED="false",
+        VIDEOSVC_PICTURES_ENABLED="false",
     )
     return env
 

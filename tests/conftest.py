@@ -125,6 +125,7 @@ def make_settings(data_dir: Path, backend: str, request: pytest.FixtureRequest) 
             # HLS packages are built only where a test asks for them (tests/test_hls.py): the rest
             # of the suite stays as fast as it was.
             "VIDEOSVC_HLS_ENABLED": "false",
+            "VIDEOSVC_PICTURES_ENABLED": "false",  # likewise pictures (tests/test_pictures.py)
         }
         if backend == "dask":
             cluster = request.getfixturevalue("dask_cluster")

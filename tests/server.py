@@ -40,6 +40,7 @@ class ServerProcess:
             "VIDEOSVC_WORKERS": "2",
             "VIDEOSVC_MIN_FREE_BYTES": "0",
             "VIDEOSVC_HLS_ENABLED": "false",  # as in conftest: only where a test asks for packages
+            "VIDEOSVC_PICTURES_ENABLED": "false",  # or pictures
             **{f"VIDEOSVC_{name.upper()}": str(value) for name, value in settings.items()},
         }
         self.process: subprocess.Popen[bytes] | None = None

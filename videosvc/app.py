@@ -37,6 +37,7 @@ from .store.tables import Tables
 from .uploads.resumable import ResumableUploads
 from .videos.service import VideoService
 from .videos.streaming import Streaming
+from .videos.thumbnails import Thumbnails
 from .videos.view import view_of
 from .web.inflight import InFlightRequests
 from .web.keys import (
@@ -58,9 +59,11 @@ from .web.keys import (
     STORAGE,
     STREAMING,
     TABLES,
+    THUMBNAILS,
     TOOLCHAIN,
     UPLOADS,
     WEBHOOKS,
+    WEBP,
 )
 from .web.metrics import metrics_middleware, observe_prepared
 from .web.middlewares import (
@@ -116,6 +119,7 @@ def create_app(settings: Settings, hooks: Hooks | None = None) -> web.Applicatio
             job_runner_ctx,
             streaming_ctx,
             service_ctx,
+            thumbnails_ctx,
             resumable_uploads_ctx,
             events_ctx,
         ]
@@ -190,6 +194,9 @@ async def toolchain_ctx(app: web.Application) -> AsyncIterator[None]:
         report.tools.ffprobe or "none",
     )
     app[TOOLCHAIN] = report.tools
+    app[WEBP] = report.has_libwebp
+    if not report.has_libwebp:
+        log.warning("this ffmpeg has no libwebp encoder: thumbnail.webp answers 406 (thumbnail.jpg works)")
     yield
 
 
@@ -247,10 +254,11 @@ async def job_runner_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def streaming_ctx(app: web.Application) -> AsyncIterator[None]:
-    """HLS packages, built in the derived lane: workers of their own, below the resizes' priority."""
+    """HLS packages and pictures, built in the derived lane: workers of their own, below the resizes'
+    priority."""
     settings = app[SETTINGS]
     lane = DerivedLane(settings, make_backend(settings, server_id=uuid.uuid4().hex, derived=True))
-    if settings.hls.hls_enabled:
+    if settings.hls.hls_enabled or settings.pictures.pictures_enabled:
         await lane.start()
     streaming = Streaming(
         settings, app[TABLES].videos, app[STORAGE], app[TOOLCHAIN], lane, app[OUTBOX], app[BUS], app[HOOKS]
@@ -259,6 +267,15 @@ async def streaming_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await streaming.close()
     await lane.close()
+
+
+async def thumbnails_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Thumbnails on request: a lane of their own, and their cache on disk."""
+    thumbnails = Thumbnails(app[SETTINGS], app[STORAGE], app[TOOLCHAIN], app[DISK], app[WEBP])
+    await asyncio.to_thread(thumbnails.cache.load)
+    app[THUMBNAILS] = thumbnails
+    app[SERVICE].on_delete(thumbnails.forget)
+    yield
 
 
 async def service_ctx(app: web.Application) -> AsyncIterator[None]:

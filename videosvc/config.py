@@ -212,6 +212,18 @@ class HlsSettings:
 
 
 @dataclass(frozen=True)
+class PictureSettings:
+    """Pictures of a video: a poster and a storyboard made from every upload, thumbnails on request."""
+
+    #: Make a poster and a seek-bar storyboard for every stored video (in the derived lane).
+    pictures_enabled: bool = True
+    #: Thumbnails made at once (each an ffmpeg process); more requests wait their turn.
+    thumbnail_concurrency: int = 2
+    #: Disk the thumbnail cache may take; the least recently used are removed past it.
+    thumbnail_cache_bytes: int = 256 * 1024**2
+
+
+@dataclass(frozen=True)
 class LogSettings:
     log_level: str = "INFO"
     log_format: str = "text"
@@ -227,6 +239,7 @@ class Settings:
     ffmpeg: FfmpegSettings = field(default_factory=FfmpegSettings)
     events: EventSettings = field(default_factory=EventSettings)
     hls: HlsSettings = field(default_factory=HlsSettings)
+    pictures: PictureSettings = field(default_factory=PictureSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -449,6 +462,11 @@ def validate(settings: Settings) -> None:
         (1 <= settings.hls.hls_segment_s <= 30, "hls_segment_s must be between 1 and 30"),
         (settings.hls.derived_workers >= 1, "derived_workers must be at least 1"),
         (settings.hls.derived_timeout_factor > 0, "derived_timeout_factor must be positive"),
+        (
+            1 <= settings.pictures.thumbnail_concurrency <= 64,
+            "thumbnail_concurrency must be between 1 and 64",
+        ),
+        (settings.pictures.thumbnail_cache_bytes >= 0, "thumbnail_cache_bytes must not be negative"),
         (
             isinstance(logging.getLevelName(settings.log.log_level.upper()), int),
             "log_level must be DEBUG, INFO, WARNING or ERROR",

@@ -33,6 +33,19 @@ class RenditionNotReady(VideoNotFound):
         )
 
 
+class PictureNotReady(VideoNotFound):
+    """A poster or storyboard that is not there: not made yet, failed, or pictures are off."""
+
+    def __init__(self) -> None:
+        VideoServiceError.__init__(
+            self, "this video's pictures are not ready: see posterUrl and pictures in GET /file/{id}/"
+        )
+
+
+class FormatUnavailable(VideoServiceError):
+    """A picture format the ffmpeg in use cannot write (WebP without libwebp)."""
+
+
 class OriginalNotKept(VideoNotFound):
     def __init__(self) -> None:
         VideoServiceError.__init__(
@@ -60,6 +73,10 @@ class TooManyJobs(TooMany):
 
 
 class TooManyUploads(TooMany):
+    pass
+
+
+class TooManyThumbnails(TooMany):
     pass
 
 

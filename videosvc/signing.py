@@ -34,6 +34,7 @@ class LinkFamily(enum.StrEnum):
     CONTENT = "content"  #: /file/{id}/content, in one variant
     EVENTS = "events"  #: /file/{id}/events
     PLAYBACK = "playback"  #: /file/{id}/hls/s/{expires}.{signature}/..., the whole HLS package
+    PICTURES = "pictures"  #: /file/{id}/poster.jpg, storyboard.vtt and .jpg, thumbnail.{jpg,webp}
 
 
 #: Digits of an expiry (Unix seconds): ten until the year 2286.

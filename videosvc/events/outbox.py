@@ -22,6 +22,9 @@ JOB_FAILED = "job.failed"
 #: A rendition of the HLS package is playable (in the master playlist), or could not be built.
 RENDITION_READY = "rendition.ready"
 RENDITION_FAILED = "rendition.failed"
+#: The poster and storyboard are ready (GET shows posterUrl, storyboardUrl), or could not be made.
+PICTURES_READY = "pictures.ready"
+PICTURES_FAILED = "pictures.failed"
 
 
 class Outbox:

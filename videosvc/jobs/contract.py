@@ -141,8 +141,36 @@ class LadderJob:
     threads: int = 0
 
 
-#: What a backend runs: a resize (the PATCH) or a ladder (derived at store time).
-Job = ResizeJob | LadderJob
+@dataclass(frozen=True)
+class PicturesJob:
+    """A video's poster and storyboard, made by one ffmpeg process into `output` (SPEC §14).
+
+    The poster is picked among the first seconds' frames; the storyboard's tiles come from
+    keyframes only when they are close enough (`keyframes_only`), else from every frame.
+    """
+
+    source: str
+    directory: str
+    output: str
+    duration_s: float
+    poster_width: int
+    poster_height: int
+    #: One tile every `interval_s` seconds, `tile_width` x `tile_height`, `columns` a row, `count` at most.
+    interval_s: float
+    count: int
+    tile_width: int
+    tile_height: int
+    columns: int
+    keyframes_only: bool
+    tools: Toolchain
+    timeout_s: float
+    max_memory_bytes: int
+    min_free_bytes: int = 0
+    max_attempts: int = 0
+
+
+#: What a backend runs: a resize (the PATCH), a ladder or pictures (derived at store time).
+Job = ResizeJob | LadderJob | PicturesJob
 
 
 @dataclass(frozen=True)

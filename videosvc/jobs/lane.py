@@ -1,4 +1,4 @@
-"""The derived lane: ladder jobs on a backend of their own, so a resize never waits for one.
+"""The derived lane: ladder and pictures jobs on a backend of their own, so a resize never waits for one.
 
 A lane has its own workers (`derived_workers`, at a lower CPU priority than the
 resize pool) behind the same backend seam (a process pool here, or the Dask
@@ -18,7 +18,10 @@ from pathlib import Path
 from ..config import Settings
 from ..store.records import JobState
 from .backends import Backend, BackendClosed, WorkerLost
-from .contract import JobFiles, LadderJob, ResizeResult
+from .contract import JobFiles, LadderJob, PicturesJob, ResizeResult
+
+#: What the derived lane runs.
+DerivedJob = LadderJob | PicturesJob
 
 log = logging.getLogger(__name__)
 
@@ -55,11 +58,11 @@ class DerivedLane:
         self._closing = True
         await self._backend.close()
 
-    def handed(self, job: LadderJob) -> bool:
+    def handed(self, job: DerivedJob) -> bool:
         """Whether a worker holds the job: then `stop` it; before that, cancelling its task drops it."""
         return job.directory in self._handed
 
-    async def run(self, job: LadderJob, on_start: Callable[[], Awaitable[None]]) -> ResizeResult:
+    async def run(self, job: DerivedJob, on_start: Callable[[], Awaitable[None]]) -> ResizeResult:
         """Wait for a worker of the lane, tell `on_start`, then run the job to its end."""
         self._queued += 1
         try:
@@ -70,7 +73,7 @@ class DerivedLane:
         finally:
             self._queued -= 1
 
-    async def _handed_over(self, job: LadderJob, on_start: Callable[[], Awaitable[None]]) -> ResizeResult:
+    async def _handed_over(self, job: DerivedJob, on_start: Callable[[], Awaitable[None]]) -> ResizeResult:
         await on_start()
         self._handed.add(job.directory)
         try:
@@ -78,13 +81,13 @@ class DerivedLane:
         finally:
             self._handed.discard(job.directory)
 
-    async def stop(self, job: LadderJob) -> None:
+    async def stop(self, job: DerivedJob) -> None:
         with contextlib.suppress(FileNotFoundError):
             JobFiles(Path(job.directory)).cancel.touch()
         with contextlib.suppress(Exception):  # best effort: the file is the contract
             await self._backend.request_stop(job)
 
-    async def _attempt_until_done(self, job: LadderJob) -> ResizeResult:
+    async def _attempt_until_done(self, job: DerivedJob) -> ResizeResult:
         files = JobFiles(Path(job.directory))
         attempts = unblamed = 0
         while True:

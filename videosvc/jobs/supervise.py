@@ -63,7 +63,7 @@ def run_ffmpeg(
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=log,
-            preexec_fn=lambda: _child_limits(rules.max_memory_bytes),
+            preexec_fn=lambda: child_limits(rules.max_memory_bytes),
         )
     spawn = time.monotonic() - spawning
     returncode, stopped = _watch(process, rules, files, started, should_stop)
@@ -195,7 +195,7 @@ def _log_head(path: Path) -> bytes:
         return b""
 
 
-def _child_limits(max_memory_bytes: int) -> None:
+def child_limits(max_memory_bytes: int) -> None:
     """In the ffmpeg child before exec: a memory ceiling, and death with its parent."""
     limit_memory(max_memory_bytes)
     _die_with_parent()

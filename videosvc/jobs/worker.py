@@ -19,7 +19,7 @@ import ffmpeg
 from ..media.isobmff import BoxError, read_tracks
 from ..media.probe import MediaInfo, ProbeError, probe
 from ..store.records import JobState
-from .contract import Job, JobFiles, LadderJob, ResizeJob, ResizeResult
+from .contract import Job, JobFiles, LadderJob, PicturesJob, ResizeJob, ResizeResult
 from .supervise import Rules, StopCheck, run_ffmpeg
 
 NO_DISK_ERROR = "not enough free disk space for the resized video (min_free_bytes); ffmpeg was stopped"
@@ -29,11 +29,15 @@ MP4_AUDIO_CODECS = frozenset({"aac", "mp3", "ac3", "eac3", "alac", "opus", "flac
 
 
 def run_job(job: Job, should_stop: StopCheck | None = None, worker: str = "") -> ResizeResult:
-    """What a backend's worker runs: a resize, or an HLS ladder."""
+    """What a backend's worker runs: a resize, an HLS ladder, or a video's pictures."""
     if isinstance(job, LadderJob):
         from .ladder import run_ladder
 
         return run_ladder(job, should_stop, worker)
+    if isinstance(job, PicturesJob):
+        from .pictures import run_pictures
+
+        return run_pictures(job, should_stop, worker)
     return run_resize(job, should_stop, worker)
 
 

@@ -59,6 +59,23 @@ class Rendition:
 
 
 @dataclass(frozen=True)
+class Pictures:
+    """A video's poster and storyboard (SPEC §14): made together, in one job, so one state."""
+
+    state: RenditionState
+    error: str | None = None
+    #: When the poster's frame is, in seconds: a thumbnail's time when none is asked for.
+    poster_time: float | None = None
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Pictures:
+        return cls(**{**data, "state": RenditionState(data["state"])})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**vars(self), "state": self.state.value}
+
+
+@dataclass(frozen=True)
 class Original:
     """The upload as it came, kept so that every resize starts from it."""
 
@@ -86,6 +103,8 @@ class VideoRecord:
     original: Original | None = None
     #: The HLS package, largest first; None: none planned (HLS off, or a row from before it).
     renditions: tuple[Rendition, ...] | None = None
+    #: The poster and storyboard; None: none planned (pictures off, or a row from before them).
+    pictures: Pictures | None = None
 
 
 @dataclass(frozen=True)
@@ -137,9 +156,11 @@ def status_from_dict(data: dict[str, Any]) -> VideoStatus:
         if video.get(name) is not None:
             video[name] = tuple(video[name])
     renditions = video.pop("renditions", None)
+    pictures = video.pop("pictures", None)
     record = VideoRecord(
         **video,
         renditions=None if renditions is None else tuple(Rendition.from_dict(r) for r in renditions),
+        pictures=None if pictures is None else Pictures.from_dict(pictures),
         original=None
         if original is None
         else Original(**{**original, "audio_codecs": tuple(original["audio_codecs"])}),

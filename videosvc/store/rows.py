@@ -5,7 +5,16 @@ from __future__ import annotations
 import json
 
 from .database import Row
-from .records import JobRecord, JobState, Original, Rendition, UploadRecord, VideoRecord, VideoStatus
+from .records import (
+    JobRecord,
+    JobState,
+    Original,
+    Pictures,
+    Rendition,
+    UploadRecord,
+    VideoRecord,
+    VideoStatus,
+)
 
 #: A video with its newest job (j_*), in one read; callers add WHERE and ORDER BY.
 STATUS_QUERY = """
@@ -44,6 +53,7 @@ def video_of(row: Row) -> VideoRecord:
         frame_count=row["frame_count"],
         original=original,
         renditions=renditions_of(row["renditions"]),
+        pictures=pictures_of(row["pictures"]),
     )
 
 
@@ -55,6 +65,14 @@ def renditions_json(renditions: tuple[Rendition, ...] | None) -> str | None:
     if renditions is None:
         return None
     return json.dumps([{**vars(r), "state": r.state.value} for r in renditions], separators=(",", ":"))
+
+
+def pictures_of(text: str | None) -> Pictures | None:
+    return None if text is None else Pictures.from_dict(json.loads(text))
+
+
+def pictures_json(pictures: Pictures | None) -> str | None:
+    return None if pictures is None else json.dumps(pictures.to_dict(), separators=(",", ":"))
 
 
 def job_of(row: Row, prefix: str = "") -> JobRecord:

@@ -8,6 +8,8 @@
     data_dir/jobs/<job-id>/     one directory per running job (emptied at start-up)
     data_dir/hls/<id>/          each video's HLS package: master.m3u8, a folder per rendition
     data_dir/hls/<id>/.work/    renditions being built (moved beside it once whole)
+    data_dir/pictures/<id>/     each video's poster.jpg, storyboard.jpg and storyboard.vtt
+    data_dir/thumbnails/<id>/   thumbnails made on request, a cache (least recently used evicted)
 
 Every file reaches `videos/` by `os.replace` of a complete, fsynced file on
 the same filesystem, so a reader (or a crash) sees the old bytes or the new
@@ -97,8 +99,27 @@ class Storage:
         """The job folder of a derived job (a ladder, a copy) of a video: one of each at a time."""
         return self.jobs_dir / f"{step}-{video_id}"
 
+    @property
+    def pictures_root(self) -> Path:
+        return self.root / "pictures"
+
+    def pictures_dir(self, video_id: str) -> Path:
+        return self.pictures_root / video_id
+
+    def pictures_work_dir(self, video_id: str) -> Path:
+        return self.pictures_dir(video_id) / ".work"
+
+    @property
+    def thumbnails_root(self) -> Path:
+        return self.root / "thumbnails"
+
+    def thumbnails_dir(self, video_id: str) -> Path:
+        return self.thumbnails_root / video_id
+
     def stored_package_ids(self) -> set[str]:
-        return {p.name for p in self.hls_dir.iterdir() if p.is_dir()}
+        """The videos with derived files on disk: an HLS package, pictures, thumbnails."""
+        roots = (self.hls_dir, self.pictures_root, self.thumbnails_root)
+        return {p.name for root in roots if root.is_dir() for p in root.iterdir() if p.is_dir()}
 
     def remove_package(self, video_id: str) -> None:
         remove(self.package_dir(video_id))
@@ -118,12 +139,24 @@ class Storage:
             self.tmp_dir,
             self.jobs_dir,
             self.hls_dir,
+            self.pictures_root,
+            self.thumbnails_root,
         )
         for folder in folders:
             folder.mkdir(parents=True, exist_ok=True)
         chunks = self.uploads_dir.glob("*.chunk")  # unverified: never counted, so never kept
         work = self.hls_dir.glob("*/.work")  # renditions half built: their jobs start over
-        for leftover in [*self.tmp_dir.iterdir(), *self.jobs_dir.iterdir(), *chunks, *work]:
+        pictures = self.pictures_root.glob("*/.work")  # likewise pictures
+        thumbnails = self.thumbnails_root.glob("*/.*")  # a thumbnail being written
+        half_done = [
+            *self.tmp_dir.iterdir(),
+            *self.jobs_dir.iterdir(),
+            *chunks,
+            *work,
+            *pictures,
+            *thumbnails,
+        ]
+        for leftover in half_done:
             log.warning("removing leftover %s from an earlier run", leftover.relative_to(self.root))
             remove(leftover)
 
@@ -163,10 +196,12 @@ class Storage:
         return target.stat().st_size
 
     def remove_video(self, video_id: str) -> None:
-        """Every byte stored for a video: the current rendition, the original, the HLS package."""
+        """Every byte stored for a video: the current rendition, the original, what was derived."""
         remove(self.video_path(video_id))
         remove(self.original_path(video_id))
         remove(self.package_dir(video_id))
+        remove(self.pictures_dir(video_id))
+        remove(self.thumbnails_dir(video_id))
 
     def move_into_place(self, finished: Path, video_id: str) -> int:
         """Rename a complete, already fsynced file to the video's path, durably; returns its size.

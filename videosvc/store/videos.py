@@ -13,12 +13,13 @@ from .records import (
     Original,
     OutboxMessage,
     PageKey,
+    Pictures,
     Rendition,
     VideoRecord,
     VideoStatus,
     sql_list,
 )
-from .rows import STATUS_QUERY, join, renditions_json, status_of
+from .rows import STATUS_QUERY, join, pictures_json, renditions_json, status_of
 
 ACTIVE = f"j.state IS NOT NULL AND j.state IN ({sql_list(ACTIVE_STATES)})"
 
@@ -36,15 +37,15 @@ class VideoRepository:
             await tx.execute(
                 "INSERT INTO videos (id, filename, size_bytes, width, height, duration_s, created_at,"
                 " updated_at, audio_codecs, frame_count, original_width, original_height,"
-                " original_size_bytes, original_audio_codecs, renditions)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " original_size_bytes, original_audio_codecs, renditions, pictures)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     video.id, video.filename, video.size_bytes, video.width, video.height, video.duration_s,
                     video.created_at, video.updated_at, join(video.audio_codecs), video.frame_count,
                     original.width if original else None, original.height if original else None,
                     original.size_bytes if original else None,
                     join(original.audio_codecs) if original else None,
-                    renditions_json(video.renditions),
+                    renditions_json(video.renditions), pictures_json(video.pictures),
                 ),
             )  # fmt: skip
             tx.touch(video.id)
@@ -135,6 +136,29 @@ class VideoRepository:
         """Videos with a planned package (`planned`), or with none, oldest first."""
         where = "IS NOT NULL" if planned else "IS NULL"
         rows = await self._db.fetch(STATUS_QUERY + f" WHERE v.renditions {where} ORDER BY v.created_at")
+        return [status_of(row).video for row in rows]
+
+    async def set_pictures(
+        self, video_id: str, pictures: Pictures | None, messages: Sequence[OutboxMessage] = ()
+    ) -> bool:
+        """The poster and storyboard as they are now; False when the video is gone (deleted meanwhile)."""
+
+        async def change(tx: Transaction) -> bool:
+            cursor = await tx.execute(
+                "UPDATE videos SET pictures = ? WHERE id = ?", (pictures_json(pictures), video_id)
+            )
+            if cursor.rowcount == 0:
+                return False
+            tx.touch(video_id)
+            await self._outbox.queue(tx, messages)
+            return True
+
+        return await self._db.write(change)
+
+    async def with_pictures(self, planned: bool) -> list[VideoRecord]:
+        """Videos with planned pictures (`planned`), or with none, oldest first."""
+        where = "IS NOT NULL" if planned else "IS NULL"
+        rows = await self._db.fetch(STATUS_QUERY + f" WHERE v.pictures {where} ORDER BY v.created_at")
         return [status_of(row).video for row in rows]
 
     async def without_original(self) -> list[VideoRecord]:

@@ -149,6 +149,7 @@ class Publisher:
             frame_count=info.frame_count,
             original=original,
             renditions=self._streaming.planned(info),
+            pictures=self._streaming.planned_pictures(),
         )
 
     async def _check(self, path: Path) -> MediaInfo:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+from collections.abc import Callable
 from pathlib import Path
 
 from ..aio import KeyedLocks
@@ -73,6 +74,7 @@ class VideoService:
         )  # fmt: skip
         self._deletion = Deletion(tables.videos, storage, runner, streaming, outbox, locks)
         self.reconciliation = Reconciliation(tables.videos, storage, self._keep_original)
+        self._on_delete: list[Callable[[str], None]] = []
 
     async def close(self) -> None:
         await asyncio.to_thread(self._probes.shutdown, wait=True, cancel_futures=True)
@@ -115,6 +117,20 @@ class VideoService:
 
     async def delete(self, video_id: str) -> None:
         await self._deletion.delete(video_id)
+        for forget in self._on_delete:
+            forget(video_id)
+
+    def on_delete(self, forget: Callable[[str], None]) -> None:
+        """Call `forget` with each deleted video's id (what keeps an index of its files: thumbnails)."""
+        self._on_delete.append(forget)
+
+    def source_path(self, video_id: str) -> Path:
+        """The upload as it came: the original when kept, else the stored video."""
+        original = self._storage.original_path(video_id)
+        return original if self._keep_original and original.exists() else self._storage.video_path(video_id)
+
+    def pictures_dir(self, video_id: str) -> Path:
+        return self._storage.pictures_dir(video_id)
 
     def _progress(self, job: JobRecord, video: VideoRecord) -> int | None:
         if not video.duration_s:

@@ -1,13 +1,16 @@
-"""HLS packages: each stored video's ladder of renditions, built in the background (SPEC §13, §17).
+"""What is derived from each stored video, built in the background: its HLS package (SPEC §13) and
+its pictures (§14), in the derived lane (§17).
 
-At store time the package is planned: its renditions, `queued`, are written
-with the video's row. Then, off every request's path:
+At store time both are planned: the renditions and the pictures, `queued`, are
+written with the video's row. Then, off every request's path, in this order:
 
 1. *Fast first play.* An upload a player takes as it is (`media.ladder`) is cut
    into segments without re-encoding, at once, by a bounded child process of
    this server (not behind queued work): it is the top rendition, and the
    master playlist lists it as soon as it is whole.
-2. *The ladder.* One job in the derived lane encodes every other rendition from
+2. *The pictures.* The poster and storyboard, one cheap job in the derived lane
+   (`videos.pictures`).
+3. *The ladder.* One job in the derived lane encodes every other rendition from
    one decode (`jobs.ladder`), with keyframes at the copied rendition's segment
    starts (or every `hls_segment_s`), so players switch at any segment.
 
@@ -37,12 +40,13 @@ from ..jobs.lane import DerivedLane
 from ..media import hls
 from ..media.ladder import Plan, plan, plan_ladder
 from ..media.probe import InputLimits, MediaInfo, ProbeError, Toolchain, inspect_upload
-from ..store.records import Rendition, RenditionState, VideoRecord
+from ..store.records import Pictures, Rendition, RenditionState, VideoRecord
 from ..store.storage import Storage
 from ..store.videos import VideoRepository
 from .first_play import FirstPlay
 from .ladders import Ladders
 from .packages import UNFINISHED, Packages, planned_renditions
+from .pictures import PictureMaker
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +77,7 @@ class Streaming:
         self._limits = InputLimits(settings.uploads.max_input_pixels, settings.uploads.max_input_streams)
         self._first_play = FirstPlay(settings, storage, tools, self._packages)
         self._ladders = Ladders(settings, storage, tools, lane, self._packages, hooks.before_ladder)
+        self._pictures = PictureMaker(settings, videos, storage, tools, lane, outbox)
         self._builds: dict[str, asyncio.Task[None]] = {}
         self._stopping: set[str] = set()
         self._backfill: asyncio.Task[None] | None = None
@@ -85,9 +90,13 @@ class Streaming:
             return None
         return planned_renditions(plan(info, self._hls.hls_ladder, self._hls.hls_segment_s))
 
+    def planned_pictures(self) -> Pictures | None:
+        """The pictures a new upload will get (None when they are off)."""
+        return self._pictures.planned()
+
     def stored(self, video: VideoRecord, info: MediaInfo) -> None:
-        """A video was stored with a planned package: build it now, in the background."""
-        if video.renditions is not None:
+        """A video was stored with a planned package or pictures: build them now, in the background."""
+        if video.renditions is not None or video.pictures is not None:
             self._packages.stored_at[video.id] = time.monotonic()
             self._start(video.id, info)
 
@@ -106,24 +115,34 @@ class Streaming:
     async def _ask_to_stop(self, video_id: str, task: asyncio.Task[None]) -> None:
         """Its ffmpeg through the cancel files (a copy, a ladder on a worker); a ladder still waiting
         for a worker, by cancelling its task."""
-        for step in ("copy", "ladder"):
+        for step in ("copy", "pictures", "ladder"):
             with contextlib.suppress(FileNotFoundError):
                 JobFiles(self._storage.derived_job_dir(video_id, step)).cancel.touch()
+        await self._pictures.stop(video_id, task)
         await self._ladders.stop(video_id, task)
 
     async def resume(self) -> None:
-        """At start: finish the packages a stop cut short; plan those of videos stored without one
-        (HLS turned on, or an upgrade), built one at a time in the background."""
+        """At start: finish the packages and pictures a stop cut short; plan those of videos stored
+        without them (turned on since, or an upgrade), built one at a time in the background."""
+        unfinished: dict[str, VideoRecord] = {}
         for video in await self._videos.with_renditions(planned=True):
-            renditions = video.renditions or ()
-            if any(r.state in UNFINISHED for r in renditions):
-                log.info("resuming the HLS package of a video", extra={"video_id": video.id})
-                self._start(video.id, None)
+            if any(r.state in UNFINISHED for r in video.renditions or ()):
+                unfinished[video.id] = video
+        for video in await self._videos.with_pictures(planned=True):
+            if video.pictures is not None and video.pictures.state in UNFINISHED:
+                unfinished[video.id] = video
+        for video_id in unfinished:
+            log.info("resuming what is derived from a video", extra={"video_id": video_id})
+            self._start(video_id, None)
+        waiting: dict[str, VideoRecord] = {}
         if self._hls.hls_enabled:
-            waiting = await self._videos.with_renditions(planned=False)
-            if waiting:
-                log.info("%d stored video(s) get an HLS package, one at a time", len(waiting))
-                self._backfill = asyncio.create_task(self._plan_each(waiting), name="hls-backfill")
+            waiting |= {video.id: video for video in await self._videos.with_renditions(planned=False)}
+        if self._settings.pictures.pictures_enabled:
+            waiting |= {video.id: video for video in await self._videos.with_pictures(planned=False)}
+        todo = sorted((video for video in waiting.values() if video.id not in unfinished), key=_created)
+        if todo:
+            log.info("%d stored video(s) get an HLS package or pictures, one at a time", len(todo))
+            self._backfill = asyncio.create_task(self._plan_each(todo), name="derived-backfill")
 
     async def close(self) -> None:
         """Stop every build (its ffmpeg too); what is not ready stays planned, for the next start."""
@@ -159,8 +178,13 @@ class Streaming:
             except (ProbeError, OSError) as e:
                 log.warning("cannot plan an HLS package: %s", e, extra={"video_id": video.id})
                 continue
-            renditions = self.planned(info)
-            if renditions is None or not await self._videos.set_renditions(video.id, renditions):
+            renditions = self.planned(info) if video.renditions is None else None
+            pictures = self.planned_pictures() if video.pictures is None else None
+            if renditions is not None and not await self._videos.set_renditions(video.id, renditions):
+                continue  # deleted meanwhile
+            if pictures is not None and not await self._videos.set_pictures(video.id, pictures):
+                continue
+            if renditions is None and pictures is None:
                 continue
             self._start(video.id, info)
             await asyncio.wait([self._builds[video.id]])
@@ -174,9 +198,11 @@ class Streaming:
             if video_id not in self._stopping:
                 raise  # a shutdown: what is unfinished stays planned
         except Exception as e:  # a bug or a database failure: fail what is unfinished, never leave it
-            log.exception("building an HLS package failed", extra={"video_id": video_id})
+            log.exception("building what is derived from a video failed", extra={"video_id": video_id})
             with contextlib.suppress(Exception):
                 await self._packages.end_unfinished(video_id, f"internal error: {type(e).__name__}")
+            with contextlib.suppress(Exception):
+                await self._pictures.end_unfinished(video_id, f"internal error: {type(e).__name__}")
         finally:
             self._packages.stored_at.pop(video_id, None)
 
@@ -184,6 +210,10 @@ class Streaming:
         source = self._source(video_id)
         if info is None:
             info = await asyncio.to_thread(inspect_upload, str(source), self._tools, self._limits)
+        video = (await self._videos.status(video_id)).video
+        if video.renditions is None:  # pictures only (HLS off)
+            await self._make_pictures(video_id, source, info)
+            return
         the_plan = plan(info, self._hls.hls_ladder, self._hls.hls_segment_s)
         renditions = await self._packages.renditions(video_id)
         if len(renditions) != len(the_plan.rungs):  # planned under other settings: plan again
@@ -201,11 +231,22 @@ class Streaming:
                 renditions = await self._packages.renditions(video_id)
             if the_plan.copy_first and renditions[0].state is RenditionState.READY:
                 keyframes = (await asyncio.to_thread(hls.measure, package / copy_name())).segment_starts
+        await self._make_pictures(video_id, source, info)
         todo = [i for i, r in enumerate(renditions) if r.state in UNFINISHED]
         if todo:
             await self._ladders.run(video_id, source, info, the_plan, renditions, todo, keyframes)
+
+    async def _make_pictures(self, video_id: str, source: Path, info: MediaInfo) -> None:
+        """Right after fast first play, before the ladder: the poster and storyboard, if planned."""
+        pictures = (await self._videos.status(video_id)).video.pictures
+        if pictures is not None and pictures.state in UNFINISHED:
+            await self._pictures.make(video_id, source, info)
 
     def _source(self, video_id: str) -> Path:
         """The upload as it came: the original when it is kept, else the stored video."""
         original = self._storage.original_path(video_id)
         return original if original.exists() else self._storage.video_path(video_id)
+
+
+def _created(video: VideoRecord) -> str:
+    return video.created_at

@@ -6,7 +6,16 @@ import enum
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..store.records import JobRecord, JobState, Original, Rendition, RenditionState, VideoRecord, VideoStatus
+from ..store.records import (
+    JobRecord,
+    JobState,
+    Original,
+    Pictures,
+    Rendition,
+    RenditionState,
+    VideoRecord,
+    VideoStatus,
+)
 
 
 class Variant(enum.StrEnum):
@@ -46,6 +55,12 @@ class VideoInfo:
     job: JobInfo | None
     #: The HLS package's renditions, largest first (empty when none is planned).
     renditions: tuple[Rendition, ...] = ()
+    #: The poster and storyboard (None when none are planned).
+    pictures: Pictures | None = None
+
+    @property
+    def has_pictures(self) -> bool:
+        return self.pictures is not None and self.pictures.state is RenditionState.READY
 
     @property
     def playable(self) -> bool:
@@ -108,4 +123,5 @@ def view_of(status: VideoStatus, keep_original: bool, progress: Progress | None 
         original=video.original if keep_original else None,
         job=job_info,
         renditions=video.renditions or (),
+        pictures=video.pictures,
     )

@@ -22,6 +22,7 @@ from ..store.tables import Tables
 from ..uploads.resumable import ResumableUploads
 from ..videos.service import VideoService
 from ..videos.streaming import Streaming
+from ..videos.thumbnails import Thumbnails
 from .inflight import InFlightRequests
 from .origins import HostPolicy
 from .representation import GetBodies, Representation
@@ -47,6 +48,9 @@ METRICS = web.AppKey("metrics", Metrics)
 WEBHOOKS = web.AppKey("webhooks", WebhookDispatcher)
 UPLOADS = web.AppKey("uploads", ResumableUploads)
 STREAMING = web.AppKey("streaming", Streaming)
+THUMBNAILS = web.AppKey("thumbnails", Thumbnails)
+#: Whether the ffmpeg in use can write WebP (libwebp).
+WEBP = web.AppKey("webp", bool)
 
 #: The canonical (lowercase) id of the video a /file/{id} request names, set by `resource_id_middleware`.
 VIDEO_ID = web.RequestKey("video_id", str)

@@ -12,6 +12,7 @@ from typing import Any
 
 from ..config import Settings
 from ..media import hls
+from ..media.pictures import POSTER, STORYBOARD
 from ..signing import LinkFamily, Signer
 from ..store.records import VideoStatus
 from ..videos.service import VideoService
@@ -58,6 +59,11 @@ class Representation:
         expires, signature = self._signer.sign(LinkFamily.PLAYBACK, video_id, self._ttl_s, until=until)
         return f"/file/{video_id}/hls/s/{expires}.{signature}/{hls.MASTER}"
 
+    def picture_url(self, video_id: str, name: str, until: int | None = None) -> str:
+        """A picture of the video (poster.jpg, storyboard.vtt); with keys, one signature of the
+        pictures family opens its poster, storyboard and thumbnails, and nothing else."""
+        return self._signed(f"/file/{video_id}/{name}", LinkFamily.PICTURES, video_id, until=until)
+
     def relinked(self, shape: dict[str, Any], until: int) -> dict[str, Any]:
         """A GET shape whose links expire no later than `until` (sent through a signed link)."""
         video_id = shape["id"]
@@ -65,6 +71,10 @@ class Representation:
             "contentUrl": self.content_url(video_id, until),
             "eventsUrl": self.events_url(video_id, until),
             "playbackUrl": self.playback_url(video_id, until) if shape.get("playbackUrl") else None,
+            "posterUrl": self.picture_url(video_id, POSTER, until) if shape.get("posterUrl") else None,
+            "storyboardUrl": self.picture_url(video_id, STORYBOARD, until)
+            if shape.get("storyboardUrl")
+            else None,
         }
 
     def video(self, info: VideoInfo) -> dict[str, Any]:
@@ -89,6 +99,11 @@ class Representation:
             "contentUrl": self.content_url(info.id),
             "eventsUrl": self.events_url(info.id),
             "playbackUrl": self.playback_url(info.id) if info.playable else None,
+            "posterUrl": self.picture_url(info.id, POSTER) if info.has_pictures else None,
+            "storyboardUrl": self.picture_url(info.id, STORYBOARD) if info.has_pictures else None,
+            "pictures": None
+            if info.pictures is None
+            else {"state": info.pictures.state.value, "error": info.pictures.error},
             "renditions": [
                 {
                     "width": r.width,

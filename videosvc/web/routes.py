@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from . import playback, views
+from . import pictures, playback, views
 from .keys import METRICS
 from .middlewares import expect_continue
 from .page import add_page
@@ -18,6 +18,10 @@ ROUTES = [
     ("DELETE", "/file/{id}/", views.delete_file),
     ("GET", "/file/{id}/content", views.get_content),
     ("GET", "/file/{id}/events", views.get_events),
+    ("GET", "/file/{id}/poster.jpg", pictures.get_poster),
+    ("GET", "/file/{id}/storyboard.vtt", pictures.get_storyboard),
+    ("GET", "/file/{id}/storyboard.jpg", pictures.get_sprite),
+    ("GET", "/file/{id}/thumbnail.{format:[a-z0-9]{1,10}}", pictures.get_thumbnail),
     #: Not under /file, so API keys do not apply: container health checks need no secret.
     ("GET", "/health", views.health),
 ]

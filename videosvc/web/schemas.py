@@ -92,6 +92,15 @@ class RenditionSchema(Schema):
     error = fields.String(required=True, allow_none=True, metadata={"description": "Why it failed"})
 
 
+class PicturesSchema(Schema):
+    state = fields.String(
+        required=True,
+        validate=validate.OneOf(["queued", "running", "ready", "failed"]),
+        metadata={"description": "ready: posterUrl and storyboardUrl are set; failed: see error"},
+    )
+    error = fields.String(required=True, allow_none=True, metadata={"description": "Why they failed"})
+
+
 class FileInfoSchema(Schema):
     id = fields.UUID(required=True)
     filename = fields.String(
@@ -142,6 +151,26 @@ class FileInfoSchema(Schema):
             "description": "The HLS master playlist (adaptive streaming), once a rendition is ready; else"
             " null. With API keys, the signature sits in its path, so every URI in the playlists carries it"
         },
+    )
+    posterUrl = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "A representative frame (JPEG), once the pictures are ready; else null. Signed"
+            " like contentUrl when API keys are set (one signature opens the poster, storyboard and"
+            " thumbnails of this video)"
+        },
+    )
+    storyboardUrl = fields.String(
+        allow_none=True,
+        metadata={
+            "description": "A WebVTT file of seek-bar previews (`storyboard.jpg#xywh=x,y,w,h` per time"
+            " range), once the pictures are ready; else null"
+        },
+    )
+    pictures = fields.Nested(
+        PicturesSchema,
+        allow_none=True,
+        metadata={"description": "How the poster and storyboard are coming; null when pictures are off"},
     )
     renditions = fields.List(
         fields.Nested(RenditionSchema),

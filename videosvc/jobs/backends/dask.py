@@ -34,7 +34,7 @@ from typing import Any
 from ...config import Settings
 from ...media.probe import Toolchain
 from ...store.records import JobState
-from ..contract import Job, JobFiles, LadderJob, ResizeResult
+from ..contract import Job, JobFiles, LadderJob, PicturesJob, ResizeResult
 from ..worker import run_job
 from . import BackendClosed, WorkerLost
 
@@ -91,7 +91,7 @@ class DaskBackend:
         if client.status != "running":  # reconnecting, or gave up: the lease keeper makes a new one
             raise WorkerLost("the Dask scheduler is away", blamed=False)
         stop_name = _stop_event_name(job)
-        kind = "ladder" if isinstance(job, LadderJob) else "resize"
+        kind = _kind(job)
         future = None
         try:
             # Inside the try: while the scheduler is away (a restart), these fail like the job's
@@ -105,8 +105,8 @@ class DaskBackend:
                 self._lease_ttl_s,
                 key=f"videosvc-{kind}-{Path(job.directory).name}-{uuid.uuid4().hex[:8]}",
                 pure=False,
-                # Ladders give way to resizes waiting on the same workers.
-                priority=-1 if kind == "ladder" else 0,
+                # Derived jobs give way to resizes waiting on the same workers.
+                priority=0 if kind == "resize" else -1,
             )
             result: ResizeResult = await future
             return result
@@ -180,6 +180,13 @@ class DaskBackend:
 
 class BackendUnreachable(Exception):
     """The cluster cannot be reached at start-up."""
+
+
+def _kind(job: Job) -> str:
+    """What a job is, in its task's key (and its priority: only resizes go first)."""
+    if isinstance(job, LadderJob):
+        return "ladder"
+    return "pictures" if isinstance(job, PicturesJob) else "resize"
 
 
 def _stop_event_name(job: Job) -> str:
