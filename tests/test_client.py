@@ -691,3 +691,30 @@ async def test_info_lists_the_hls_renditions_and_the_playback_url(
     assert renditions[0].startswith("rendition: 640x360 ready, ") and renditions[0].endswith(" Mb/s peak")
     assert renditions[1].startswith("rendition: 426x240 failed: the ladder is ")
     assert "max_job_pixel_frames" in renditions[2]
+
+
+async def test_thumbnail_saves_the_frame_at_a_time_and_info_lists_the_pictures(
+    make_client: Any, cli: Any, samples: Samples, tmp_path: Path, tools: Any
+) -> None:
+    from .test_pictures import black_then_pattern, clock, luma, size_of, wait_pictures
+
+    client = await make_client(pictures_enabled=True)
+    video_id = await upload(client, clock(samples))
+    shot = await cli(client, "thumbnail", video_id[:8], "--time", "3", "--width", "64", "-o", "at3.jpg")
+    assert shot.code == 0, shot.err
+    assert size_of(tools, tmp_path / "at3.jpg") == (64, 48)
+    assert abs(luma(tools, tmp_path / "at3.jpg")[0] - (16 + 50 * 3)) <= 4  # the clock clip shows 3 s
+    webp = await cli(client, "thumbnail", video_id, "--time", "1", "-o", "at1.webp", "--json")
+    assert webp.code == 0 and webp.json()["format"] == "webp", webp.err
+    assert (tmp_path / "at1.webp").read_bytes()[8:12] == b"WEBP"
+    again = await cli(client, "thumbnail", video_id, "-o", "at3.jpg")
+    assert fails(again, 1) and "exists" in again.err  # never overwritten unasked
+    late = await cli(client, "thumbnail", video_id, "--time", "99", "-o", "late.jpg")
+    assert fails(late, 1) and "duration" in late.err and not (tmp_path / "late.jpg").exists()
+
+    poster_id = await upload(client, black_then_pattern(samples))
+    await wait_pictures(client, poster_id)
+    lines = (await cli(client, "info", poster_id)).out.splitlines()
+    base = str(client.make_url("")).rstrip("/")
+    assert f"poster:    {base}/file/{poster_id}/poster.jpg" in lines
+    assert f"storyboard: {base}/file/{poster_id}/storyboard.vtt" in lines

@@ -465,3 +465,75 @@ async def test_the_page_plays_adaptively_with_hls_js_and_switches_when_a_quality
         await page.screenshot(path=str(shot))
         _keep_screenshot(f"page-hls-{'keys' if key else 'open'}.png", shot)
     assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize("key", [None, "secret"], ids=["open", "with-api-keys"])
+async def test_the_page_shows_posters_dates_and_storyboard_previews_over_the_seek_bar(
+    page: Any, data_dir: Path, samples: Samples, key: str | None, tmp_path: Path
+) -> None:
+    source = samples.make(
+        "page_pictures.mp4",
+        ["-f", "lavfi", "-i", "testsrc2=size=320x180:rate=25:duration=12", "-c:v", "libx264",
+         "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p"],
+    )  # fmt: skip
+    with ServerProcess(data_dir, pictures_enabled="true", **({"api_keys": key} if key else {})) as server:
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        with source.open("rb") as f:
+            request = urllib.request.Request(
+                server.url + "/file/?filename=garden.mp4",
+                data=f.read(),
+                headers={**headers, "Content-Type": "video/mp4"},
+            )
+        video_id = (await asyncio.to_thread(lambda: json.load(urllib.request.urlopen(request, timeout=30))))[
+            "id"
+        ]
+        await poll_until(
+            lambda: _api(server, "GET", f"/file/{video_id}/", key)[1]["pictures"]["state"],
+            "the pictures", until=lambda state: state == "ready",
+        )  # fmt: skip
+
+        wire = await open_page(page, server.url + "/")
+        if key:
+            await page.locator("#key-panel").wait_for()
+            await page.fill("#key-input", key)
+            await page.click("#key-form button")
+        row = page.locator(f'#videos li[data-id="{video_id}"] button')
+        # The row: its poster (loaded, not a broken image) and when it was uploaded.
+        poster = row.locator("img.poster")
+        await poster.wait_for()
+        await _until(
+            page, f"document.querySelector('li[data-id=\"{video_id}\"] img.poster').naturalWidth === 320"
+        )
+        assert await row.locator("time.when").text_content() == "just now"
+        await row.click()
+        await _until(page, "document.getElementById('player').poster.includes('/poster.jpg')")
+
+        # Hovering the seek bar at 93% of it (11.2 s of 12) shows the storyboard's tile for 11-12 s:
+        # one tile a second, 160x90, ten a row, so the second tile of the second row.
+        scrub = page.locator("#scrub")
+        await scrub.wait_for()
+        await _until(page, "document.getElementById('preview') !== null")
+        box = await scrub.bounding_box()
+        assert box is not None
+        await page.mouse.move(box["x"] + box["width"] * 0.93, box["y"] + box["height"] / 2)
+        await page.locator("#preview").wait_for()
+        await _until(
+            page, "document.getElementById('preview-image').style.backgroundImage.includes('storyboard.jpg')"
+        )
+        assert await page.locator("#preview-time").text_content() == "0:11"
+        position = await page.locator("#preview-image").evaluate("e => e.style.backgroundPosition")
+        assert position == "-160px -90px"
+        sprite = [r for r in wire.responses if "/storyboard.jpg" in r.url]
+        assert sprite and all(r.status == 200 for r in sprite)
+        if key:  # no header on images: the signature did it
+            assert all("signature=" in r.url for r in wire.responses if "/poster.jpg" in r.url)
+            assert all("signature=" in r.url for r in sprite)
+        # A click there seeks the player.
+        await page.mouse.click(box["x"] + box["width"] * 0.93, box["y"] + box["height"] / 2)
+        await _until(page, "Math.abs(document.getElementById('player').currentTime - 11.16) < 0.3")
+        assert wire.unexpected_errors() == []
+        shot = tmp_path / "page-pictures.png"
+        await page.mouse.move(box["x"] + box["width"] * 0.5, box["y"] + box["height"] / 2)
+        await page.screenshot(path=str(shot))
+        _keep_screenshot(f"page-pictures-{'keys' if key else 'open'}.png", shot)
+    assert "Traceback" not in server.log()

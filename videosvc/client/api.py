@@ -33,6 +33,8 @@ TIMEOUT = (10, 600)
 #: A live stream sends a heartbeat every 15 s; a minute of silence means the server is gone.
 STREAM_TIMEOUT = (10, 60)
 DOWNLOAD_CHUNK = 1024 * 1024
+#: A thumbnail larger than this is not one (1920 wide JPEGs are a few hundred KB).
+MAX_THUMBNAIL_BYTES = 16 * 1024 * 1024
 #: API paths a user may paste along with the server's address (from the docs, or an address bar).
 API_PATHS = ("/file", "/uploads")
 DEFAULT_PORTS = {"http": 80, "https": 443}
@@ -234,6 +236,26 @@ class Client:
 
     def delete(self, video_id: str) -> None:
         self._request("DELETE", f"/file/{video_id}/")
+
+    def thumbnail(self, video_id: str, fmt: str, time: float | None, width: int | None) -> bytes:
+        """The frame at `time` (default: the poster's), `width` wide (default: the server's), as
+        `fmt` (jpg or webp); read up to MAX_THUMBNAIL_BYTES."""
+        params: dict[str, Any] = {}
+        if time is not None:
+            params["time"] = f"{time:g}"
+        if width is not None:
+            params["width"] = width
+        response = self._request("GET", f"/file/{video_id}/thumbnail.{fmt}", params=params, stream=True)
+        with response:
+            data = b""
+            try:
+                for chunk in response.iter_content(DOWNLOAD_CHUNK):
+                    data += chunk
+                    if len(data) > MAX_THUMBNAIL_BYTES:
+                        raise Malformed(f"a thumbnail of more than {MAX_THUMBNAIL_BYTES} bytes")
+            except requests.RequestException as e:
+                raise Unreachable(f"lost the connection to {self.url}: {_reason(e)}") from None
+        return data
 
     def follow(self, video_id: str) -> Iterator[dict[str, Any]]:
         """The video's GET shape at once and at each change (its server-sent events), until it is deleted."""

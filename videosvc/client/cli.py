@@ -40,7 +40,7 @@ from .text import file_name, printable
 
 OK, REFUSED, USAGE, NOT_FOUND, AUTH, UNREACHABLE, JOB_FAILED, INTERRUPTED = 0, 1, 2, 3, 4, 5, 6, 130
 DEFAULT_URL = "http://127.0.0.1:8080"
-COMMANDS = ("upload", "ls", "info", "resize", "download", "rm")
+COMMANDS = ("upload", "ls", "info", "resize", "download", "thumbnail", "rm")
 SIZE = re.compile(r"^(\d+)[xX\N{MULTIPLICATION SIGN}](\d+)$")
 #: The start of an id: hex digits and the dashes between them.
 ID_PREFIX = re.compile(r"[0-9a-f-]+")
@@ -93,6 +93,19 @@ def add_commands(commands: Any) -> None:
     download.add_argument("-o", "--output", type=Path, help="where (default: its filename, here)")
     download.add_argument("--original", action="store_true", help="the upload as it came, not resized")
     download.add_argument("--force", action="store_true", help="overwrite an existing file")
+
+    thumbnail = commands.add_parser(
+        "thumbnail", parents=[common], help="save the frame at a time as a picture (JPEG, or WebP for .webp)"
+    )
+    thumbnail.add_argument("id")
+    thumbnail.add_argument(
+        "--time", type=float, metavar="S", help="seconds into the video (default: the poster's)"
+    )
+    thumbnail.add_argument("--width", type=int, metavar="W", help="16 to 1920, rounded to 16 (default 320)")
+    thumbnail.add_argument(
+        "-o", "--output", type=Path, required=True, metavar="FILE", help="where (.jpg or .webp)"
+    )
+    thumbnail.add_argument("--force", action="store_true", help="overwrite an existing file")
 
     rm = commands.add_parser("rm", parents=[common], help="delete videos")
     rm.add_argument("ids", nargs="+", metavar="ID")
@@ -263,6 +276,11 @@ def info(client: Client, args: argparse.Namespace) -> int:
     ]
     if video.get("playbackUrl"):
         lines.append(("playback", client.url + printable(video["playbackUrl"])))
+    if video.get("posterUrl"):
+        lines.append(("poster", client.url + printable(video["posterUrl"])))
+        lines.append(("storyboard", client.url + printable(video["storyboardUrl"])))
+    elif (video.get("pictures") or {}).get("state") == "failed":
+        lines.append(("pictures", f"failed: {printable(video['pictures']['error'] or '')}"))
     lines += [("rendition", _rendition(r)) for r in video.get("renditions", [])]
     for name, value in lines:
         _out(f"{name + ':':<10} {value}")
@@ -346,6 +364,25 @@ def download(client: Client, args: argparse.Namespace) -> int:
     return OK
 
 
+def thumbnail(client: Client, args: argparse.Namespace) -> int:
+    target: Path = args.output
+    fmt = "webp" if target.suffix.lower() == ".webp" else "jpg"
+    if target.exists() and not args.force:
+        raise Failure(REFUSED, f"{target} exists (use --force to overwrite)")
+    video_id = _resolve(client, args.id)
+    data = client.thumbnail(video_id, fmt, args.time, args.width)
+    part = target.with_name(target.name + ".part")
+    try:
+        part.write_bytes(data)
+        part.replace(target)
+    except OSError as e:
+        raise Failure(REFUSED, f"cannot write {target}: {e.strerror or e}") from None
+    _say(f"saved {target}")
+    if args.json:
+        _print_json({"id": video_id, "path": str(target), "size": len(data), "format": fmt})
+    return OK
+
+
 def rm(client: Client, args: argparse.Namespace) -> int:
     ids = [_resolve(client, text) for text in args.ids]  # all of them, before deleting any
     missing = []
@@ -385,7 +422,8 @@ def _resolve(client: Client, text: str) -> str:
 
 
 HANDLERS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
-    "upload": upload, "ls": ls, "info": info, "resize": resize, "download": download, "rm": rm,
+    "upload": upload, "ls": ls, "info": info, "resize": resize, "download": download,
+    "thumbnail": thumbnail, "rm": rm,
 }  # fmt: skip
 
 

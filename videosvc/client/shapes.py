@@ -57,6 +57,8 @@ RENDITION: Mapping[str, frozenset[str]] = {
     "state": frozenset({STRING}),
     "error": frozenset({STRING, NULL}),
 }
+#: The poster and storyboard's state (servers from before pictures send none).
+PICTURES: Mapping[str, frozenset[str]] = {"state": frozenset({STRING}), "error": frozenset({STRING, NULL})}
 PAGE: Mapping[str, frozenset[str]] = {"items": frozenset({ARRAY}), "next": frozenset({STRING, NULL})}
 
 
@@ -90,8 +92,14 @@ def video(value: object) -> dict[str, Any]:
         raise Malformed(f"the video's 'renditions' is {kind(renditions)}, not array")
     for rendition in renditions:
         _fields(rendition, RENDITION, "a rendition")
-    if kind(checked.get("playbackUrl")) not in (STRING, NULL, "missing"):
-        raise Malformed(f"the video's 'playbackUrl' is {kind(checked['playbackUrl'])}, not string")
+    for name in ("playbackUrl", "posterUrl", "storyboardUrl"):
+        if kind(checked.get(name, _MISSING)) not in (STRING, NULL, "missing"):
+            raise Malformed(f"the video's {name!r} is {kind(checked[name])}, not string")
+    if checked.get("posterUrl") is not None and kind(checked.get("storyboardUrl")) != STRING:
+        raise Malformed("the video has a 'posterUrl' but no 'storyboardUrl'")
+    pictures = checked.get("pictures")
+    if pictures is not None:
+        _fields(pictures, PICTURES, "the video's pictures")
     return checked
 
 

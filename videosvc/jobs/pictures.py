@@ -103,7 +103,8 @@ def build_pictures_args(job: PicturesJob, files: JobFiles) -> list[str]:
     )
     rows = -(-job.count // job.columns)
     tiles = (
-        whole.video.filter("fps", f"1/{job.interval_s:g}")
+        # eof_action=pass: the last keyframe is a tile too (rounding would drop it).
+        whole.video.filter("fps", f"1/{job.interval_s:g}", eof_action="pass")
         .filter("scale", job.tile_width, job.tile_height)
         .filter("setsar", 1)
         .filter("metadata", mode="add", key="videosvc.tile", value=1)  # print writes frames with metadata

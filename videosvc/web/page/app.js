@@ -18,6 +18,7 @@ const state = {
   stream: null, // the EventSource of the selected video
   hls: null, // the hls.js player of the selected video, when it plays adaptively
   hlsFailed: new Set(), // videos whose adaptive playback failed in this tab: the MP4 plays
+  storyboard: null, // { url, tiles: [{ start, end, src, x, y, w, h }] } of the selected video
 };
 
 // -- talking to the API ----------------------------------------------------------
@@ -128,6 +129,18 @@ function statusOf(video) {
   return { text: "Ready", kind: "ok" };
 }
 
+/** When a video was uploaded, as people say it: "5 min ago", "yesterday", "3 Dec 2026". */
+function formatDate(iso) {
+  const when = new Date(iso);
+  if (Number.isNaN(when.getTime())) return "";
+  const seconds = (Date.now() - when.getTime()) / 1000;
+  if (seconds < 60) return "just now";
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  if (seconds < 2 * 86400) return "yesterday";
+  return when.toLocaleDateString(undefined, { day: "numeric", month: "short", year: "numeric" });
+}
+
 function facts(video) {
   const parts = [`${video.width}×${video.height}`, formatDuration(video.duration), formatBytes(video.size)];
   if (video.originalWidth && (video.originalWidth !== video.width || video.originalHeight !== video.height)) {
@@ -177,16 +190,30 @@ function fillVideoItem(item, video) {
   const status = statusOf(video);
   const button = item.querySelector("button");
   button.replaceChildren();
+  // The poster once it is made; until then a plain box of the same size.
+  const poster = document.createElement(video.posterUrl ? "img" : "span");
+  poster.className = "poster";
+  if (video.posterUrl) {
+    poster.src = video.posterUrl;
+    poster.alt = "";
+    poster.loading = "lazy";
+  }
+  const when = document.createElement("time");
+  when.className = "when";
+  when.dateTime = video.createdAt;
+  when.textContent = formatDate(video.createdAt);
+  when.title = new Date(video.createdAt).toLocaleString();
   const name = document.createElement("span");
   name.className = "name";
   name.textContent = video.filename;
   const details = document.createElement("span");
   details.className = "details";
   details.textContent = facts(video);
+  details.append(" · ", when);
   const badge = document.createElement("span");
   badge.className = `status ${status.kind}`;
   badge.textContent = status.text;
-  button.append(name, details, badge);
+  button.append(poster, name, details, badge);
   button.setAttribute("aria-current", String(video.id === state.selected));
 }
 
@@ -242,6 +269,7 @@ function showVideo(video, newVideo) {
   $("download").href = downloadUrl(video.contentUrl);
   $("download").setAttribute("download", video.filename);
   play(video, newVideo);
+  showStoryboard(video);
   if (newVideo) fillPresets(video);
   updateListed(video);
 }
@@ -274,6 +302,8 @@ function play(video, newVideo) {
     return;
   }
   player.dataset.version = version;
+  if (video.posterUrl) player.poster = video.posterUrl;
+  else player.removeAttribute("poster");
   stopHls();
   if (adaptive && hlsSupport(player) === "hls.js") {
     startHls(player, video);
@@ -340,6 +370,103 @@ $("quality").addEventListener("change", () => {
   if (state.hls) state.hls.currentLevel = Number($("quality").value);
 });
 
+// -- the storyboard: previews over a seek bar of the page's own (hover, touch, keys) --------
+
+/** The storyboard's cues: which tile of which sprite shows each stretch of time. */
+function parseStoryboard(text, base) {
+  const tiles = [];
+  const cue = /(\d+):(\d+):(\d+(?:\.\d+)?) --> (\d+):(\d+):(\d+(?:\.\d+)?)\s*\n(\S+?)#xywh=(\d+),(\d+),(\d+),(\d+)/g;
+  const seconds = (h, m, s) => Number(h) * 3600 + Number(m) * 60 + Number(s);
+  for (const m of text.matchAll(cue)) {
+    tiles.push({
+      start: seconds(m[1], m[2], m[3]),
+      end: seconds(m[4], m[5], m[6]),
+      src: new URL(m[7], base).href,
+      x: Number(m[8]), y: Number(m[9]), w: Number(m[10]), h: Number(m[11]),
+    });
+  }
+  return tiles;
+}
+
+async function showStoryboard(video) {
+  const scrub = $("scrub");
+  if (!video.storyboardUrl || !video.duration) {
+    scrub.hidden = true;
+    state.storyboard = null;
+    return;
+  }
+  scrub.hidden = false;
+  const url = new URL(video.storyboardUrl, location.href).href;
+  if (state.storyboard && state.storyboard.id === video.id) return;
+  state.storyboard = { id: video.id, url, tiles: [] };
+  try {
+    // No header: with keys, storyboardUrl is signed, and the sprite's URI in it inherits that.
+    const response = await fetch(url);
+    if (!response.ok) return;
+    const tiles = parseStoryboard(await response.text(), url);
+    if (state.storyboard && state.storyboard.url === url) state.storyboard.tiles = tiles;
+  } catch (e) {
+    // No previews: the seek bar still seeks.
+  }
+}
+
+/** The time under a pointer (or a finger) at clientX on the seek bar. */
+function timeAt(clientX) {
+  const bar = $("scrub").getBoundingClientRect();
+  const fraction = Math.min(1, Math.max(0, (clientX - bar.left) / bar.width));
+  const video = state.videos.get(state.selected);
+  return { fraction, time: fraction * (video ? video.duration || 0 : 0) };
+}
+
+function preview(clientX) {
+  const { fraction, time } = timeAt(clientX);
+  const box = $("preview");
+  const board = state.storyboard;
+  const tile = board && board.tiles.find((t) => time >= t.start && time < t.end) || (board && board.tiles.at(-1));
+  $("preview-time").textContent = formatDuration(time);
+  const image = $("preview-image");
+  if (tile) {
+    image.hidden = false;
+    image.style.width = `${tile.w}px`;
+    image.style.height = `${tile.h}px`;
+    image.style.backgroundImage = `url("${tile.src}")`;
+    image.style.backgroundPosition = `-${tile.x}px -${tile.y}px`;
+  } else {
+    image.hidden = true;
+  }
+  box.hidden = false;
+  box.style.left = `${fraction * 100}%`;
+}
+
+function seekTo(clientX) {
+  const { time } = timeAt(clientX);
+  $("player").currentTime = time;
+}
+
+$("scrub").addEventListener("pointermove", (event) => preview(event.clientX));
+$("scrub").addEventListener("pointerdown", (event) => preview(event.clientX));
+$("scrub").addEventListener("pointerleave", () => { $("preview").hidden = true; });
+$("scrub").addEventListener("pointerup", (event) => {
+  seekTo(event.clientX);
+  if (event.pointerType !== "mouse") $("preview").hidden = true;
+});
+$("scrub").addEventListener("keydown", (event) => {
+  const player = $("player");
+  const step = { ArrowLeft: -5, ArrowRight: 5 }[event.key];
+  if (step) {
+    player.currentTime = Math.max(0, player.currentTime + step);
+    event.preventDefault();
+  }
+});
+$("player").addEventListener("timeupdate", () => {
+  const player = $("player");
+  const video = state.videos.get(state.selected);
+  const duration = (video && video.duration) || player.duration || 0;
+  const done = duration ? Math.min(100, (player.currentTime / duration) * 100) : 0;
+  $("scrub-done").style.width = `${done}%`;
+  $("scrub").setAttribute("aria-valuenow", String(Math.round(player.currentTime)));
+});
+
 function downloadUrl(contentUrl) {
   return contentUrl + (contentUrl.includes("?") ? "&" : "?") + "download=true";
 }
@@ -376,6 +503,8 @@ function closeDetail() {
   const player = $("player");
   stopHls();
   delete player.dataset.version;
+  state.storyboard = null;
+  player.removeAttribute("poster");
   player.removeAttribute("src");
   player.load();
   for (const button of $("videos").querySelectorAll("button.video")) button.setAttribute("aria-current", "false");
