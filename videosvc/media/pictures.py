@@ -30,6 +30,9 @@ TILE_COLUMNS = 10
 MAX_TILES = 100
 #: The shortest interval between tiles, in seconds.
 MIN_INTERVAL_S = 1.0
+#: Keyframes at most this far apart make the tiles (the interval grows to their spacing): a decode
+#: of one frame a tile. Farther apart, every frame is decoded to make tiles at the interval.
+MAX_KEYFRAME_INTERVAL_S = 5.0
 #: Files of a video's pictures.
 POSTER = "poster.jpg"
 SPRITE = "storyboard.jpg"
@@ -60,6 +63,8 @@ class Storyboard:
     tile_width: int
     tile_height: int
     columns: int
+    #: The tiles are keyframes (ffmpeg decodes those only).
+    keyframes_only: bool = False
 
     @property
     def rows(self) -> int:
@@ -70,13 +75,18 @@ class Storyboard:
         return (index % self.columns) * self.tile_width, (index // self.columns) * self.tile_height
 
 
-def plan_storyboard(width: int, height: int, duration_s: float) -> Storyboard:
-    """One tile every whole number of seconds (at least `MIN_INTERVAL_S`), at most `MAX_TILES`."""
+def plan_storyboard(width: int, height: int, duration_s: float, keyframe_gap_s: float | None) -> Storyboard:
+    """One tile every whole number of seconds (at least `MIN_INTERVAL_S`), at most `MAX_TILES`; from
+    keyframes alone when they are at most `MAX_KEYFRAME_INTERVAL_S` apart (the interval then at
+    least their longest gap, so each tile has its own)."""
     duration = max(duration_s, 0.1)
     interval = max(MIN_INTERVAL_S, float(math.ceil(duration / MAX_TILES)))
+    keyframes_only = keyframe_gap_s is not None and keyframe_gap_s <= MAX_KEYFRAME_INTERVAL_S
+    if keyframes_only and keyframe_gap_s is not None:
+        interval = max(interval, float(math.ceil(keyframe_gap_s - 0.1)))  # 2.04 s apart: every 2 s
     count = max(1, math.ceil(duration / interval))
     tile_width, tile_height = fit(width, height, TILE_SIDE)
-    return Storyboard(interval, count, tile_width, tile_height, min(TILE_COLUMNS, count))
+    return Storyboard(interval, count, tile_width, tile_height, min(TILE_COLUMNS, count), keyframes_only)
 
 
 def storyboard_vtt(board: Storyboard, duration_s: float, tiles: int, sprite: str = SPRITE) -> str:

@@ -138,30 +138,49 @@ class PictureMaker:
         return None
 
     def _spec(self, video_id: str, source: Path, info: MediaInfo) -> PicturesJob:
-        settings = self._settings
-        duration = info.duration_s or 0.0
-        board = plan_storyboard(info.width, info.height, duration)
-        poster_width, poster_height = fit(info.width, info.height, POSTER_MAX_SIDE)
-        gap = info.max_keyframe_gap_s
-        return PicturesJob(
-            source=str(source),
-            directory=str(self._storage.derived_job_dir(video_id, "pictures")),
-            output=str(self._storage.pictures_work_dir(video_id)),
-            duration_s=duration,
-            poster_width=poster_width,
-            poster_height=poster_height,
-            interval_s=board.interval_s,
-            count=board.count,
-            tile_width=board.tile_width,
-            tile_height=board.tile_height,
-            columns=board.columns,
-            keyframes_only=gap is not None and gap <= board.interval_s,
-            tools=self._tools,
-            timeout_s=max(settings.jobs.job_timeout_s, settings.hls.derived_timeout_factor * duration),
-            max_memory_bytes=settings.ffmpeg.ffmpeg_max_memory_bytes,
-            min_free_bytes=settings.storage.min_free_bytes,
-            max_attempts=settings.jobs.job_max_attempts if self._lane.cluster else 0,
+        return pictures_job(
+            self._settings,
+            info,
+            source,
+            self._storage.derived_job_dir(video_id, "pictures"),
+            self._storage.pictures_work_dir(video_id),
+            self._tools,
+            cluster=self._lane.cluster,
         )
+
+
+def pictures_job(
+    settings: Settings,
+    info: MediaInfo,
+    source: Path,
+    directory: Path,
+    output: Path,
+    tools: Toolchain,
+    cluster: bool,
+) -> PicturesJob:
+    """The job that makes a video's pictures (what the derived lane runs, and what bench.pictures times)."""
+    duration = info.duration_s or 0.0
+    board = plan_storyboard(info.width, info.height, duration, info.max_keyframe_gap_s)
+    poster_width, poster_height = fit(info.width, info.height, POSTER_MAX_SIDE)
+    return PicturesJob(
+        source=str(source),
+        directory=str(directory),
+        output=str(output),
+        duration_s=duration,
+        poster_width=poster_width,
+        poster_height=poster_height,
+        interval_s=board.interval_s,
+        count=board.count,
+        tile_width=board.tile_width,
+        tile_height=board.tile_height,
+        columns=board.columns,
+        keyframes_only=board.keyframes_only,
+        tools=tools,
+        timeout_s=max(settings.jobs.job_timeout_s, settings.hls.derived_timeout_factor * duration),
+        max_memory_bytes=settings.ffmpeg.ffmpeg_max_memory_bytes,
+        min_free_bytes=settings.storage.min_free_bytes,
+        max_attempts=settings.jobs.job_max_attempts if cluster else 0,
+    )
 
 
 def _fresh(*folders: Path) -> None:
