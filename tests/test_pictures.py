@@ -28,6 +28,7 @@ from .conftest import ServiceTestServer, both_backends
 from .helpers import Client, Samples, ffmpeg_processes, get_video, poll_until, upload
 from .receiver import WebhookReceiver, new_secret
 from .server import ServerProcess
+from .sse import EventReader
 from .test_hls import h264_aac
 
 PICTURES = {"pictures_enabled": True}
@@ -36,12 +37,13 @@ CLOCK_S = 4.0
 
 
 def black_then_pattern(samples: Samples) -> Path:
-    """2 s of black, then 4 s of testsrc2, 320x240, keyframes every second, with sound."""
+    """4 s of black, then 3 s of testsrc2, 320x240, keyframes every second, with sound: mostly black,
+    so that ffmpeg's `thumbnail` filter alone would pick a black frame (the most representative)."""
     return samples.make(
-        "black_then_pattern.mp4",
-        ["-f", "lavfi", "-i", "color=black:size=320x240:rate=25:duration=2",
-         "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=4",
-         "-f", "lavfi", "-i", "sine=frequency=440:duration=6",
+        "black_then_pattern_4_3.mp4",
+        ["-f", "lavfi", "-i", "color=black:size=320x240:rate=25:duration=4",
+         "-f", "lavfi", "-i", "testsrc2=size=320x240:rate=25:duration=3",
+         "-f", "lavfi", "-i", "sine=frequency=440:duration=7",
          "-filter_complex", "[0:v][1:v]concat=n=2:v=1:a=0[v]", "-map", "[v]", "-map", "2:a",
          "-c:v", "libx264", "-preset", "ultrafast", "-g", "25", "-pix_fmt", "yuv420p", "-c:a", "aac"],
     )  # fmt: skip
@@ -110,12 +112,16 @@ def cues(vtt: str) -> list[tuple[float, float, str, tuple[int, int, int, int]]]:
 
 @both_backends
 async def test_the_poster_is_not_black_and_the_storyboard_covers_the_video(
-    make_client: Any, samples: Samples, tools: Toolchain, tmp_path: Path
+    make_client: Any, samples: Samples, tools: Toolchain, tmp_path: Path, data_dir: Path
 ) -> None:
     client = await make_client(**PICTURES)
     video_id = await upload(client, black_then_pattern(samples))
-    stored = await get_video(client, video_id)
-    assert stored["pictures"]["state"] in ("queued", "running", "ready")
+    stream = EventReader(await client.get(f"/file/{video_id}/events"))
+    first = await stream.next()
+    assert first is not None and first.json()["pictures"]["state"] in ("queued", "running", "ready")
+    # The live stream hears of them: an event whose shape has the poster.
+    if first.json()["posterUrl"] is None:
+        await stream.until(lambda event: event.json()["posterUrl"] is not None)
     body = await wait_pictures(client, video_id)
     assert body["pictures"] == {"state": "ready", "error": None}
     assert body["posterUrl"] == f"/file/{video_id}/poster.jpg"
@@ -129,6 +135,10 @@ async def test_the_poster_is_not_black_and_the_storyboard_covers_the_video(
     assert size_of(tools, poster) == (320, 240)
     mean, dark = luma(tools, poster)
     assert dark < 0.5 and mean > 40, (mean, dark)  # the pattern, not the black first seconds
+    # A thumbnail asked for with no time shows the poster's frame.
+    default = tmp_path / "default.jpg"
+    await fetch(client, f"/file/{video_id}/thumbnail.jpg?width=320", default)
+    assert abs(luma(tools, default)[0] - mean) < 6
 
     vtt_response = await client.get(body["storyboardUrl"])
     assert vtt_response.headers["Content-Type"].startswith("text/vtt")
@@ -147,6 +157,8 @@ async def test_the_poster_is_not_black_and_the_storyboard_covers_the_video(
     assert catalogue["items"][0]["posterUrl"] == body["posterUrl"]
     assert (await client.delete(f"/file/{video_id}")).status == 200
     assert (await client.get(body["posterUrl"])).status == 404
+    assert not (data_dir / "pictures" / video_id).exists()
+    assert not (data_dir / "thumbnails" / video_id).exists()
 
 
 async def test_a_thumbnail_shows_the_frame_at_its_time_at_its_width_and_is_made_once(
@@ -362,6 +374,9 @@ async def test_pictures_over_the_job_caps_fail_with_the_reason_and_the_upload_st
     assert (await client.get(f"/file/{video_id}/content")).status == 200
     # A thumbnail needs no storyboard: it is still made, from the nearest keyframe on.
     assert (await client.get(f"/file/{video_id}/thumbnail.jpg?time=6")).status == 200
+    # Keyframes a second apart: the tiles are keyframes, a decode of a few frames, under the same cap.
+    dense = await upload(client, black_then_pattern(samples))
+    assert (await wait_pictures(client, dense))["pictures"] == {"state": "ready", "error": None}
 
 
 async def test_pictures_off_then_on_makes_the_missing_ones_and_the_webhook_says_so(
