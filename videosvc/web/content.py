@@ -53,7 +53,7 @@ class OpenVideo:
     etag: str
 
 
-def open_video(path: Path) -> OpenVideo:
+def open_video(path: str | Path) -> OpenVideo:
     """Open first, then stat the open file: what is sent and what is described are one version.
 
     Unbuffered: sendfile reads by descriptor, and a buffered reader would cost an isatty ioctl and an
@@ -87,7 +87,7 @@ async def send_video(
 
 
 async def send_file(
-    request: web.Request, path: Path, shown: Presentation, private: bool, missing: Exception
+    request: web.Request, path: str | Path, shown: Presentation, private: bool, missing: Exception
 ) -> web.StreamResponse:
     """A file with Range, a strong ETag and conditional requests; `missing` raised when it is not there."""
     try:
