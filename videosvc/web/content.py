@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import errno
+import functools
 import logging
 import math
 import os
 import re
+import time
 import unicodedata
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
@@ -113,10 +115,9 @@ async def _respond(
         hdrs.CACHE_CONTROL: ("private, " if private else "public, " if shown.public else "") + shown.cache,
         hdrs.ACCEPT_RANGES: "bytes",
     }
+    headers[hdrs.LAST_MODIFIED] = _last_modified(_seconds(video.mtime))
     if _not_modified(request, video):
-        response = web.StreamResponse(status=304, headers=headers)
-        response.last_modified = video.mtime
-        return response
+        return web.StreamResponse(status=304, headers=headers)
     headers[hdrs.CONTENT_TYPE] = shown.content_type
     if shown.disposition is not None:
         headers[hdrs.CONTENT_DISPOSITION] = shown.disposition
@@ -133,7 +134,6 @@ async def _respond(
         status, count = 206, last - offset + 1
         headers[hdrs.CONTENT_RANGE] = f"bytes {offset}-{last}/{video.size}"
     response = web.StreamResponse(status=status, headers=headers)
-    response.last_modified = video.mtime
     response.content_length = count
     sent = request.method != hdrs.METH_HEAD and count > 0
     try:
@@ -284,6 +284,13 @@ def _if_range_holds(request: web.Request, video: OpenVideo) -> bool:
 def _seconds(mtime: float) -> int:
     """A modification time as Last-Modified shows it (aiohttp rounds up to the second)."""
     return math.ceil(mtime)
+
+
+@functools.lru_cache(maxsize=1024)
+def _last_modified(second: int) -> str:
+    """Last-Modified of a file modified in that second: as aiohttp's setter writes it, formatted
+    once per file (strftime and gmtime cost more than the rest of the header's handling)."""
+    return time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(second))
 
 
 def _http_date(value: str | None) -> int | None:
