@@ -19,6 +19,7 @@ ones, never half of either.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import shutil
@@ -91,6 +92,15 @@ class Storage:
 
     def package_dir(self, video_id: str) -> Path:
         return self.hls_dir / video_id
+
+    def package_file(self, video_id: str, name: str) -> str:
+        """A file of a package, as a string: served per segment, where pathlib's joins cost more
+        than the open. `name` is a package file's relative name (playback's pattern checked it)."""
+        return f"{self._package_prefix}{video_id}/{name}"
+
+    @functools.cached_property
+    def _package_prefix(self) -> str:
+        return os.path.join(self.hls_dir, "")
 
     def package_work_dir(self, video_id: str) -> Path:
         return self.package_dir(video_id) / ".work"

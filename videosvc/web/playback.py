@@ -75,7 +75,7 @@ async def get_playback(request: web.Request) -> web.StreamResponse:
         raise RenditionNotReady(path)
     video_id = request[VIDEO_ID]
     await request.app[SERVICE].state(video_id)  # 404 for a video that is not (or no longer) there
-    file = request.app[STORAGE].package_dir(video_id) / path
+    file = request.app[STORAGE].package_file(video_id, path)
     shown = PLAYLIST if path.endswith(".m3u8") else SEGMENT
     return await send_file(request, file, shown, SIGNED_UNTIL in request, RenditionNotReady(path))
 
