@@ -428,3 +428,21 @@ async def test_pictures_cut_by_a_crash_are_made_at_the_next_start(samples: Sampl
                 await poll_until(state, "the pictures", until=lambda s: s in ("ready", "failed")) == "ready"
             )
     assert not (data_dir / "pictures" / video_id / ".work").exists()
+
+
+async def test_an_ffmpeg_without_libwebp_answers_webp_with_406_and_jpeg_still_works(
+    make_client: Any, samples: Samples, tools: Toolchain, tmp_path: Path
+) -> None:
+    # An ffmpeg built without libwebp: the real one, which says it has no such encoder.
+    wrapper = tmp_path / "ffmpeg-without-webp"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        f'case " $* " in *" -encoders "*) "{tools.ffmpeg}" "$@" | grep -v libwebp; exit 0;; esac\n'
+        f'exec "{tools.ffmpeg}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    client = await make_client(ffmpeg_path=str(wrapper), ffprobe_path=str(tools.ffprobe))
+    video_id = await upload(client, clock(samples))
+    webp = await client.get(f"/file/{video_id}/thumbnail.webp?time=1")
+    assert webp.status == 406 and "libwebp" in (await webp.json())["error"]
+    assert (await client.get(f"/file/{video_id}/thumbnail.jpg?time=1")).status == 200

@@ -25,7 +25,7 @@ from ..jobs.supervise import child_limits
 from ..media.pictures import FORMATS, ThumbnailAsk
 from ..media.probe import Toolchain
 from ..store.disk import DiskBudget
-from ..store.storage import Storage
+from ..store.storage import Storage, remove
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +111,11 @@ class Thumbnails:
     def forget(self, video_id: str) -> None:
         """A deleted video's thumbnails (its folder is removed with it)."""
         self.cache.forget(self._storage.thumbnails_dir(video_id))
+
+    def discard(self, video_id: str) -> None:
+        """A thumbnail made for a video deleted meanwhile: its folder (made again) goes too."""
+        self.forget(video_id)
+        remove(self._storage.thumbnails_dir(video_id))
 
     def _path(self, video_id: str, source: Path, ask: ThumbnailAsk) -> Path:
         """Named by its parameters and the source's version (a resize without a kept original

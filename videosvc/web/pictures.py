@@ -9,12 +9,13 @@ the sprite with no header.
 
 from __future__ import annotations
 
+import asyncio
 from urllib.parse import urlencode
 
 from aiohttp import web
 from aiohttp_apigami import docs
 
-from ..errors import InvalidRequest, PictureNotReady
+from ..errors import InvalidRequest, PictureNotReady, VideoNotFound
 from ..media.pictures import FORMATS, MAX_WIDTH, MIN_WIDTH, POSTER, SPRITE, BadThumbnail, thumbnail_ask
 from ..signing import LinkFamily
 from ..store.records import RenditionState
@@ -164,7 +165,11 @@ async def get_thumbnail(request: web.Request) -> web.StreamResponse:
     path = await request.app[THUMBNAILS].get(
         video_id, service.source_path(video_id), ask, video.duration_s or 0.0, client_of(request)
     )
-    await service.state(video_id)  # 404 if it was deleted while the thumbnail was made
+    try:
+        await service.state(video_id)
+    except VideoNotFound:  # deleted while the thumbnail was made: what it wrote goes too
+        await asyncio.to_thread(request.app[THUMBNAILS].discard, video_id)
+        raise
     shown = Presentation(FORMATS[fmt][1], "max-age=31536000, immutable", public=True)
     return await send_file(request, path, shown, SIGNED_UNTIL in request, PictureNotReady())
 
