@@ -238,23 +238,16 @@ class Client:
         self._request("DELETE", f"/file/{video_id}/")
 
     def thumbnail(self, video_id: str, fmt: str, time: float | None, width: int | None) -> bytes:
-        """The frame at `time` (default: the poster's), `width` wide (default: the server's), as
-        `fmt` (jpg or webp); read up to MAX_THUMBNAIL_BYTES."""
-        params: dict[str, Any] = {}
-        if time is not None:
-            params["time"] = f"{time:g}"
-        if width is not None:
-            params["width"] = width
+        """The frame at `time` (default: the poster's), `width` wide, as `fmt` (jpg or webp)."""
+        params = {"time": None if time is None else f"{time:g}", "width": width}
         response = self._request("GET", f"/file/{video_id}/thumbnail.{fmt}", params=params, stream=True)
         with response:
-            data = b""
             try:
-                for chunk in response.iter_content(DOWNLOAD_CHUNK):
-                    data += chunk
-                    if len(data) > MAX_THUMBNAIL_BYTES:
-                        raise Malformed(f"a thumbnail of more than {MAX_THUMBNAIL_BYTES} bytes")
-            except requests.RequestException as e:
+                data: bytes = response.raw.read(MAX_THUMBNAIL_BYTES + 1, decode_content=True)
+            except (requests.RequestException, OSError) as e:
                 raise Unreachable(f"lost the connection to {self.url}: {_reason(e)}") from None
+        if len(data) > MAX_THUMBNAIL_BYTES:
+            raise Malformed(f"a thumbnail of more than {MAX_THUMBNAIL_BYTES} bytes")
         return data
 
     def follow(self, video_id: str) -> Iterator[dict[str, Any]]:

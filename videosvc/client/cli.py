@@ -94,6 +94,13 @@ def add_commands(commands: Any) -> None:
     download.add_argument("--original", action="store_true", help="the upload as it came, not resized")
     download.add_argument("--force", action="store_true", help="overwrite an existing file")
 
+    _add_thumbnail(commands, common)
+
+    rm = commands.add_parser("rm", parents=[common], help="delete videos")
+    rm.add_argument("ids", nargs="+", metavar="ID")
+
+
+def _add_thumbnail(commands: Any, common: argparse.ArgumentParser) -> None:
     thumbnail = commands.add_parser(
         "thumbnail", parents=[common], help="save the frame at a time as a picture (JPEG, or WebP for .webp)"
     )
@@ -106,9 +113,6 @@ def add_commands(commands: Any) -> None:
         "-o", "--output", type=Path, required=True, metavar="FILE", help="where (.jpg or .webp)"
     )
     thumbnail.add_argument("--force", action="store_true", help="overwrite an existing file")
-
-    rm = commands.add_parser("rm", parents=[common], help="delete videos")
-    rm.add_argument("ids", nargs="+", metavar="ID")
 
 
 def run(args: argparse.Namespace) -> int:
