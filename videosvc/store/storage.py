@@ -10,6 +10,7 @@
     data_dir/hls/<id>/.work/    renditions being built (moved beside it once whole)
     data_dir/pictures/<id>/     each video's poster.jpg, storyboard.jpg and storyboard.vtt
     data_dir/thumbnails/<id>/   thumbnails made on request, a cache (least recently used evicted)
+    data_dir/quarantine/<id>/   files found at start with no row (kept for a person to look at)
 
 Every file reaches `videos/` by `os.replace` of a complete, fsynced file on
 the same filesystem, so a reader (or a crash) sees the old bytes or the new
@@ -212,6 +213,23 @@ class Storage:
         remove(self.package_dir(video_id))
         remove(self.pictures_dir(video_id))
         remove(self.thumbnails_dir(video_id))
+
+    @property
+    def quarantine_dir(self) -> Path:
+        return self.root / "quarantine"
+
+    def quarantine_video(self, video_id: str) -> bool:
+        """A video's files that have no row, kept aside (`quarantine/<id>/`) rather than deleted: a
+        database restored from its backup may be a few seconds behind them. What can be made again
+        (its package, pictures, thumbnails) goes. False when there was nothing to keep."""
+        kept = [path for path in (self.video_path(video_id), self.original_path(video_id)) if path.exists()]
+        if kept:
+            folder = self.quarantine_dir / video_id
+            folder.mkdir(parents=True, exist_ok=True)
+            for path in kept:
+                os.replace(path, folder / path.parent.name)  # quarantine/<id>/videos, .../originals
+        self.remove_video(video_id)
+        return bool(kept)
 
     def move_into_place(self, finished: Path, video_id: str) -> int:
         """Rename a complete, already fsynced file to the video's path, durably; returns its size.

@@ -19,16 +19,22 @@ class Reconciliation:
         self._keep_original = keep_original
 
     async def run(self) -> None:
-        """A file without a row, or a row without its file, is dropped (and logged). Rows from
-        before originals were kept take their stored video as the original."""
+        """A video file without a row is moved to quarantine/, a row without its file dropped (both
+        logged). Rows from before originals were kept take their stored video as the original."""
         rows = await self._videos.ids()
         storage = self._storage
         files = await asyncio.to_thread(storage.stored_video_ids)
         originals = await asyncio.to_thread(storage.stored_original_ids)
         packages = await asyncio.to_thread(storage.stored_package_ids)
         for orphan in sorted((files | originals | packages) - rows):
-            log.warning("removing stored file with no database row", extra={"video_id": orphan})
-            await asyncio.to_thread(storage.remove_video, orphan)
+            if await asyncio.to_thread(storage.quarantine_video, orphan):
+                log.warning(
+                    "stored video with no database row moved to quarantine/ (a crash before its row was"
+                    " written, or a database restored from a backup behind it)",
+                    extra={"video_id": orphan},
+                )
+            else:
+                log.warning("removing derived files with no database row", extra={"video_id": orphan})
         missing = sorted(rows - files)
         for video_id in missing:
             log.warning("removing database row whose file is gone", extra={"video_id": video_id})

@@ -16,6 +16,7 @@ from ..jobs.runner import JobRunner
 from ..logs import API_KEY_NAME
 from ..media.probe import Toolchain
 from ..signing import Signer
+from ..store.backup import Replicator
 from ..store.disk import DiskBudget
 from ..store.storage import Storage
 from ..store.tables import Tables
@@ -48,6 +49,8 @@ METRICS = web.AppKey("metrics", Metrics)
 WEBHOOKS = web.AppKey("webhooks", WebhookDispatcher)
 UPLOADS = web.AppKey("uploads", ResumableUploads)
 STREAMING = web.AppKey("streaming", Streaming)
+#: Litestream, supervised (only when backup_url is set).
+REPLICATOR = web.AppKey("replicator", Replicator)
 THUMBNAILS = web.AppKey("thumbnails", Thumbnails)
 #: Whether the ffmpeg in use can write WebP (libwebp).
 WEBP = web.AppKey("webp", bool)

@@ -18,6 +18,7 @@ from .keys import (
     GET_BODIES,
     JOB_RUNNER,
     METRICS,
+    REPLICATOR,
     REPRESENTATION,
     SERVICE,
     SETTINGS,
@@ -262,6 +263,9 @@ async def delete_file(request: web.Request) -> web.Response:
 async def health(request: web.Request) -> web.Response:
     runner = request.app[JOB_RUNNER]
     problems = await asyncio.to_thread(request.app[DISK].problems)
+    replicator = request.app.get(REPLICATOR)
+    if replicator is not None and not replicator.running:
+        problems.append("the database backup (litestream) is not running; it is being started again")
     return web.json_response(
         {
             "status": "degraded" if problems else "ok",
