@@ -164,3 +164,15 @@ async def test_litestream_is_started_again_when_it_dies_and_health_says_so_meanw
 def test_restore_without_a_backup_url_says_so(data_dir: Path) -> None:
     done = run_videosvc(data_dir, "restore")
     assert done.returncode == 1 and "backup_url is not set" in done.stderr
+
+
+async def test_a_service_stopped_a_moment_after_it_started_still_leaves_its_backup(
+    samples: Samples, data_dir: Path, tmp_path: Path
+) -> None:
+    # Litestream ships its first snapshot ~2 s after it starts; the stop waits for it.
+    replica = tmp_path / "replica"
+    with ServerProcess(data_dir, backup_url=str(replica)) as server:
+        async with aiohttp.ClientSession(server.url) as session:
+            video_id = await upload_raw(session, samples.video(160, 120, 1.0))
+        assert server.stop() == 0
+    assert replicated_ids(replica, tmp_path) == {video_id}
