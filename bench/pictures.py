@@ -74,9 +74,14 @@ QUICK = Plan(clip_s=120, thumbnails=10, job_runs=1)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.pictures", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="a 2-minute clip, fewer samples")
+    parser.add_argument(
+        "--ffmpeg",
+        metavar="PATH",
+        help="the ffmpeg for the service and the bare runs (default: as the service finds it)",
+    )
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(_main(QUICK if args.quick else FULL))
+        return asyncio.run(_main(QUICK if args.quick else FULL, args.ffmpeg))
     except ClipsUnavailable as e:
         print(f"bench: {e}", file=sys.stderr)
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -84,11 +89,13 @@ def main(argv: list[str] | None = None) -> int:
     return 1
 
 
-async def _main(plan_: Plan) -> int:
+async def _main(plan_: Plan, ffmpeg: str | None = None) -> int:
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="videosvc-bench-pictures-") as name:
         tmp = Path(name)
         env = service_env(tmp / "data", 2) | {"VIDEOSVC_PICTURES_ENABLED": "true"}
+        if ffmpeg:
+            env["VIDEOSVC_FFMPEG_PATH"] = ffmpeg
         settings = load_settings(CONFIG_PATH, env=env)
         tools = (await asyncio.to_thread(inspect_toolchain, settings.ffmpeg)).tools
         clips = {clip.name: clip.path for clip in await asyncio.to_thread(real_clips)}
@@ -106,7 +113,7 @@ async def _main(plan_: Plan) -> int:
             "# videosvc pictures benchmark",
             "",
             f"{time.strftime('%Y-%m-%d')}, commit {git_head()}, {plan_.clip_s:g} s clip, load average {load}"
-            f" at the end, {time.monotonic() - started:.0f} s in all.",
+            f" at the end, {time.monotonic() - started:.0f} s in all; ffmpeg: {tools.ffmpeg}.",
             "",
             render_table(rows),
         ]
