@@ -79,9 +79,15 @@ def main(argv: list[str] | None = None) -> int:
         metavar="PATH",
         help="the ffmpeg for the service and the bare runs (default: as the service finds it)",
     )
+    parser.add_argument(
+        "--thumbnails-only", action="store_true", help="skip the pictures job against its ladder"
+    )
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(_main(QUICK if args.quick else FULL, args.ffmpeg))
+        plan_ = QUICK if args.quick else FULL
+        if args.thumbnails_only:
+            plan_ = Plan(plan_.clip_s, plan_.thumbnails, job_runs=0)
+        return asyncio.run(_main(plan_, args.ffmpeg))
     except ClipsUnavailable as e:
         print(f"bench: {e}", file=sys.stderr)
     except (KeyboardInterrupt, asyncio.CancelledError):
@@ -106,7 +112,8 @@ async def _main(plan_: Plan, ffmpeg: str | None = None) -> int:
         info = await asyncio.to_thread(inspect_upload, str(clip), tools, limits)
 
         rows = await thumbnails_part(plan_, env, clip, info.duration_s or plan_.clip_s, tools, tmp)
-        rows += await job_part(plan_, settings, clip, info, tools, tmp)
+        if plan_.job_runs:
+            rows += await job_part(plan_, settings, clip, info, tools, tmp)
     load = " ".join(f"{x:.2f}" for x in os.getloadavg())
     text = "\n".join(
         [
