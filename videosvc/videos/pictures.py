@@ -197,6 +197,7 @@ def _install(work: Path, target: Path) -> float:
         with open(work / name, "rb") as f:
             os.fsync(f.fileno())
         os.replace(work / name, target / name)
+    remove(work)  # before the row says ready: nothing half-made is left beside what is shown
     fd = os.open(target, os.O_RDONLY)
     try:
         os.fsync(fd)
