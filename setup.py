@@ -39,6 +39,9 @@ setup(
         "aiohttp-sse>=3.0,<4",
         "aiosqlite>=0.20",
         "ffmpeg-python>=0.2,<0.3",
+        # Thumbnails: FFmpeg's libraries in a decoder process that keeps videos open (its wheels
+        # carry their own FFmpeg, with libwebp).
+        "av>=18,<20",
         # HLS media playlists, read to measure each rendition (its segments' rates and starts).
         "m3u8>=6,<7",
         "marshmallow>=3.20,<4",

@@ -9,7 +9,7 @@ Two things, each against a baseline measured in the same run:
    for the frame at random times (seeded) of a 10-minute 720p H.264 clip with a
    keyframe every 2 s, 320 wide: each time once uncached (made by ffmpeg), then
    again (from the cache). Interleaved with each, bare ffmpeg run by hand with the
-   same arguments (`-ss T -i ... -frames:v 1`, `thumbnail_args`). p50 and p95 of
+   same picture (`-ss T -i ... -frames:v 1`, `thumbnail_args`). p50 and p95 of
    each; the ratio of the service's uncached p50 and p95 to bare ffmpeg's.
 2. The pictures job (`run_pictures`, exactly what the derived lane runs: the
    poster from the first seconds, the storyboard from keyframes, the VTT) against the
@@ -46,11 +46,9 @@ from videosvc.jobs.contract import JobFiles, LadderJob, LadderRung
 from videosvc.jobs.ladder import build_ladder_args
 from videosvc.jobs.pictures import run_pictures
 from videosvc.media.ladder import plan
-from videosvc.media.pictures import ThumbnailAsk
 from videosvc.media.probe import InputLimits, MediaInfo, Toolchain, inspect_upload
 from videosvc.media.toolchain import inspect_toolchain
 from videosvc.videos.pictures import pictures_job
-from videosvc.videos.thumbnails import thumbnail_args
 
 MAX_UNCACHED_P95_MS = 250.0
 MAX_CACHED_P95_MS = 10.0
@@ -150,13 +148,7 @@ async def thumbnails_part(
         progress(f"thumbnails: {len(times)} times, each uncached, cached and bare, interleaved")
         for index, t in enumerate(times):
             url = f"{server.base_url}/file/{video_id}/thumbnail.jpg?time={t}&width={WIDTH}"
-            bare_run = thumbnail_args(
-                tools,
-                original,
-                ThumbnailAsk(round(t * 10), WIDTH, "jpg"),
-                tmp / f"bare-{index}.jpg",
-                from_end=False,
-            )
+            bare_run = thumbnail_args(tools, original, t, WIDTH, tmp / f"bare-{index}.jpg")
             if index % 2:  # the order turns, so neither side always runs on a warmer cache
                 bare.append(await _timed_command(bare_run))
                 uncached.append(await _timed_get(session, url))
@@ -185,6 +177,17 @@ async def thumbnails_part(
             p95["c"] < MAX_CACHED_P95_MS,
         ),
     ]
+
+
+def thumbnail_args(tools: Toolchain, source: Path, time_s: float, width: int, output: Path) -> list[str]:
+    """The ffmpeg command for the picture the service makes: the frame at or after the time
+    (an accurate seek), `width` wide, JPEG at qscale 3; ffmpeg's own choice of threads."""
+    return [
+        tools.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
+        "-ss", f"{time_s:.1f}", "-i", str(source),
+        "-map", "0:v:0", "-vf", f"scale={width}:-2,setsar=1", "-frames:v", "1", "-update", "1",
+        "-q:v", "3", "-f", "image2", "-y", str(output),
+    ]  # fmt: skip
 
 
 async def _timed_get(session: aiohttp.ClientSession, url: str) -> float:

@@ -240,6 +240,20 @@ def ffmpeg_processes(data_dir: Path) -> list[int]:
     return found
 
 
+def decoder_processes() -> list[int]:
+    """Pids of live thumbnail decoders (their process name, `videosvc-thumbs`)."""
+    found = []
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            name = (proc / "comm").read_text().strip()
+            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if name == "videosvc-thumbs" and state != "Z":
+            found.append(int(proc.name))
+    return found
+
+
 # -- raw HTTP over a socket: what a hostile client sends is not what aiohttp's client would
 
 

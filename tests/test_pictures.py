@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import math
+import os
 import re
+import shutil
+import signal
 import statistics
 import subprocess
 import time
@@ -19,14 +23,19 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import av
+import pytest
 
 from videosvc.app import create_app
 from videosvc.hooks import Hooks
+from videosvc.jobs.grab import Grab, OpenFiles
 from videosvc.media.probe import Toolchain
+from videosvc.videos import thumbnails as thumbnails_module
+from videosvc.videos.decoders import DecoderFailed, Decoders
 from videosvc.web.keys import THUMBNAILS
 
 from .conftest import ServiceTestServer, both_backends
-from .helpers import Client, Samples, ffmpeg_processes, get_video, poll_until, upload
+from .helpers import Client, Samples, decoder_processes, ffmpeg_processes, get_video, poll_until, upload
 from .receiver import WebhookReceiver, new_secret
 from .server import ServerProcess
 from .sse import EventReader
@@ -55,6 +64,17 @@ def clock(samples: Samples) -> Path:
         "clock.mp4",
         ["-f", "lavfi", "-i", f"nullsrc=size=320x240:rate=25:duration={CLOCK_S},format=gray,"
          "geq=lum='16+50*T'", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", "12",
+         "-pix_fmt", "yuv420p"],
+    )  # fmt: skip
+
+
+def clock_with_b_frames(samples: Samples) -> Path:
+    """The clock, as x264 writes it by default: B-frames (some no frame refers to) between
+    the P-frames, a keyframe every 2 s."""
+    return samples.make(
+        "clock_b.mp4",
+        ["-f", "lavfi", "-i", f"nullsrc=size=320x240:rate=25:duration={CLOCK_S},format=gray,"
+         "geq=lum='16+50*T'", "-c:v", "libx264", "-preset", "fast", "-bf", "3", "-g", "50",
          "-pix_fmt", "yuv420p"],
     )  # fmt: skip
 
@@ -173,8 +193,10 @@ async def test_a_thumbnail_shows_the_frame_at_its_time_at_its_width_and_is_made_
         response = await fetch(client, f"/file/{video_id}/thumbnail.jpg?time={asked}&width=100", image)
         assert response.headers["Content-Type"] == "image/jpeg"
         assert size_of(tools, image) == (96, 72)  # 100 rounded to a multiple of 16; the aspect kept
-        expected = 16 + 50 * min(shown, CLOCK_S - 0.04)  # the last frame is at 3.96 s
-        assert abs(luma(tools, image)[0] - expected) <= 4, (asked, luma(tools, image)[0], expected)
+        # The first frame at or after the time (25 fps: 2.5 s shows the frame of 2.52 s, luma +2 a
+        # frame); past the last frame (3.96 s), the last.
+        frame_s = min(math.ceil(round(shown * 25, 6)) / 25, CLOCK_S - 0.04)
+        assert abs(luma(tools, image)[0] - (16 + 50 * frame_s)) <= 1, (asked, luma(tools, image)[0])
 
     made = thumbnails.made
     url = f"/file/{video_id}/thumbnail.jpg?time=2.5&width=100"
@@ -202,6 +224,26 @@ async def test_a_thumbnail_shows_the_frame_at_its_time_at_its_width_and_is_made_
     assert (await client.delete(f"/file/{video_id}")).status == 200
     assert not folder.exists()
     assert (await client.get(url)).status == 404
+
+
+async def test_every_time_of_a_clip_with_b_frames_shows_its_own_frame(
+    make_client: Any, samples: Samples, tools: Toolchain, tmp_path: Path
+) -> None:
+    # The frames before the time that nothing refers to are not decoded: the one at it is.
+    client = await make_client(pictures_enabled=False, thumbnail_concurrency=4)
+    video_id = await upload(client, clock_with_b_frames(samples))
+
+    async def shown(tenths: int) -> float:
+        image = tmp_path / f"{tenths}.jpg"
+        await fetch(client, f"/file/{video_id}/thumbnail.jpg?time={tenths / 10}&width=64", image)
+        return (await asyncio.to_thread(luma, tools, image))[0]
+
+    tenths = range(round(CLOCK_S * 10) + 1)  # 0.0 to 4.0 s
+    for start in range(0, len(tenths), 4):
+        batch = tenths[start : start + 4]
+        for at, value in zip(batch, await asyncio.gather(*(shown(t) for t in batch)), strict=True):
+            frame_s = min(math.ceil(round(at / 10 * 25, 6)) / 25, CLOCK_S - 0.04)
+            assert abs(value - (16 + 50 * frame_s)) <= 1.5, (at / 10, value, 16 + 50 * frame_s)
 
 
 async def test_the_thumbnail_cache_keeps_to_its_size_least_recently_used_out_first(
@@ -242,18 +284,27 @@ async def test_one_client_flooding_thumbnails_gets_its_share_and_the_service_sta
         pid = server.process.pid
 
         def rss_kib() -> int:
-            status = Path(f"/proc/{pid}/status").read_text()
-            return int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
+            """The server's and its thumbnail decoders' (processes of its own)."""
+            total = 0
+            for each in [pid, *decoder_processes()]:
+                status = Path(f"/proc/{each}/status").read_text()
+                total += int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
+            return total
 
         async with aiohttp.ClientSession(server.url) as session:
             with source.open("rb") as f:
                 video_id = (await (await session.post("/file/", data={"file": f})).json())["id"]
-            for _ in range(3):  # warm: the first requests of a process cost more
-                await (await session.get(f"/file/{video_id}/thumbnail.jpg?time=0&width=16")).read()
+
+            async def warm(t: float) -> None:
+                async with session.get(f"/file/{video_id}/thumbnail.jpg?time={t}&width=16") as r:
+                    assert r.status == 200
+
+            for t in (0, 1, 2):  # warm: the first requests of a process cost more; two decoders start
+                await asyncio.gather(warm(t), warm(t + 0.5))
             before = rss_kib()
             statuses: list[int] = []
             health_ms: list[float] = []
-            most_ffmpeg = 0
+            most_decoders = 0
             flooding = True
 
             async def one(t: float) -> None:
@@ -268,13 +319,13 @@ async def test_one_client_flooding_thumbnails_gets_its_share_and_the_service_sta
             def watch() -> None:
                 """/health as a second client sees it, from a thread of its own (not this test's
                 event loop, busy with the flood)."""
-                nonlocal most_ffmpeg
+                nonlocal most_decoders
                 while flooding:
                     started = time.perf_counter()
                     with urllib.request.urlopen(server.url + "/health", timeout=10) as r:
                         r.read()
                     health_ms.append((time.perf_counter() - started) * 1000)
-                    most_ffmpeg = max(most_ffmpeg, len(ffmpeg_processes(data_dir)))
+                    most_decoders = max(most_decoders, len(decoder_processes()))
                     time.sleep(0.01)
 
             watcher = asyncio.create_task(asyncio.to_thread(watch))
@@ -286,7 +337,7 @@ async def test_one_client_flooding_thumbnails_gets_its_share_and_the_service_sta
             grown_mib = (rss_kib() - before) / 1024
     assert statuses.count(200) == 200 and set(statuses) <= {200, 429}
     assert 429 in statuses  # its share: at most thumbnail_concurrency at a time
-    assert most_ffmpeg <= 2
+    assert most_decoders <= 2
     health_ms.sort()
     p99 = health_ms[int(len(health_ms) * 0.99)]
     assert p99 < 100, f"/health p99 {p99:.1f} ms over {len(health_ms)} requests"
@@ -436,18 +487,114 @@ async def test_pictures_cut_by_a_crash_are_made_at_the_next_start(samples: Sampl
 
 
 async def test_an_ffmpeg_without_libwebp_answers_webp_with_406_and_jpeg_still_works(
-    make_client: Any, samples: Samples, tools: Toolchain, tmp_path: Path
+    make_client: Any, samples: Samples, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # An ffmpeg built without libwebp: the real one, which says it has no such encoder.
-    wrapper = tmp_path / "ffmpeg-without-webp"
-    wrapper.write_text(
-        "#!/bin/sh\n"
-        f'case " $* " in *" -encoders "*) "{tools.ffmpeg}" "$@" | grep -v libwebp; exit 0;; esac\n'
-        f'exec "{tools.ffmpeg}" "$@"\n'
-    )
-    wrapper.chmod(0o755)
-    client = await make_client(ffmpeg_path=str(wrapper), ffprobe_path=str(tools.ffprobe))
+    # A PyAV built against an FFmpeg without libwebp (its wheels have it; one built from source
+    # may not): what it says of its encoders, since such a build cannot be made here.
+    monkeypatch.setattr(av, "codecs_available", av.codecs_available - {"libwebp"})
+    client = await make_client()
     video_id = await upload(client, clock(samples))
     webp = await client.get(f"/file/{video_id}/thumbnail.webp?time=1")
     assert webp.status == 406 and "libwebp" in (await webp.json())["error"]
     assert (await client.get(f"/file/{video_id}/thumbnail.jpg?time=1")).status == 200
+
+
+def gray(tools: Toolchain, image: Path) -> bytes:
+    return subprocess.run(
+        [tools.ffmpeg, "-v", "error", "-i", str(image), "-f", "rawvideo", "-pix_fmt", "gray", "-"],
+        capture_output=True, check=True, timeout=30,
+    ).stdout  # fmt: skip
+
+
+@pytest.mark.parametrize("degrees", [90, 270])
+async def test_a_rotated_video_s_thumbnail_shows_what_ffmpeg_and_players_show(
+    make_client: Any, samples: Samples, tools: Toolchain, tmp_path: Path, degrees: int
+) -> None:
+    source = samples.rotated(degrees)  # 320x240 frames that display as 240x320
+    client = await make_client(pictures_enabled=False)
+    video_id = await upload(client, source)
+    ours, theirs = tmp_path / "ours.jpg", tmp_path / "theirs.jpg"
+    await fetch(client, f"/file/{video_id}/thumbnail.jpg?time=0.5&width=240", ours)
+    await asyncio.to_thread(  # the ffmpeg command, which turns the frame as its display matrix says
+        subprocess.run,
+        [tools.ffmpeg, "-v", "error", "-ss", "0.5", "-i", str(source), "-vf", "scale=240:-2",
+         "-frames:v", "1", "-q:v", "3", "-y", str(theirs)],
+        check=True, timeout=30,
+    )  # fmt: skip
+    assert size_of(tools, ours) == size_of(tools, theirs) == (240, 320)
+    size, expected = ours.stat().st_size, theirs.stat().st_size  # the JPEG quality of `-q:v 3`
+    assert abs(size - expected) <= 0.05 * expected, (size, expected)
+    a, b = gray(tools, ours), gray(tools, theirs)
+    assert statistics.fmean(abs(x - y) for x, y in zip(a, b, strict=True)) < 6  # turned the same way
+
+
+async def test_a_killed_or_stuck_decoder_costs_one_thumbnail_and_the_next_is_made(
+    make_client: Any, samples: Samples, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = await make_client(pictures_enabled=False, thumbnail_concurrency=1)
+    video_id = await upload(client, clock(samples))
+    decoders = client.server.app[THUMBNAILS].decoders
+    url = f"/file/{video_id}/thumbnail.jpg?time={{}}&width=64"
+    assert (await client.get(url.format(0.5))).status == 200
+    [killed] = decoders.pids()
+    os.kill(killed, signal.SIGKILL)  # the OOM killer, or an operator
+    await poll_until(lambda: killed not in decoder_processes(), "the decoder to die", 10)
+    assert (await client.get(url.format(1.0))).status == 200  # a new decoder made it
+    [second] = decoders.pids()
+    assert second != killed
+
+    monkeypatch.setattr(thumbnails_module, "TIMEOUT_S", 0.001)  # a decode that would not end
+    stuck = await client.get(url.format(1.5))
+    assert stuck.status == 500 and "could not be made" in (await stuck.json())["error"]
+    await poll_until(lambda: second not in decoder_processes(), "the stuck decoder to be killed", 10)
+    monkeypatch.undo()
+    assert (await client.get(url.format(1.5))).status == 200
+    folder = data_dir / "thumbnails" / video_id
+    assert sorted(p.name.split("-")[0] for p in folder.iterdir()) == ["10", "15", "5"]  # no temp
+
+
+async def test_a_decoder_lets_go_of_a_video_replaced_or_deleted(samples: Samples, tmp_path: Path) -> None:
+    decoders = Decoders(size=1, niceness=0, max_memory_bytes=1024**3, idle_close_s=0.5)
+    video = tmp_path / "video.mp4"
+    shutil.copy(clock(samples), video)
+    out = tmp_path / "out.jpg"
+
+    def held() -> list[str]:
+        [pid] = decoders.pids()
+        return [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir() if "video.mp4" in os.readlink(fd)]
+
+    try:
+        await decoders.grab(Grab(str(video), 1.0, 64, "jpg", str(out)), 30)
+        assert held() == [str(video)]  # kept open for the next thumbnail
+        os.replace(samples.rotated(90), video)  # a resize without a kept original: a new file
+        await decoders.grab(Grab(str(video), 0.5, 64, "jpg", str(out)), 30)
+        assert out.read_bytes() and held() == [str(video)]  # the new file, the old one closed
+        with pytest.raises(DecoderFailed):
+            await decoders.grab(Grab(str(tmp_path / "nothing.mp4"), 0, 64, "jpg", str(out)), 30)
+        other = tmp_path / "other.mp4"
+        shutil.copy(clock(samples), other)
+        video.unlink()  # deleted while the decoder is busy with other videos: closed at its next
+        await decoders.grab(Grab(str(other), 1.0, 64, "jpg", str(out)), 30)
+        assert not held()
+        shutil.copy(clock(samples), video)
+        await decoders.grab(Grab(str(video), 1.0, 64, "jpg", str(out)), 30)
+        video.unlink()  # deleted, and nothing more asked: closed once the decoder is idle a moment
+        await poll_until(lambda: not held(), "the decoder to close the deleted video", 10)
+    finally:
+        await decoders.close()
+
+
+def test_open_files_keep_the_most_recently_used_few(samples: Samples, tmp_path: Path) -> None:
+    files = OpenFiles(keep=2)
+    paths = []
+    for index in range(3):
+        paths.append(tmp_path / f"{index}.mp4")
+        shutil.copy(clock(samples), paths[-1])
+    first = files.get(str(paths[0]))
+    assert files.get(str(paths[0])) is first  # kept
+    files.get(str(paths[1]))
+    files.get(str(paths[0]))  # used again: the most recent
+    files.get(str(paths[2]))  # one too many: the least recently used (1) is closed
+    assert len(files) == 2 and files.get(str(paths[0])) is first
+    files.close_all()
+    assert len(files) == 0

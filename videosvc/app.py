@@ -23,6 +23,7 @@ from .events.outbox import Outbox
 from .events.webhooks import WebhookDispatcher
 from .hooks import Hooks
 from .jobs.backends import make_backend
+from .jobs.grab import encoders_available
 from .jobs.lane import DerivedLane
 from .jobs.outcomes import JobOutcomes
 from .jobs.recovery import Recovery
@@ -66,7 +67,6 @@ from .web.keys import (
     TOOLCHAIN,
     UPLOADS,
     WEBHOOKS,
-    WEBP,
 )
 from .web.metrics import metrics_middleware, observe_prepared
 from .web.middlewares import (
@@ -198,9 +198,6 @@ async def toolchain_ctx(app: web.Application) -> AsyncIterator[None]:
         report.tools.ffprobe or "none",
     )
     app[TOOLCHAIN] = report.tools
-    app[WEBP] = report.has_libwebp
-    if not report.has_libwebp:
-        log.warning("this ffmpeg has no libwebp encoder: thumbnail.webp answers 406 (thumbnail.jpg works)")
     yield
 
 
@@ -292,11 +289,15 @@ async def streaming_ctx(app: web.Application) -> AsyncIterator[None]:
 
 async def thumbnails_ctx(app: web.Application) -> AsyncIterator[None]:
     """Thumbnails on request: a lane of their own, and their cache on disk."""
-    thumbnails = Thumbnails(app[SETTINGS], app[STORAGE], app[TOOLCHAIN], app[DISK], app[WEBP])
+    webp = "webp" in encoders_available()
+    if not webp:
+        log.warning("PyAV's FFmpeg has no libwebp encoder: thumbnail.webp answers 406 (thumbnail.jpg works)")
+    thumbnails = Thumbnails(app[SETTINGS], app[STORAGE], app[DISK], webp)
     await asyncio.to_thread(thumbnails.cache.load)
     app[THUMBNAILS] = thumbnails
     app[SERVICE].on_delete(thumbnails.forget)
     yield
+    await thumbnails.close()
 
 
 async def service_ctx(app: web.Application) -> AsyncIterator[None]:

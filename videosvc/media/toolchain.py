@@ -29,8 +29,6 @@ class ToolchainReport:
     ffprobe_version: str | None
     has_libx264: bool
     has_aac: bool
-    #: Thumbnails in WebP need it (Debian's ffmpeg has it); without it, .webp answers 406.
-    has_libwebp: bool = False
 
 
 def inspect_toolchain(settings: FfmpegSettings) -> ToolchainReport:
@@ -52,7 +50,6 @@ def inspect_toolchain(settings: FfmpegSettings) -> ToolchainReport:
         ffprobe_version=_first_line([ffprobe_cmd, "-hide_banner", "-version"]) if ffprobe_cmd else None,
         has_libx264=f" {REQUIRED_ENCODER} " in encoders,
         has_aac=" aac " in encoders,
-        has_libwebp=" libwebp " in encoders,
     )
     if not report.has_libx264:
         raise ToolchainError(f"ffmpeg at {ffmpeg_cmd} has no {REQUIRED_ENCODER} encoder")

@@ -1,9 +1,10 @@
 """Thumbnails at any time and width, made on first request and cached on disk (SPEC §14).
 
-The worst request is bounded three ways. Making one is a short ffmpeg process
-(seek to the keyframe before the time, decode to it, one frame out), run in a
-lane of its own (`thumbnail_concurrency` at once; not the job pools, which may
-be busy with ladders), under a time limit and a memory ceiling. One client (its
+The worst request is bounded three ways. Making one is a seek in a decoder
+process that keeps recently used videos open (`decoders.py`, `jobs/grab.py`:
+to the keyframe before the time, decoded to it, one frame out), in a lane of
+its own (`thumbnail_concurrency` at once; not the job pools, which may be busy
+with ladders), under a time limit and a memory ceiling. One client (its
 API key, or its address without keys) may have at most `thumbnail_concurrency`
 thumbnails waiting or being made: past that, 429. And the cache is bounded:
 `thumbnail_cache_bytes` on disk, least recently used removed first, never
@@ -21,38 +22,33 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import FormatUnavailable, InsufficientStorage, TooManyThumbnails, VideoServiceError
-from ..jobs.supervise import child_limits
-from ..media.pictures import FORMATS, ThumbnailAsk
-from ..media.probe import Toolchain
+from ..jobs.grab import Grab
+from ..media.pictures import ThumbnailAsk
 from ..store.disk import DiskBudget
 from ..store.storage import Storage, remove
+from .decoders import DecoderFailed, Decoders
 
 log = logging.getLogger(__name__)
 
-#: A thumbnail's ffmpeg may run this long.
+#: A thumbnail may take this long to make; its decoder is killed past it.
 TIMEOUT_S = 30.0
-#: Memory one thumbnail's ffmpeg may allocate.
+#: Memory one decoder process may allocate.
 MAX_MEMORY_BYTES = 1024**3
 #: Thumbnails waiting for a turn, all clients together, past which a request is refused (429).
 MAX_WAITING = 256
 #: Free bytes a new thumbnail needs above `min_free_bytes` to be made and kept.
 ROOM_BYTES = 4 * 1024**2
-#: A thumbnail's ffmpeg runs below the server (it stays responsive) and above the job pools (10, 15).
+#: The decoders run below the server (it stays responsive) and above the job pools (10, 15).
 NICENESS = 5
-#: WebP quality (0-100) and JPEG quality (ffmpeg's qscale: 2 best ... 31).
-WEBP_QUALITY, JPEG_QUALITY = 80, 3
 
 
 class ThumbnailFailed(VideoServiceError):
-    """ffmpeg could not make it (a 500: the stored video was readable when it was stored)."""
+    """The decoder could not make it (a 500: the stored video was readable when it was stored)."""
 
 
 class Thumbnails:
-    def __init__(
-        self, settings: Settings, storage: Storage, tools: Toolchain, disk: DiskBudget, webp: bool
-    ) -> None:
+    def __init__(self, settings: Settings, storage: Storage, disk: DiskBudget, webp: bool) -> None:
         self._storage = storage
-        self._tools = tools
         self._disk = disk
         self._webp = webp
         self._per_client = settings.pictures.thumbnail_concurrency
@@ -61,7 +57,8 @@ class Thumbnails:
         self._clients: collections.Counter[str] = collections.Counter()
         self._making: dict[Path, asyncio.Future[Path]] = {}
         self.cache = ThumbnailCache(storage.thumbnails_root, settings.pictures.thumbnail_cache_bytes)
-        #: ffmpeg processes started (a test reads it: a cached thumbnail starts none).
+        self.decoders = Decoders(settings.pictures.thumbnail_concurrency, NICENESS, MAX_MEMORY_BYTES)
+        #: Thumbnails asked of a decoder (a test reads it: a cached thumbnail asks none).
         self.made = 0
 
     async def get(
@@ -70,7 +67,7 @@ class Thumbnails:
         """The thumbnail's file: from the cache, or made now (then cached)."""
         if ask.format == "webp" and not self._webp:
             raise FormatUnavailable(
-                "this server's ffmpeg cannot write WebP (no libwebp): ask for thumbnail.jpg"
+                "this server's FFmpeg (PyAV's) cannot write WebP (no libwebp): ask for thumbnail.jpg"
             )
         path = self._path(video_id, source, ask)
         if self.cache.hit(path):
@@ -129,62 +126,24 @@ class Thumbnails:
             raise InsufficientStorage("not enough free disk space to make a thumbnail (min_free_bytes)")
         path.parent.mkdir(parents=True, exist_ok=True)
         temp = path.with_name(f".{path.name}.tmp")
+        self.made += 1
         try:
-            await self._run(thumbnail_args(self._tools, source, ask, temp, from_end=False))
-            if not _nonempty(temp):  # the time is at the very end: the last frame there is
-                await self._run(thumbnail_args(self._tools, source, ask, temp, from_end=True))
+            grab = Grab(str(source), ask.time_s, ask.width, ask.format, str(temp))
+            await self.decoders.grab(grab, TIMEOUT_S)
             if not _nonempty(temp):
-                raise ThumbnailFailed(f"ffmpeg made no frame at {ask.time_s:g} s")
+                raise ThumbnailFailed(f"no frame was made at {ask.time_s:g} s")
             os.replace(temp, path)
             size = os.stat(path).st_size
+        except DecoderFailed as e:
+            log.warning("a thumbnail of %s at %g s failed: %s", source.name, ask.time_s, e)
+            raise ThumbnailFailed(f"this thumbnail could not be made ({str(e)[:200]})") from None
         finally:
             with contextlib.suppress(OSError):
                 os.unlink(temp)
         self.cache.add(path, size)
 
-    async def _run(self, args: list[str]) -> None:
-        self.made += 1
-        process = await asyncio.create_subprocess_exec(
-            *args,
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-            preexec_fn=_in_child,
-        )
-        try:
-            _, stderr = await asyncio.wait_for(process.communicate(), TIMEOUT_S)
-        except BaseException:  # the time limit, or the client gone: ffmpeg goes too
-            with contextlib.suppress(ProcessLookupError):
-                process.kill()
-            await process.wait()
-            raise
-        if process.returncode != 0:
-            last = stderr.decode("utf-8", "replace").strip().splitlines()[-1:] or [""]
-            log.warning("a thumbnail failed: ffmpeg exited with %s: %s", process.returncode, last[0][:300])
-            raise ThumbnailFailed(f"ffmpeg could not make this thumbnail (exit code {process.returncode})")
-
-
-def _in_child() -> None:
-    os.nice(NICENESS)
-    child_limits(MAX_MEMORY_BYTES)
-
-
-def thumbnail_args(
-    tools: Toolchain, source: Path, ask: ThumbnailAsk, output: Path, from_end: bool
-) -> list[str]:
-    """One frame at the asked time (an accurate seek: to the keyframe before, then decoded to it),
-    scaled to the width, the height by the aspect; or, `from_end`, the video's last frame."""
-    # From the end: every frame of the last second written over the one before (`-update`).
-    seek = ["-sseof", "-1"] if from_end else ["-ss", f"{ask.time_s:.1f}"]
-    frames = [] if from_end else ["-frames:v", "1"]
-    encoder, _ = FORMATS[ask.format]
-    quality = ["-quality", str(WEBP_QUALITY)] if ask.format == "webp" else ["-q:v", str(JPEG_QUALITY)]
-    return [
-        tools.ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-threads", "1",
-        *seek, "-i", str(source),
-        "-map", "0:v:0", "-vf", f"scale={ask.width}:-2,setsar=1", *frames, "-update", "1",
-        "-c:v", encoder, *quality, "-f", "image2", "-y", str(output),
-    ]  # fmt: skip
+    async def close(self) -> None:
+        await self.decoders.close()
 
 
 class ThumbnailCache:

@@ -53,7 +53,6 @@ STREAMING = web.AppKey("streaming", Streaming)
 REPLICATOR = web.AppKey("replicator", Replicator)
 THUMBNAILS = web.AppKey("thumbnails", Thumbnails)
 #: Whether the ffmpeg in use can write WebP (libwebp).
-WEBP = web.AppKey("webp", bool)
 
 #: The canonical (lowercase) id of the video a /file/{id} request names, set by `resource_id_middleware`.
 VIDEO_ID = web.RequestKey("video_id", str)

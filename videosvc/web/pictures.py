@@ -123,8 +123,9 @@ async def get_storyboard(request: web.Request) -> web.StreamResponse:
     description=(
         f"`time` in seconds (default: the poster's), rounded to 0.1 s, from 0 to the duration; `width`"
         f" {MIN_WIDTH}-{MAX_WIDTH} (default 320), rounded to a multiple of 16, the height by the aspect."
-        " Made on the first request (a short ffmpeg run, a few at a time: 429 past your share), then"
-        " answered from a cache on disk. `.jpg` or `.webp` (406 when this server's ffmpeg has no libwebp)."
+        " Made on the first request (a seek in a decoder that keeps videos open, a few at a time: 429"
+        " past your share), then answered from a cache on disk. `.jpg` or `.webp` (406 when this"
+        " server's FFmpeg, PyAV's, has no libwebp)."
     ),
     operation_id="getThumbnail",
     parameters=[
