@@ -11,9 +11,6 @@ GOP-length keyframes), so a player may switch rungs at any segment.
 
 from __future__ import annotations
 
-import dataclasses
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -23,7 +20,7 @@ from ..media.hls import AUDIO, PLAYLIST, PackageError, measure
 from ..media.probe import Toolchain
 from ..store.records import JobState
 from .contract import JobFiles, LadderJob, ResizeResult
-from .supervise import Rules, StopCheck, run_ffmpeg
+from .supervise import DerivedRun, StopCheck, run_derived, run_ffmpeg
 
 #: What the AAC rendition is encoded at.
 AUDIO_BITRATE = "128k"
@@ -34,24 +31,13 @@ NO_DISK_ERROR = "not enough free disk space for the HLS package (min_free_bytes)
 
 def run_ladder(job: LadderJob, should_stop: StopCheck | None = None, worker: str = "") -> ResizeResult:
     """Encode the job's rungs into `job.output` (emptied first: a rerun starts over)."""
-    files = JobFiles(Path(job.directory))
-    files.directory.mkdir(parents=True, exist_ok=True)
-    attempt, refused = files.claim_within(worker or f"pid {os.getpid()}", job.max_attempts)
-    if refused is not None:
-        return refused
-    started = time.monotonic()
-    output = Path(job.output)
-    shutil.rmtree(output, ignore_errors=True)
-    output.mkdir(parents=True)
-    rules = Rules(
-        job.timeout_s, job.max_memory_bytes, job.min_free_bytes, NO_DISK_ERROR, "derived_timeout_factor"
-    )
-    spawn, ended = run_ffmpeg(build_ladder_args(job, files), files, rules, started, should_stop)
-    if ended is None:
-        ended = _checked(job, started)
-    if ended.outcome is not JobState.SUCCEEDED:
-        shutil.rmtree(output, ignore_errors=True)
-    return dataclasses.replace(ended, attempt=attempt, steps=(("spawn", spawn), *ended.steps))
+
+    def make(run: DerivedRun) -> tuple[float, ResizeResult]:
+        args = build_ladder_args(job, run.files)
+        spawn, ended = run_ffmpeg(args, run.files, run.rules, run.started, should_stop)
+        return spawn, ended or _checked(job, run.started)
+
+    return run_derived(job, worker, NO_DISK_ERROR, make)
 
 
 def _checked(job: LadderJob, started: float) -> ResizeResult:

@@ -48,6 +48,20 @@ class DerivedLane:
         """Whether one more job may wait (`max_queued_jobs`, counted in this lane alone)."""
         return self._queued < self._max_queued
 
+    def refusal_for_queue(self) -> str | None:
+        """Why one more job may not wait, or None."""
+        if self.has_room():
+            return None
+        return f"too many derived jobs are queued (max_queued_jobs={self._max_queued}); try again later"
+
+    async def stop_or_cancel(self, job: DerivedJob | None, task: asyncio.Task[None]) -> None:
+        """Stop a job: through its cancel file once a worker holds it; before, its build task
+        (`task`) is cancelled where it waits for one. None: there is nothing to stop."""
+        if job is not None and self.handed(job):
+            await self.stop(job)
+        elif job is not None:
+            task.cancel()
+
     def is_closing(self) -> bool:
         return self._closing
 

@@ -12,10 +12,7 @@ and `pictures.json` (the poster's time) for the server.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -31,7 +28,7 @@ from ..media.pictures import (
 )
 from ..store.records import JobState
 from .contract import JobFiles, PicturesJob, ResizeResult
-from .supervise import Rules, StopCheck, run_ffmpeg
+from .supervise import DerivedRun, StopCheck, run_derived, run_ffmpeg
 
 NO_DISK_ERROR = "not enough free disk space for the pictures (min_free_bytes); ffmpeg was stopped"
 #: What the server reads of the job's result: {"poster_time": seconds}.
@@ -44,29 +41,20 @@ POSTER_QUALITY, SPRITE_QUALITY = 3, 5
 
 def run_pictures(job: PicturesJob, should_stop: StopCheck | None = None, worker: str = "") -> ResizeResult:
     """Make the job's pictures in `job.output` (emptied first: a rerun starts over)."""
-    files = JobFiles(Path(job.directory))
-    files.directory.mkdir(parents=True, exist_ok=True)
-    attempt, refused = files.claim_within(worker or f"pid {os.getpid()}", job.max_attempts)
-    if refused is not None:
-        return refused
-    started = time.monotonic()
-    output = Path(job.output)
-    shutil.rmtree(output, ignore_errors=True)
-    output.mkdir(parents=True)
-    rules = Rules(
-        job.timeout_s, job.max_memory_bytes, job.min_free_bytes, NO_DISK_ERROR, "derived_timeout_factor"
-    )
-    spawn, ended = run_ffmpeg(build_poster_args(job, files), files, rules, started, should_stop)
-    if ended is None and not _nonempty(output / POSTER):
-        # Every frame of the first seconds was black: the first frame, then.
-        _, ended = run_ffmpeg(build_first_frame_args(job, files), files, rules, started, should_stop)
-    if ended is None:
-        _, ended = run_ffmpeg(build_storyboard_args(job, files), files, rules, started, should_stop)
-    if ended is None:
-        ended = _finished(job, output, started)
-    if ended.outcome is not JobState.SUCCEEDED:
-        shutil.rmtree(output, ignore_errors=True)
-    return dataclasses.replace(ended, attempt=attempt, steps=(("spawn", spawn), *ended.steps))
+
+    def make(run: DerivedRun) -> tuple[float, ResizeResult]:
+        def ffmpeg(args: list[str]) -> tuple[float, ResizeResult | None]:
+            return run_ffmpeg(args, run.files, run.rules, run.started, should_stop)
+
+        spawn, ended = ffmpeg(build_poster_args(job, run.files))
+        if ended is None and not _nonempty(run.output / POSTER):
+            # Every frame of the first seconds was black: the first frame, then.
+            _, ended = ffmpeg(build_first_frame_args(job, run.files))
+        if ended is None:
+            _, ended = ffmpeg(build_storyboard_args(job, run.files))
+        return spawn, ended or _finished(job, run.output, run.started)
+
+    return run_derived(job, worker, NO_DISK_ERROR, make)
 
 
 def _finished(job: PicturesJob, output: Path, started: float) -> ResizeResult:

@@ -7,6 +7,7 @@ death with its parent. Used by the resize (`worker`); the HLS ladder will be its
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import select
 import shutil
@@ -16,6 +17,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from ..media.probe import limit_memory, ran_out_of_memory
 from ..store.records import JobState
@@ -44,6 +46,56 @@ class Rules:
     no_disk_error: str
     #: The setting its time limit comes from, named when it is reached.
     timeout_setting: str = "job_timeout_s"
+
+
+class DerivedJob(Protocol):
+    """What a job that derives files from an upload (a ladder, pictures) is given."""
+
+    @property
+    def directory(self) -> str: ...
+    @property
+    def output(self) -> str: ...
+    @property
+    def max_attempts(self) -> int: ...
+    @property
+    def timeout_s(self) -> float: ...
+    @property
+    def max_memory_bytes(self) -> int: ...
+    @property
+    def min_free_bytes(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class DerivedRun:
+    """A derived job's run: its files, its rules, when it started, the folder it fills."""
+
+    files: JobFiles
+    rules: Rules
+    started: float
+    output: Path
+
+
+def run_derived(
+    job: DerivedJob, worker: str, no_disk_error: str, make: Callable[[DerivedRun], tuple[float, ResizeResult]]
+) -> ResizeResult:
+    """A derived job's frame: claimed (refused past `max_attempts`), its output emptied (a rerun
+    starts over), `make` run under the derived time limit, and nothing left when it failed.
+    `make` returns the time ffmpeg took to start and how the job ended."""
+    files = JobFiles(Path(job.directory))
+    files.directory.mkdir(parents=True, exist_ok=True)
+    attempt, refused = files.claim_within(worker or f"pid {os.getpid()}", job.max_attempts)
+    if refused is not None:
+        return refused
+    output = Path(job.output)
+    shutil.rmtree(output, ignore_errors=True)
+    output.mkdir(parents=True)
+    rules = Rules(
+        job.timeout_s, job.max_memory_bytes, job.min_free_bytes, no_disk_error, "derived_timeout_factor"
+    )
+    spawn, ended = make(DerivedRun(files, rules, time.monotonic(), output))
+    if ended.outcome is not JobState.SUCCEEDED:
+        shutil.rmtree(output, ignore_errors=True)
+    return dataclasses.replace(ended, attempt=attempt, steps=(("spawn", spawn), *ended.steps))
 
 
 def run_ffmpeg(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from typing import Literal
 
 from ..errors import VideoNotFound
 from .cache import StatusCache
@@ -20,6 +21,9 @@ from .records import (
     sql_list,
 )
 from .rows import STATUS_QUERY, join, pictures_json, renditions_json, status_of
+
+#: The columns that hold what is derived from an upload (JSON, null until planned).
+DerivedColumn = Literal["renditions", "pictures"]
 
 ACTIVE = f"j.state IS NOT NULL AND j.state IN ({sql_list(ACTIVE_STATES)})"
 
@@ -119,34 +123,29 @@ class VideoRepository:
         self, video_id: str, renditions: tuple[Rendition, ...] | None, messages: Sequence[OutboxMessage] = ()
     ) -> bool:
         """The package's renditions as they are now; False when the video is gone (deleted meanwhile)."""
-
-        async def change(tx: Transaction) -> bool:
-            cursor = await tx.execute(
-                "UPDATE videos SET renditions = ? WHERE id = ?", (renditions_json(renditions), video_id)
-            )
-            if cursor.rowcount == 0:
-                return False
-            tx.touch(video_id)
-            await self._outbox.queue(tx, messages)
-            return True
-
-        return await self._db.write(change)
+        return await self._set_derived(video_id, "renditions", renditions_json(renditions), messages)
 
     async def with_renditions(self, planned: bool) -> list[VideoRecord]:
         """Videos with a planned package (`planned`), or with none, oldest first."""
-        where = "IS NOT NULL" if planned else "IS NULL"
-        rows = await self._db.fetch(STATUS_QUERY + f" WHERE v.renditions {where} ORDER BY v.created_at")
-        return [status_of(row).video for row in rows]
+        return await self._with_derived("renditions", planned)
 
     async def set_pictures(
         self, video_id: str, pictures: Pictures | None, messages: Sequence[OutboxMessage] = ()
     ) -> bool:
         """The poster and storyboard as they are now; False when the video is gone (deleted meanwhile)."""
+        return await self._set_derived(video_id, "pictures", pictures_json(pictures), messages)
+
+    async def with_pictures(self, planned: bool) -> list[VideoRecord]:
+        """Videos with planned pictures (`planned`), or with none, oldest first."""
+        return await self._with_derived("pictures", planned)
+
+    async def _set_derived(
+        self, video_id: str, column: DerivedColumn, value: str | None, messages: Sequence[OutboxMessage]
+    ) -> bool:
+        """One JSON column of what is derived from the upload, and the messages that say so."""
 
         async def change(tx: Transaction) -> bool:
-            cursor = await tx.execute(
-                "UPDATE videos SET pictures = ? WHERE id = ?", (pictures_json(pictures), video_id)
-            )
+            cursor = await tx.execute(f"UPDATE videos SET {column} = ? WHERE id = ?", (value, video_id))
             if cursor.rowcount == 0:
                 return False
             tx.touch(video_id)
@@ -155,10 +154,9 @@ class VideoRepository:
 
         return await self._db.write(change)
 
-    async def with_pictures(self, planned: bool) -> list[VideoRecord]:
-        """Videos with planned pictures (`planned`), or with none, oldest first."""
+    async def _with_derived(self, column: DerivedColumn, planned: bool) -> list[VideoRecord]:
         where = "IS NOT NULL" if planned else "IS NULL"
-        rows = await self._db.fetch(STATUS_QUERY + f" WHERE v.pictures {where} ORDER BY v.created_at")
+        rows = await self._db.fetch(STATUS_QUERY + f" WHERE v.{column} {where} ORDER BY v.created_at")
         return [status_of(row).video for row in rows]
 
     async def without_original(self) -> list[VideoRecord]:

@@ -47,11 +47,7 @@ class Ladders:
     async def stop(self, video_id: str, task: asyncio.Task[None]) -> None:
         """Ask a video's ladder to stop: through its cancel file once a worker holds it; before, its
         build task is cancelled where it waits for one."""
-        job = self._jobs.get(video_id)
-        if job is not None and self._lane.handed(job):
-            await self._lane.stop(job)
-        elif job is not None:
-            task.cancel()
+        await self._lane.stop_or_cancel(self._jobs.get(video_id), task)
 
     async def run(
         self,
@@ -149,8 +145,4 @@ class Ladders:
                 f"the ladder is {pixel_frames} pixel-frames (every rendition's width x height x frames),"
                 f" over the limit of {jobs.max_job_pixel_frames} (max_job_pixel_frames)"
             )
-        if not self._lane.has_room():
-            return (
-                f"too many derived jobs are queued (max_queued_jobs={jobs.max_queued_jobs}); try again later"
-            )
-        return None
+        return self._lane.refusal_for_queue()

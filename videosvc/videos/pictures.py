@@ -57,11 +57,7 @@ class PictureMaker:
 
     async def stop(self, video_id: str, task: asyncio.Task[None]) -> None:
         """Through its cancel file once a worker holds it; before, its build task is cancelled."""
-        job = self._jobs.get(video_id)
-        if job is not None and self._lane.handed(job):
-            await self._lane.stop(job)
-        elif job is not None:
-            task.cancel()
+        await self._lane.stop_or_cancel(self._jobs.get(video_id), task)
 
     async def make(self, video_id: str, source: Path, info: MediaInfo) -> None:
         """Make the video's poster and storyboard, and record how that ended."""
@@ -131,11 +127,7 @@ class PictureMaker:
                     f"its keyframes are too far apart for a cheap storyboard, and decoding every frame is"
                     f" {pixel_frames} pixel-frames, over max_job_pixel_frames ({jobs.max_job_pixel_frames})"
                 )
-        if not self._lane.has_room():
-            return (
-                f"too many derived jobs are queued (max_queued_jobs={jobs.max_queued_jobs}); try again later"
-            )
-        return None
+        return self._lane.refusal_for_queue()
 
     def _spec(self, video_id: str, source: Path, info: MediaInfo) -> PicturesJob:
         return pictures_job(

@@ -62,9 +62,7 @@ async def _ready_pictures(request: web.Request) -> tuple[str, float]:
     },
 )
 async def get_poster(request: web.Request) -> web.StreamResponse:
-    video_id, _ = await _ready_pictures(request)
-    path = request.app[SERVICE].pictures_dir(video_id) / POSTER
-    return await send_file(request, path, PICTURE, SIGNED_UNTIL in request, PictureNotReady())
+    return await _send_picture(request, POSTER)
 
 
 @docs(
@@ -78,8 +76,13 @@ async def get_poster(request: web.Request) -> web.StreamResponse:
     },
 )
 async def get_sprite(request: web.Request) -> web.StreamResponse:
+    return await _send_picture(request, SPRITE)
+
+
+async def _send_picture(request: web.Request, name: str) -> web.StreamResponse:
+    """One of the video's pictures, once they are ready."""
     video_id, _ = await _ready_pictures(request)
-    path = request.app[SERVICE].pictures_dir(video_id) / SPRITE
+    path = request.app[SERVICE].pictures_dir(video_id) / name
     return await send_file(request, path, PICTURE, SIGNED_UNTIL in request, PictureNotReady())
 
 
