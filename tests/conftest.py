@@ -27,6 +27,7 @@ from videosvc.web.protocol import GuardedAppRunner
 from .browser import launch_page
 from .cluster import DaskCluster
 from .helpers import Client, Samples
+from .seaweed import SeaweedServer
 
 
 @pytest.hookimpl(wrapper=True)
@@ -93,6 +94,13 @@ def make_disk(tmp_path: Path) -> Iterator[Callable[[int], Path]]:
 def small_disk(make_disk: Callable[[int], Path]) -> Path:
     """A real 24 MiB filesystem."""
     return make_disk(24)
+
+
+@pytest.fixture(scope="session")
+def seaweed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SeaweedServer]:
+    """A real S3 server (SeaweedFS) on loopback with one bucket, for the whole session."""
+    with SeaweedServer(tmp_path_factory.mktemp("seaweed")) as server:
+        yield server
 
 
 @pytest.fixture(scope="session")
