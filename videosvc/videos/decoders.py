@@ -25,6 +25,10 @@ class DecoderFailed(Exception):
         self.reusable = reusable
 
 
+class DecoderGone(DecoderFailed):
+    """The decoder was dead before it was asked (killed while idle): another may be asked."""
+
+
 class Decoder:
     """One worker process and the server's end of its pipe."""
 
@@ -48,7 +52,7 @@ class Decoder:
         try:
             self._conn.send(request)  # a few hundred bytes: the pipe takes them at once
         except OSError:
-            raise DecoderFailed(f"the decoder died (exit code {self.process.exitcode})") from None
+            raise DecoderGone(f"the decoder was gone (exit code {self.process.exitcode})") from None
         loop.add_reader(fd, _settle, answered)
         try:
             await asyncio.wait_for(answered, timeout_s)
@@ -84,6 +88,12 @@ class Decoders:
 
     async def grab(self, request: Grab, timeout_s: float) -> None:
         """Make the picture `request` asks for (the caller keeps to `size` at once)."""
+        try:
+            await self._grab_once(request, timeout_s)
+        except DecoderGone:  # found dead when asked, before its death was seen: a fresh one
+            await self._grab_once(request, timeout_s)
+
+    async def _grab_once(self, request: Grab, timeout_s: float) -> None:
         decoder = await self._take()
         self._busy.add(decoder)
         healthy = False
@@ -101,13 +111,10 @@ class Decoders:
                 await _retire(decoder)
 
     async def _take(self) -> Decoder:
-        """An idle decoder that is still alive (one may have been killed: by the OOM killer, by
-        hand), or a new one."""
-        while self._idle:
-            decoder = self._idle.pop()
-            if decoder.process.is_alive():
-                return decoder
-            await _retire(decoder)
+        """An idle decoder (one killed while idle is found out when asked: `DecoderGone`), or a
+        new one."""
+        if self._idle:
+            return self._idle.pop()
         # Starting the forkserver (the first time) and forking from it block for a moment.
         return await asyncio.to_thread(Decoder, self._niceness, self._max_memory_bytes, self._idle_close_s)
 
