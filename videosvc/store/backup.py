@@ -10,7 +10,8 @@ rebuilds the database from the replica on a new machine.
 
 `backup_url` is a folder (another disk, a network mount) or a URL Litestream
 takes: `s3://bucket/path` (credentials from `AWS_ACCESS_KEY_ID` and
-`AWS_SECRET_ACCESS_KEY`; `?endpoint=http://host:port` for MinIO, SeaweedFS, R2).
+`AWS_SECRET_ACCESS_KEY`; `?endpoint=http://host:port&forcePathStyle=true` for MinIO,
+SeaweedFS, R2).
 """
 
 from __future__ import annotations
