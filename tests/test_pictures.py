@@ -598,3 +598,13 @@ def test_open_files_keep_the_most_recently_used_few(samples: Samples, tmp_path: 
     assert len(files) == 2 and files.get(str(paths[0])) is first
     files.close_all()
     assert len(files) == 0
+
+    by_size = OpenFiles(keep=4, keep_pixels=2 * 320 * 240)  # room for two of the 320x240 clock
+    for path in paths:
+        by_size.get(str(path))
+    assert len(by_size) == 2
+    tiny = OpenFiles(keep=4, keep_pixels=1)  # even over the budget, the one in use stays open
+    tiny.get(str(paths[0]))
+    assert len(tiny) == 1
+    by_size.close_all()
+    tiny.close_all()

@@ -27,8 +27,11 @@ import av
 import av.error
 import av.filter
 
-#: Videos a worker keeps open, the least recently used closed first.
+#: Videos a worker keeps open, the least recently used closed first...
 KEEP_OPEN = 4
+#: ...and their frame sizes together at most this many pixels (four 1080p videos, or one 4K:
+#: an open 4K decoder holds ~150 MB of frames; a decoder may allocate 1 GiB).
+KEEP_OPEN_PIXELS = 4 * 1920 * 1080
 #: A worker asked nothing for this long closes every video it holds (a deleted one's space is
 #: given back to the disk within this time).
 IDLE_CLOSE_S = 10.0
@@ -62,8 +65,9 @@ class OpenFiles:
     """Recently used videos, kept open, each by the version (inode, mtime) it was opened at:
     a file replaced (a resize) or removed since is closed, never read."""
 
-    def __init__(self, keep: int = KEEP_OPEN) -> None:
+    def __init__(self, keep: int = KEEP_OPEN, keep_pixels: int = KEEP_OPEN_PIXELS) -> None:
         self._keep = keep
+        self._keep_pixels = keep_pixels
         self._open: collections.OrderedDict[str, tuple[tuple[int, int], Any]] = collections.OrderedDict()
 
     def __len__(self) -> int:
@@ -83,10 +87,14 @@ class OpenFiles:
         stream.thread_type = "FRAME"
         stream.thread_count = DECODE_THREADS
         self._open[path] = (version, container)
-        while len(self._open) > self._keep:
+        while len(self._open) > 1 and (len(self._open) > self._keep or self._pixels() > self._keep_pixels):
             _, (_, oldest) = self._open.popitem(last=False)
             oldest.close()
         return container
+
+    def _pixels(self) -> int:
+        sizes = [c.streams.video[0].codec_context for _, c in self._open.values()]
+        return sum(ctx.width * ctx.height for ctx in sizes)
 
     def prune(self) -> None:
         """Close the videos whose file is gone or replaced."""
