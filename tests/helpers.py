@@ -240,18 +240,30 @@ def ffmpeg_processes(data_dir: Path) -> list[int]:
     return found
 
 
-def decoder_processes() -> list[int]:
-    """Pids of live thumbnail decoders (their process name, `videosvc-thumbs`)."""
-    found = []
+def decoder_processes(of: int | None = None) -> list[int]:
+    """Pids of live thumbnail decoders (their process name, `videosvc-thumbs`): this machine's,
+    or those descended from process `of` (a server's: under its forkserver)."""
+    found, parents = [], {}
     for proc in Path("/proc").glob("[0-9]*"):
         try:
             name = (proc / "comm").read_text().strip()
-            state = (proc / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            fields = (proc / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if name == "videosvc-thumbs" and state != "Z":
+        parents[int(proc.name)] = int(fields[1])
+        if name == "videosvc-thumbs" and fields[0] != "Z":
             found.append(int(proc.name))
-    return found
+    if of is None:
+        return found
+
+    def descends(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == of:
+                return True
+        return False
+
+    return [pid for pid in found if descends(pid)]
 
 
 # -- raw HTTP over a socket: what a hostile client sends is not what aiohttp's client would

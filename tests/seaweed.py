@@ -7,8 +7,6 @@ import shutil
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from videosvc.store.objects import S3Settings
@@ -57,13 +55,21 @@ class SeaweedServer:
         raise RuntimeError("SeaweedFS did not start: " + (self.folder / "weed.log").read_text()[-2000:])
 
     def _bucket_ready(self) -> bool:
-        # Unsigned: 403 once S3 answers (and the bucket exists: 404 NoSuchBucket before).
+        """A signed HEAD of the bucket answers 200 (an unsigned request gets 403 before the
+        bucket exists, too)."""
+        import boto3
+        import botocore.exceptions
+
+        client = boto3.client(
+            "s3", endpoint_url=self.settings.endpoint_url, region_name=self.settings.region,
+            aws_access_key_id=ACCESS_KEY, aws_secret_access_key=SECRET_KEY,
+        )  # fmt: skip
         try:
-            urllib.request.urlopen(f"{self.settings.endpoint_url}/{BUCKET}/", timeout=2)
-        except urllib.error.HTTPError as e:
-            return e.code == 403
-        except OSError:
+            client.head_bucket(Bucket=BUCKET)
+        except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError):
             return False
+        finally:
+            client.close()
         return True
 
     def __exit__(self, *exc: object) -> None:

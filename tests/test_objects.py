@@ -87,12 +87,16 @@ async def test_an_object_is_published_whole_read_in_ranges_listed_and_deleted(
     assert await store.head("originals/a.mp4") is None
     with pytest.raises(ObjectMissing):
         await read_all(store, "originals/a.mp4")
-    for bad in ("/etc/passwd", "a/../../b", "", "a//b"):
+    for bad in ("/etc/passwd", "a/../../b", "", "a//b", ".multipart/x/1", "a/.hidden"):
         with pytest.raises(ValueError):
             await store.head(bad)
+    with pytest.raises(ValueError):
+        await read_all(store, "pictures/a/poster.jpg", -5)
+    with pytest.raises(ObjectMissing):
+        await read_all(store, "pictures/a")  # a "folder" of the file store is no object
 
 
-async def test_a_multipart_upload_resumes_by_its_id_with_a_new_client(
+async def test_a_multipart_upload_resumes_by_its_id_from_what_the_store_holds(
     store: ObjectStore, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
     part = 5 * 1024 * 1024  # S3's smallest part but the last
@@ -104,6 +108,8 @@ async def test_a_multipart_upload_resumes_by_its_id_with_a_new_client(
     held = await store.parts("uploads/x", upload_id)
     assert [(p.number, p.size) for p in held] == [(1, part), (2, part)]
     held.append(await store.put_part("uploads/x", upload_id, 3, last))
+    with pytest.raises(ObjectMissing):  # an upload belongs to its key
+        await store.finish_parts("uploads/other", upload_id, held)
     assert await store.head("uploads/x") is None  # nothing is visible before it is finished
     assert await store.list_objects("") == []
     await store.finish_parts("uploads/x", upload_id, held)
@@ -114,6 +120,8 @@ async def test_a_multipart_upload_resumes_by_its_id_with_a_new_client(
     await store.abort_parts("uploads/y", dropped)  # what the expiry sweep does
     with pytest.raises(ObjectMissing):
         await store.parts("uploads/y", dropped)
+    with pytest.raises(ObjectMissing):
+        await store.finish_parts("uploads/y", dropped, [])
     assert await store.head("uploads/y") is None
 
 

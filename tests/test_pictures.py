@@ -9,6 +9,7 @@ with ffmpeg/ffprobe; every VTT cue is parsed and checked against the sprite.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import math
 import os
@@ -286,9 +287,10 @@ async def test_one_client_flooding_thumbnails_gets_its_share_and_the_service_sta
         def rss_kib() -> int:
             """The server's and its thumbnail decoders' (processes of its own)."""
             total = 0
-            for each in [pid, *decoder_processes()]:
-                status = Path(f"/proc/{each}/status").read_text()
-                total += int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
+            for each in [pid, *decoder_processes(of=pid)]:
+                with contextlib.suppress(FileNotFoundError):  # a decoder gone meanwhile
+                    status = Path(f"/proc/{each}/status").read_text()
+                    total += int(re.search(r"VmRSS:\s+(\d+)", status)[1])  # type: ignore[index]
             return total
 
         async with aiohttp.ClientSession(server.url) as session:
@@ -325,7 +327,7 @@ async def test_one_client_flooding_thumbnails_gets_its_share_and_the_service_sta
                     with urllib.request.urlopen(server.url + "/health", timeout=10) as r:
                         r.read()
                     health_ms.append((time.perf_counter() - started) * 1000)
-                    most_decoders = max(most_decoders, len(decoder_processes()))
+                    most_decoders = max(most_decoders, len(decoder_processes(of=pid)))
                     time.sleep(0.01)
 
             watcher = asyncio.create_task(asyncio.to_thread(watch))
@@ -337,7 +339,7 @@ async def test_one_client_flooding_thumbnails_gets_its_share_and_the_service_sta
             grown_mib = (rss_kib() - before) / 1024
     assert statuses.count(200) == 200 and set(statuses) <= {200, 429}
     assert 429 in statuses  # its share: at most thumbnail_concurrency at a time
-    assert most_decoders <= 2
+    assert 1 <= most_decoders <= 2  # seen (the measure is of the server's own), and no more
     health_ms.sort()
     p99 = health_ms[int(len(health_ms) * 0.99)]
     assert p99 < 100, f"/health p99 {p99:.1f} ms over {len(health_ms)} requests"
@@ -543,7 +545,8 @@ async def test_a_killed_or_stuck_decoder_costs_one_thumbnail_and_the_next_is_mad
     [second] = decoders.pids()
     assert second != killed
 
-    monkeypatch.setattr(thumbnails_module, "TIMEOUT_S", 0.001)  # a decode that would not end
+    os.kill(second, signal.SIGSTOP)  # a decode that would not end (a hung decoder)
+    monkeypatch.setattr(thumbnails_module, "TIMEOUT_S", 1.0)  # (not 30 s in a test)
     stuck = await client.get(url.format(1.5))
     assert stuck.status == 500 and "could not be made" in (await stuck.json())["error"]
     await poll_until(lambda: second not in decoder_processes(), "the stuck decoder to be killed", 10)
@@ -553,35 +556,67 @@ async def test_a_killed_or_stuck_decoder_costs_one_thumbnail_and_the_next_is_mad
     assert sorted(p.name.split("-")[0] for p in folder.iterdir()) == ["10", "15", "5"]  # no temp
 
 
+def held_by(decoders: Decoders, name: str) -> list[str]:
+    """The files named `name` the decoder holds open (deleted ones end in " (deleted)")."""
+    [pid] = decoders.pids()
+    links = [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir()]
+    return [link for link in links if name in link]
+
+
 async def test_a_decoder_lets_go_of_a_video_replaced_or_deleted(samples: Samples, tmp_path: Path) -> None:
-    decoders = Decoders(size=1, niceness=0, max_memory_bytes=1024**3, idle_close_s=0.5)
-    video = tmp_path / "video.mp4"
+    video, other, out = tmp_path / "video.mp4", tmp_path / "other.mp4", tmp_path / "out.jpg"
     shutil.copy(clock(samples), video)
-    out = tmp_path / "out.jpg"
-
-    def held() -> list[str]:
-        [pid] = decoders.pids()
-        return [os.readlink(fd) for fd in Path(f"/proc/{pid}/fd").iterdir() if "video.mp4" in os.readlink(fd)]
-
+    shutil.copy(clock(samples), other)
+    # Never idle long enough to close everything: what is closed here is closed for its file.
+    decoders = Decoders(size=1, niceness=0, max_memory_bytes=1024**3, idle_close_s=600)
     try:
         await decoders.grab(Grab(str(video), 1.0, 64, "jpg", str(out)), 30)
-        assert held() == [str(video)]  # kept open for the next thumbnail
-        os.replace(samples.rotated(90), video)  # a resize without a kept original: a new file
+        assert held_by(decoders, "video.mp4") == [str(video)]  # kept open for the next thumbnail
+        replacement = tmp_path / "replacement.mp4"
+        shutil.copy(samples.rotated(90), replacement)
+        os.replace(replacement, video)  # a resize without a kept original: a new file
         await decoders.grab(Grab(str(video), 0.5, 64, "jpg", str(out)), 30)
-        assert out.read_bytes() and held() == [str(video)]  # the new file, the old one closed
-        with pytest.raises(DecoderFailed):
-            await decoders.grab(Grab(str(tmp_path / "nothing.mp4"), 0, 64, "jpg", str(out)), 30)
-        other = tmp_path / "other.mp4"
-        shutil.copy(clock(samples), other)
+        assert held_by(decoders, "video.mp4") == [str(video)]  # the new file; the old one closed
+        [pid] = decoders.pids()
+        sound = samples.make(
+            "sound_only.mp4", ["-f", "lavfi", "-i", "sine=duration=1", "-c:a", "aac"]
+        )  # a file with no picture at all
+        for unreadable in (tmp_path / "nothing.mp4", sound):
+            with pytest.raises(DecoderFailed):
+                await decoders.grab(Grab(str(unreadable), 0, 64, "jpg", str(out)), 30)
+        assert decoders.pids() == [pid]  # said why; the decoder and what it holds go on
         video.unlink()  # deleted while the decoder is busy with other videos: closed at its next
         await decoders.grab(Grab(str(other), 1.0, 64, "jpg", str(out)), 30)
-        assert not held()
-        shutil.copy(clock(samples), video)
-        await decoders.grab(Grab(str(video), 1.0, 64, "jpg", str(out)), 30)
-        video.unlink()  # deleted, and nothing more asked: closed once the decoder is idle a moment
-        await poll_until(lambda: not held(), "the decoder to close the deleted video", 10)
+        assert not held_by(decoders, "video.mp4")
     finally:
         await decoders.close()
+
+    idle = Decoders(size=1, niceness=0, max_memory_bytes=1024**3, idle_close_s=0.5)
+    try:
+        await idle.grab(Grab(str(other), 1.0, 64, "jpg", str(out)), 30)
+        other.unlink()  # deleted, and nothing more asked: closed once the decoder is idle a moment
+        await poll_until(lambda: not held_by(idle, "other.mp4"), "the decoder to close the deleted video", 10)
+    finally:
+        await idle.close()
+
+
+async def test_a_stopping_server_ends_a_thumbnail_in_flight_at_once(samples: Samples, tmp_path: Path) -> None:
+    decoders = Decoders(size=1, niceness=0, max_memory_bytes=1024**3)
+    out = tmp_path / "out.jpg"
+    await decoders.grab(Grab(str(clock(samples)), 1.0, 64, "jpg", str(out)), 30)
+    [pid] = decoders.pids()
+    os.kill(pid, signal.SIGSTOP)  # busy for as long as it likes
+    in_flight = asyncio.create_task(decoders.grab(Grab(str(clock(samples)), 2.0, 64, "jpg", str(out)), 30))
+    await asyncio.sleep(0.2)
+    started = time.monotonic()
+    await decoders.close()
+    with pytest.raises(DecoderFailed):
+        await in_flight
+    assert time.monotonic() - started < 5  # not its 30 s time limit
+    assert pid not in decoder_processes() and not decoders.pids()
+    with pytest.raises(DecoderFailed, match="stopping"):  # and no decoder is started after
+        await decoders.grab(Grab(str(clock(samples)), 1.0, 64, "jpg", str(out)), 30)
+    assert not decoders.pids()
 
 
 def test_open_files_keep_the_most_recently_used_few(samples: Samples, tmp_path: Path) -> None:

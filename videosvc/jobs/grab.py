@@ -24,7 +24,6 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 import av
-import av.error
 import av.filter
 
 #: Videos a worker keeps open, the least recently used closed first...
@@ -83,9 +82,13 @@ class OpenFiles:
             self._open.move_to_end(path)
             return kept[1]
         container = av.open(path)
-        stream = container.streams.video[0]
-        stream.thread_type = "FRAME"
-        stream.thread_count = DECODE_THREADS
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "FRAME"
+            stream.thread_count = DECODE_THREADS
+        except BaseException:
+            container.close()
+            raise
         self._open[path] = (version, container)
         while len(self._open) > 1 and (len(self._open) > self._keep or self._pixels() > self._keep_pixels):
             _, (_, oldest) = self._open.popitem(last=False)
@@ -216,7 +219,7 @@ def serve(conn: Connection, niceness: int, max_memory_bytes: int, idle_close_s: 
         reply: str | None = None
         try:
             grab(files, request)
-        except (av.error.FFmpegError, OSError, ValueError, MemoryError) as e:
+        except Exception as e:  # a video it cannot read: said, and the decoder goes on
             reply = f"{type(e).__name__}: {e}"[:300]
             with contextlib.suppress(OSError):
                 os.unlink(request.output)

@@ -2,7 +2,8 @@
 
 The rules every job's ffmpeg runs under, on any executor: the cancel file (and an
 executor's own stop check), the time limit, free disk, and a memory ceiling; and
-death with its parent. Used by the resize (`worker`); the HLS ladder will be its second user.
+death with its parent. Used by the resize (`worker`), and by the derived jobs (the HLS
+ladder, the pictures) through `run_derived`, their shared frame.
 """
 
 from __future__ import annotations

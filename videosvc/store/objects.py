@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import shutil
 import uuid
@@ -31,6 +32,8 @@ from typing import Any, Protocol
 
 #: What a ranged read hands over at a time.
 CHUNK_BYTES = 256 * 1024
+#: S3's most parts in one upload.
+MAX_PARTS = 10_000
 
 
 class ObjectMissing(Exception):
@@ -88,10 +91,15 @@ class ObjectStore(Protocol):
 
 
 def checked_key(key: str) -> str:
-    parts = key.split("/")
-    if not key or key.startswith("/") or any(p in ("", ".", "..") for p in parts):
+    """A key, or ValueError: no empty, `.`-led (hidden, `..`) or absolute parts."""
+    if not key or any(not part or part.startswith(".") for part in key.split("/")):
         raise ValueError(f"not an object key: {key!r}")
     return key
+
+
+def checked_span(start: int, end: int | None) -> None:
+    if start < 0 or (end is not None and end < start):
+        raise ValueError(f"not a span of bytes: {start} to {end}")
 
 
 class FileObjects:
@@ -108,9 +116,10 @@ class FileObjects:
         await asyncio.to_thread(self._publish, self._path(key), lambda out: _copy_into(path, out))
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        checked_span(start, end)
         try:
             f = await asyncio.to_thread(open, self._path(key), "rb")
-        except FileNotFoundError:
+        except (FileNotFoundError, IsADirectoryError):
             raise ObjectMissing(key) from None
         with f:
             f.seek(start)
@@ -153,33 +162,38 @@ class FileObjects:
         return None
 
     async def start_parts(self, key: str) -> str:
-        checked_key(key)
         upload_id = uuid.uuid4().hex
-        await asyncio.to_thread((self._uploads / upload_id).mkdir, parents=True)
+        folder = self._uploads / upload_id
+        await asyncio.to_thread(folder.mkdir, parents=True)
+        await asyncio.to_thread((folder / "key").write_text, checked_key(key))
         return upload_id
 
-    def _upload(self, upload_id: str) -> Path:
+    def _upload(self, key: str, upload_id: str) -> Path:
+        """The upload's folder; ObjectMissing unless it is an upload to `key` (as S3 answers)."""
         folder = self._uploads / upload_id
-        if not upload_id.isalnum() or not folder.is_dir():
-            raise ObjectMissing(f"no multipart upload {upload_id!r}")
-        return folder
+        try:
+            if upload_id.isalnum() and (folder / "key").read_text() == key:
+                return folder
+        except OSError:
+            pass
+        raise ObjectMissing(f"no multipart upload {upload_id!r} to {key!r}")
 
     async def put_part(self, key: str, upload_id: str, number: int, data: bytes) -> Part:
-        folder = self._upload(upload_id)
+        if not 1 <= number <= MAX_PARTS:
+            raise ValueError(f"a part number is 1 to {MAX_PARTS}, not {number}")
+        folder = self._upload(key, upload_id)
         await asyncio.to_thread(self._publish, folder / str(number), lambda out: out.write_bytes(data))
-        return Part(number, len(data), str(len(data)))
+        return Part(number, len(data), hashlib.md5(data).hexdigest())
 
     async def parts(self, key: str, upload_id: str) -> list[Part]:
-        folder = self._upload(upload_id)
-        found = [
-            Part(int(p.name), p.stat().st_size, str(p.stat().st_size))
-            for p in folder.iterdir()
-            if p.name.isdigit()
-        ]
-        return sorted(found, key=lambda p: p.number)
+        folder = self._upload(key, upload_id)
+        return await asyncio.to_thread(_parts_in, folder)
 
     async def finish_parts(self, key: str, upload_id: str, parts: list[Part]) -> None:
-        folder = self._upload(upload_id)
+        folder = self._upload(key, upload_id)
+        held = {part.number: part for part in await asyncio.to_thread(_parts_in, folder)}
+        if [held.get(part.number) for part in parts] != parts:  # S3 refuses a stale list too
+            raise ValueError("the parts given are not the parts the upload holds")
 
         def join(out: Path) -> None:
             with out.open("wb") as f:
@@ -192,7 +206,7 @@ class FileObjects:
 
     async def abort_parts(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(ObjectMissing):
-            await asyncio.to_thread(shutil.rmtree, self._upload(upload_id), True)
+            await asyncio.to_thread(shutil.rmtree, self._upload(key, upload_id), True)
 
     @staticmethod
     def _publish(path: Path, write: Any) -> None:
@@ -207,6 +221,14 @@ class FileObjects:
         finally:
             with contextlib.suppress(FileNotFoundError):
                 temp.unlink()
+
+
+def _parts_in(folder: Path) -> list[Part]:
+    found = []
+    for path in sorted((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
+        data = path.read_bytes()
+        found.append(Part(int(path.name), len(data), hashlib.md5(data).hexdigest()))
+    return found
 
 
 def _copy_into(source: Path, out: Path) -> None:
@@ -265,6 +287,7 @@ class S3Objects:
             await self._client.put_object(Bucket=self._bucket, Key=checked_key(key), Body=body)
 
     async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        checked_span(start, end)
         if end is not None and end <= start:
             return
         span = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
@@ -334,12 +357,15 @@ class S3Objects:
         return sorted(found, key=lambda p: p.number)
 
     async def finish_parts(self, key: str, upload_id: str, parts: list[Part]) -> None:
-        await self._client.complete_multipart_upload(
-            Bucket=self._bucket,
-            Key=checked_key(key),
-            UploadId=upload_id,
-            MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
-        )
+        try:
+            await self._client.complete_multipart_upload(
+                Bucket=self._bucket,
+                Key=checked_key(key),
+                UploadId=upload_id,
+                MultipartUpload={"Parts": [{"PartNumber": p.number, "ETag": f'"{p.etag}"'} for p in parts]},
+            )
+        except self._client.exceptions.NoSuchUpload:
+            raise ObjectMissing(f"no multipart upload {upload_id!r}") from None
 
     async def abort_parts(self, key: str, upload_id: str) -> None:
         with contextlib.suppress(self._client.exceptions.NoSuchUpload):

@@ -85,13 +85,16 @@ class Decoders:
         self._idle_close_s = idle_close_s
         self._idle: list[Decoder] = []
         self._busy: set[Decoder] = set()
+        self._closed = False
 
     async def grab(self, request: Grab, timeout_s: float) -> None:
         """Make the picture `request` asks for (the caller keeps to `size` at once)."""
-        try:
-            await self._grab_once(request, timeout_s)
-        except DecoderGone:  # found dead when asked, before its death was seen: a fresh one
-            await self._grab_once(request, timeout_s)
+        for _ in range(self._size):
+            try:
+                return await self._grab_once(request, timeout_s)
+            except DecoderGone:  # killed while idle, before its death was seen: the next one
+                continue
+        await self._grab_once(request, timeout_s)  # every idle one was dead: a new one
 
     async def _grab_once(self, request: Grab, timeout_s: float) -> None:
         decoder = await self._take()
@@ -105,7 +108,7 @@ class Decoders:
             raise
         finally:
             self._busy.discard(decoder)
-            if healthy and len(self._idle) < self._size:
+            if healthy and not self._closed and len(self._idle) < self._size:
                 self._idle.append(decoder)
             else:  # dead, too slow, or cancelled mid-answer: its pipe may hold a late reply
                 await _retire(decoder)
@@ -113,16 +116,39 @@ class Decoders:
     async def _take(self) -> Decoder:
         """An idle decoder (one killed while idle is found out when asked: `DecoderGone`), or a
         new one."""
+        if self._closed:
+            raise DecoderFailed("the server is stopping")
         if self._idle:
             return self._idle.pop()
-        # Starting the forkserver (the first time) and forking from it block for a moment.
-        return await asyncio.to_thread(Decoder, self._niceness, self._max_memory_bytes, self._idle_close_s)
+        # Starting the forkserver (the first time) and forking from it block for a moment; a
+        # request cancelled meanwhile leaves the new decoder idle, not lost.
+        start = asyncio.ensure_future(
+            asyncio.to_thread(Decoder, self._niceness, self._max_memory_bytes, self._idle_close_s)
+        )
+        try:
+            return await asyncio.shield(start)
+        except asyncio.CancelledError:
+            start.add_done_callback(self._keep_or_retire)
+            raise
+
+    def _keep_or_retire(self, start: asyncio.Future[Decoder]) -> None:
+        if start.cancelled() or start.exception() is not None:
+            return
+        decoder = start.result()
+        if self._closed or len(self._idle) >= self._size:
+            decoder.kill()  # (its process is reaped by multiprocessing's next start or exit)
+        else:
+            self._idle.append(decoder)
 
     async def close(self) -> None:
-        for decoder in [*self._idle, *self._busy]:
+        """Stop every decoder. A busy one is only killed: the request it serves sees it die and
+        retires it (its pipe is its request's to close)."""
+        self._closed = True
+        for decoder in self._busy:
+            decoder.process.kill()
+        idle, self._idle = self._idle, []
+        for decoder in idle:
             await _retire(decoder)
-        self._idle.clear()
-        self._busy.clear()
 
     def pids(self) -> list[int]:
         """The decoders' process ids (a test kills one)."""
