@@ -1,10 +1,11 @@
 """Where the bytes live: a folder, or an S3-compatible bucket, behind one small protocol.
 
 This is the seam SPEC §15 asks for, and the first step of it: the two stores and
-what the service needs of them (whole objects published at once, ranged reads,
-listing, presigned reads, and multipart uploads that can be resumed by their id,
-which tus will need). The service does not use it yet: `storage.Storage` still
-lays out `data_dir`.
+what the service needs of them (whole objects published at once, ranged reads of
+one version, listing, presigned reads, and multipart uploads that can be resumed
+by their id, which tus will need); `web/content.send_object` serves an object
+as a file is served (proxy delivery). The service does not use them yet:
+`storage.Storage` still lays out `data_dir`.
 
 Keys are `/`-separated relative paths (`originals/<id>.mp4`); a key never starts
 with `/` and never holds `..`. An object is published whole or not at all: the
@@ -44,8 +45,10 @@ class ObjectMissing(Exception):
 class ObjectInfo:
     key: str
     size: int
-    #: Changes whenever the object does (S3's ETag; size and mtime for a file).
+    #: Changes whenever the object does (S3's ETag; inode, mtime and size for a file).
     etag: str
+    #: When it was written (seconds since the epoch).
+    modified: float
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,11 @@ class ObjectStore(Protocol):
     async def put_file(self, key: str, path: Path) -> None:
         """Publish the file's bytes at `key`, whole (a reader sees the old object or the new one)."""
 
-    def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
-        """The bytes `start` to `end` (exclusive; None: to the end) of the object."""
+    def read(
+        self, key: str, start: int = 0, end: int | None = None, etag: str | None = None
+    ) -> AsyncIterator[bytes]:
+        """The bytes `start` to `end` (exclusive; None: to the end) of the object; with `etag`,
+        of that version only (ObjectMissing when it has been replaced since)."""
 
     async def head(self, key: str) -> ObjectInfo | None: ...
 
@@ -115,13 +121,17 @@ class FileObjects:
     async def put_file(self, key: str, path: Path) -> None:
         await asyncio.to_thread(self._publish, self._path(key), lambda out: _copy_into(path, out))
 
-    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, start: int = 0, end: int | None = None, etag: str | None = None
+    ) -> AsyncIterator[bytes]:
         checked_span(start, end)
         try:
             f = await asyncio.to_thread(open, self._path(key), "rb")
         except (FileNotFoundError, IsADirectoryError):
             raise ObjectMissing(key) from None
         with f:
+            if etag is not None and _file_tag(os.fstat(f.fileno())) != etag:
+                raise ObjectMissing(f"{key} has been replaced")
             f.seek(start)
             left = None if end is None else end - start
             while left is None or left > 0:
@@ -139,7 +149,7 @@ class FileObjects:
             st = await asyncio.to_thread(os.stat, self._path(key))
         except FileNotFoundError:
             return None
-        return ObjectInfo(key, st.st_size, f"{st.st_size:x}-{st.st_mtime_ns:x}")
+        return ObjectInfo(key, st.st_size, _file_tag(st), st.st_mtime)
 
     async def delete(self, key: str) -> None:
         with contextlib.suppress(FileNotFoundError):
@@ -153,7 +163,7 @@ class FileObjects:
                 if key.startswith(".") or "/." in key or not key.startswith(prefix) or not path.is_file():
                     continue
                 st = path.stat()
-                found.append(ObjectInfo(key, st.st_size, f"{st.st_size:x}-{st.st_mtime_ns:x}"))
+                found.append(ObjectInfo(key, st.st_size, _file_tag(st), st.st_mtime))
             return sorted(found, key=lambda o: o.key)
 
         return await asyncio.to_thread(walk)
@@ -223,6 +233,11 @@ class FileObjects:
                 temp.unlink()
 
 
+def _file_tag(st: os.stat_result) -> str:
+    """A file's version: a new file (a rename over it) has a new inode."""
+    return f"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
 def _parts_in(folder: Path) -> list[Part]:
     found = []
     for path in sorted((p for p in folder.iterdir() if p.name.isdigit()), key=lambda p: int(p.name)):
@@ -286,18 +301,25 @@ class S3Objects:
         with path.open("rb") as body:
             await self._client.put_object(Bucket=self._bucket, Key=checked_key(key), Body=body)
 
-    async def read(self, key: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+    async def read(
+        self, key: str, start: int = 0, end: int | None = None, etag: str | None = None
+    ) -> AsyncIterator[bytes]:
         checked_span(start, end)
         if end is not None and end <= start:
             return
         span = f"bytes={start}-" if end is None else f"bytes={start}-{end - 1}"
+        version = {} if etag is None else {"IfMatch": f'"{etag}"'}
         try:
-            answer = await self._client.get_object(Bucket=self._bucket, Key=checked_key(key), Range=span)
+            answer = await self._client.get_object(
+                Bucket=self._bucket, Key=checked_key(key), Range=span, **version
+            )
         except self._client.exceptions.NoSuchKey:
             raise ObjectMissing(key) from None
         except self._client.exceptions.ClientError as e:
             if _code(e) == "InvalidRange":  # from past the end: nothing, as a file read gives
                 return
+            if _code(e) in ("PreconditionFailed", "412"):
+                raise ObjectMissing(f"{key} has been replaced") from None
             raise
         async with answer["Body"] as body:
             while chunk := await body.read(CHUNK_BYTES):
@@ -310,7 +332,9 @@ class S3Objects:
             if _code(e) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
-        return ObjectInfo(key, answer["ContentLength"], answer["ETag"].strip('"'))
+        return ObjectInfo(
+            key, answer["ContentLength"], answer["ETag"].strip('"'), answer["LastModified"].timestamp()
+        )
 
     async def delete(self, key: str) -> None:
         await self._client.delete_object(Bucket=self._bucket, Key=checked_key(key))
@@ -320,7 +344,8 @@ class S3Objects:
         paginator = self._client.get_paginator("list_objects_v2")
         async for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
             for item in page.get("Contents", []):
-                found.append(ObjectInfo(item["Key"], item["Size"], item["ETag"].strip('"')))
+                etag, modified = item["ETag"].strip('"'), item["LastModified"].timestamp()
+                found.append(ObjectInfo(item["Key"], item["Size"], etag, modified))
         return sorted(found, key=lambda o: o.key)
 
     async def presign(self, key: str, expires_s: int) -> str | None:

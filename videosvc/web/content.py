@@ -18,6 +18,7 @@ import os
 import re
 import time
 import unicodedata
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from pathlib import Path
@@ -29,6 +30,7 @@ from aiohttp import hdrs, web
 from ..errors import VideoNotFound
 from ..events.bus import BytesMoved
 from ..logs import BYTES_SENT
+from ..store.objects import ObjectMissing, ObjectStore
 from .keys import BUS, SETTINGS
 from .middlewares import error_response
 
@@ -48,11 +50,21 @@ HUGE = 10**HUGE_DIGITS
 
 
 @dataclass(frozen=True)
-class OpenVideo:
-    file: BinaryIO
+class Version:
+    """What the validators and ranges are judged by: one version of the bytes sent."""
+
     size: int
     mtime: float
     etag: str
+
+
+@dataclass(frozen=True)
+class OpenVideo(Version):
+    file: BinaryIO
+
+
+#: Sends `count` bytes from `offset` of the version described, into the prepared response.
+BodySender = Callable[[web.StreamResponse, int, int], Awaitable[None]]
 
 
 def open_video(path: str | Path) -> OpenVideo:
@@ -65,7 +77,7 @@ def open_video(path: str | Path) -> OpenVideo:
     st = os.fstat(file.fileno())
     # Inode, modification time and size: a new rendition is a new file (os.replace), so a new tag.
     etag = f'"{st.st_ino:x}-{st.st_mtime_ns:x}-{st.st_size:x}"'
-    return OpenVideo(file, st.st_size, st.st_mtime, etag)
+    return OpenVideo(st.st_size, st.st_mtime, etag, file)
 
 
 @dataclass(frozen=True)
@@ -100,13 +112,46 @@ async def send_file(
     except (FileNotFoundError, NotADirectoryError):  # deleted a moment ago, or never there
         raise missing from None
     try:
-        return await _respond(request, video, shown, private)
+
+        async def send(response: web.StreamResponse, offset: int, count: int) -> None:
+            await _send_bytes(request, response, video.file, offset, count)
+
+        return await _respond(request, video, shown, private, send)
     finally:
         video.file.close()  # a read-only file: closing it does not wait on the disk
 
 
+async def send_object(
+    request: web.Request, store: ObjectStore, key: str, shown: Presentation, private: bool, missing: Exception
+) -> web.StreamResponse:
+    """An object of a store, as `send_file` answers a file (proxy delivery, SPEC §15): the
+    validators from its HEAD, the bytes by a ranged read of that very version. Replaced in
+    between, the answer is cut off (its headers said the old version), never mixed."""
+    info = await store.head(key)
+    if info is None:
+        raise missing
+    version = Version(info.size, info.modified, f'"{info.etag}"')
+    timeout_s = request.app[SETTINGS].http.send_timeout_s
+
+    async def send(response: web.StreamResponse, offset: int, count: int) -> None:
+        sent = 0
+        try:
+            async for chunk in store.read(key, offset, offset + count, etag=info.etag):
+                async with asyncio.timeout(timeout_s):
+                    await response.write(chunk)
+                sent += len(chunk)
+        except TimeoutError:
+            raise ConnectionResetError(f"the client took nothing for {timeout_s:g} s") from None
+        except ObjectMissing:
+            raise ConnectionResetError(f"{key} was replaced or removed while it was sent") from None
+        if sent != count:
+            raise ConnectionResetError(f"{key} ended after {sent} of {count} bytes")
+
+    return await _respond(request, version, shown, private, send)
+
+
 async def _respond(
-    request: web.Request, video: OpenVideo, shown: Presentation, private: bool
+    request: web.Request, video: Version, shown: Presentation, private: bool, send: BodySender
 ) -> web.StreamResponse:
     headers = {
         hdrs.ETAG: video.etag,
@@ -139,10 +184,12 @@ async def _respond(
     try:
         await response.prepare(request)
         if sent:
-            await _send_bytes(request, response, video.file, offset, count)
+            await send(response, offset, count)
         await response.write_eof()
-    except ConnectionError:  # a player that cancels a range it no longer needs does this all the time
-        log.info("client went away during a download of %s", request.rel_url.raw_path[:200])
+    except ConnectionError as e:  # a player that cancels a range it no longer needs does this all the time
+        log.info("a download of %s ended early: %s", request.rel_url.raw_path[:200], e or "client gone")
+        if request.transport is not None:
+            request.transport.abort()  # a short body must not pass for a whole one
         return response
     if sent:
         request[BYTES_SENT] = count  # sendfile bypasses aiohttp's count: the access log takes it from here
@@ -217,7 +264,7 @@ def _send_now(transport: asyncio.Transport, file: BinaryIO, offset: int, end: in
         raise
 
 
-def _not_modified(request: web.Request, video: OpenVideo) -> bool:
+def _not_modified(request: web.Request, video: Version) -> bool:
     """If-None-Match (weak comparison), else If-Modified-Since."""
     if_none_match = request.headers.get(hdrs.IF_NONE_MATCH)
     if if_none_match is not None:
@@ -234,7 +281,7 @@ class _Unsatisfiable:
 UNSATISFIABLE = _Unsatisfiable()
 
 
-def _selected_range(request: web.Request, video: OpenVideo) -> tuple[int, int] | _Unsatisfiable | None:
+def _selected_range(request: web.Request, video: Version) -> tuple[int, int] | _Unsatisfiable | None:
     """(first, last) byte of a single range; None for the whole file; UNSATISFIABLE.
 
     Several ranges are answered with the whole file (RFC 9110 allows it, and no
@@ -270,7 +317,7 @@ def _position(digits: str) -> int:
     return HUGE if len(digits) > HUGE_DIGITS else int(digits)
 
 
-def _if_range_holds(request: web.Request, video: OpenVideo) -> bool:
+def _if_range_holds(request: web.Request, video: Version) -> bool:
     """If-Range: the client's copy must be this very version (strong ETag, or the exact date)."""
     if_range = request.headers.get(hdrs.IF_RANGE)
     if if_range is None:
