@@ -5,6 +5,7 @@ Each test runs on both: what the service will rely on must hold on each store al
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ from aiohttp import web
 from videosvc.config import Settings
 from videosvc.events.bus import EventBus
 from videosvc.store.objects import FileObjects, ObjectMissing, ObjectStore, S3Objects
+from videosvc.uploads.parted import MIN_PART_BYTES, PartedUpload, part_bytes_for
 from videosvc.web.content import Presentation, send_object
 from videosvc.web.keys import BUS, SETTINGS
 
@@ -222,3 +224,59 @@ async def test_a_read_of_a_replaced_version_is_refused(store: ObjectStore, tmp_p
 
 async def read_all_version(store: ObjectStore, key: str, etag: str) -> bytes:
     return b"".join([chunk async for chunk in store.read(key, etag=etag)])
+
+
+PART = MIN_PART_BYTES
+
+
+async def test_an_upload_in_parts_resumes_from_what_the_store_holds_and_publishes_whole(
+    store: ObjectStore,
+) -> None:
+    data = bytes(range(256)) * (PART * 5 // 2 // 256)  # two and a half parts
+    upload = await PartedUpload.start(store, "uploads/u", PART)
+    for at in range(0, PART + 1000, 700_000):  # a first request: a part and a bit, in odd chunks
+        await upload.append(data[at : min(at + 700_000, PART + 1000)])
+    await upload.save()
+    assert await upload.offset() == PART + 1000
+    # Another process (a restart, another node) knows the key, the id and the part size only.
+    resumed = PartedUpload(store, "uploads/u", upload.upload_id, PART)
+    assert await resumed.offset() == PART + 1000
+    await resumed.append(data[PART + 1000 :])
+    await resumed.save()  # the last request ends as every one does
+    await resumed.finish()
+    assert await read_all(store, "uploads/u") == data
+    assert [o.key for o in await store.list_objects("uploads/")] == ["uploads/u"]  # no tail left
+
+
+async def test_a_crash_between_a_part_and_its_tail_counts_no_byte_twice(store: ObjectStore) -> None:
+    data = bytes(range(256)) * (PART * 2 // 256)
+    upload = await PartedUpload.start(store, "uploads/c", PART)
+    await upload.append(data[:1000])
+    await upload.save()  # a first request: its tail (part 1-to-be) in the store
+    await upload.append(data[1000 : PART + 10])  # part 1 sent; the process dies before save()
+    resumed = PartedUpload(store, "uploads/c", upload.upload_id, PART)
+    assert await resumed.offset() == PART  # part 1; the old tail (its bytes in it) not counted
+    await resumed.append(data[PART:])
+    await resumed.finish()
+    assert await read_all(store, "uploads/c") == data
+    assert [o.key for o in await store.list_objects("uploads/")] == ["uploads/c"]
+
+
+async def test_an_abandoned_upload_in_parts_leaves_nothing(store: ObjectStore) -> None:
+    upload = await PartedUpload.start(store, "uploads/a", PART)
+    await upload.append(b"x" * (PART + 5))
+    await upload.save()
+    await upload.abort()
+    assert await store.list_objects("uploads/") == []
+    with pytest.raises(ObjectMissing):
+        await store.parts("uploads/a", upload.upload_id)
+    empty = await PartedUpload.start(store, "uploads/e", PART)  # an empty upload is an empty object
+    await empty.finish()
+    assert await read_all(store, "uploads/e") == b""
+
+
+def test_an_upload_s_parts_are_equal_and_fewer_than_ten_thousand() -> None:
+    assert part_bytes_for(10 * 1024**3) == 8 * 1024**2  # the default where it suffices
+    for largest in (80 * 1024**3, 100 * 1024**3, 5 * 1024**4):
+        size = part_bytes_for(largest)
+        assert size % 1024**2 == 0 and math.ceil(largest / size) < 10_000

@@ -64,6 +64,9 @@ class ObjectStore(Protocol):
     async def put_file(self, key: str, path: Path) -> None:
         """Publish the file's bytes at `key`, whole (a reader sees the old object or the new one)."""
 
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        """Publish a few bytes at `key`, whole."""
+
     def read(
         self, key: str, start: int = 0, end: int | None = None, etag: str | None = None
     ) -> AsyncIterator[bytes]:
@@ -120,6 +123,9 @@ class FileObjects:
 
     async def put_file(self, key: str, path: Path) -> None:
         await asyncio.to_thread(self._publish, self._path(key), lambda out: _copy_into(path, out))
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await asyncio.to_thread(self._publish, self._path(key), lambda out: out.write_bytes(data))
 
     async def read(
         self, key: str, start: int = 0, end: int | None = None, etag: str | None = None
@@ -300,6 +306,9 @@ class S3Objects:
         # One PUT: S3 makes the object visible only once all of it has arrived.
         with path.open("rb") as body:
             await self._client.put_object(Bucket=self._bucket, Key=checked_key(key), Body=body)
+
+    async def put_bytes(self, key: str, data: bytes) -> None:
+        await self._client.put_object(Bucket=self._bucket, Key=checked_key(key), Body=data)
 
     async def read(
         self, key: str, start: int = 0, end: int | None = None, etag: str | None = None
