@@ -80,17 +80,14 @@ class JobFiles:
         return self.directory / "stopped-by-pool"
 
 
-@dataclass(frozen=True)
-class ResizeJob:
+@dataclass(frozen=True, kw_only=True)
+class JobRules:
+    """What every job is given: its source, its folder, the tools, and the rules it runs under."""
+
     source: str
-    #: The source's audio codecs as stored at upload; None: probe the source to find out.
-    source_audio_codecs: tuple[str, ...] | None
+    #: The job's own folder: its claim, its cancel file, ffmpeg's log.
     directory: str
-    width: int
-    height: int
     tools: Toolchain
-    x264_preset: str
-    x264_crf: int
     timeout_s: float
     #: RLIMIT_DATA of ffmpeg: past it an allocation fails, and so does the job.
     max_memory_bytes: int
@@ -99,8 +96,24 @@ class ResizeJob:
     #: Executions of the job after which it gives up (workers that died under it). 0: the runner
     #: counts them itself (the local pool); a cluster that reruns a dead worker's task needs this.
     max_attempts: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodeJob(JobRules):
+    """A job that encodes with libx264."""
+
+    x264_preset: str
+    x264_crf: int
     #: libx264's threads (`-threads`); 0: ffmpeg's own choice, for all the machine's CPUs.
     threads: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
+class ResizeJob(EncodeJob):
+    #: The source's audio codecs as stored at upload; None: probe the source to find out.
+    source_audio_codecs: tuple[str, ...] | None
+    width: int
+    height: int
 
 
 @dataclass(frozen=True)
@@ -113,15 +126,13 @@ class LadderRung:
     maxrate: int
 
 
-@dataclass(frozen=True)
-class LadderJob:
+@dataclass(frozen=True, kw_only=True)
+class LadderJob(EncodeJob):
     """An HLS package's renditions, encoded in one ffmpeg process from one decode of `source`.
 
     The server moves what it writes (`output`, one folder per rendition) into the package.
     """
 
-    source: str
-    directory: str
     #: Where the renditions are written: `output/<rung name>/index.m3u8`, and `output/a/` for the audio.
     output: str
     rungs: tuple[LadderRung, ...]
@@ -131,26 +142,16 @@ class LadderJob:
     #: Keyframes at exactly these times (a copied rung's segment starts), so every rung switches at the
     #: same points; empty: one every `segment_s` seconds.
     keyframes_at: tuple[float, ...]
-    tools: Toolchain
-    x264_preset: str
-    x264_crf: int
-    timeout_s: float
-    max_memory_bytes: int
-    min_free_bytes: int = 0
-    max_attempts: int = 0
-    threads: int = 0
 
 
-@dataclass(frozen=True)
-class PicturesJob:
+@dataclass(frozen=True, kw_only=True)
+class PicturesJob(JobRules):
     """A video's poster and storyboard, made by one ffmpeg process into `output` (SPEC §14).
 
     The poster is picked among the first seconds' frames; the storyboard's tiles come from
     keyframes only when they are close enough (`keyframes_only`), else from every frame.
     """
 
-    source: str
-    directory: str
     output: str
     duration_s: float
     poster_width: int
@@ -162,11 +163,6 @@ class PicturesJob:
     tile_height: int
     columns: int
     keyframes_only: bool
-    tools: Toolchain
-    timeout_s: float
-    max_memory_bytes: int
-    min_free_bytes: int = 0
-    max_attempts: int = 0
 
 
 #: What a backend runs: a resize (the PATCH), a ladder or pictures (derived at store time).

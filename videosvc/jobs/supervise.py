@@ -18,11 +18,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 from ..media.probe import limit_memory, ran_out_of_memory
 from ..store.records import JobState
-from .contract import JobFiles, ResizeResult
+from .contract import JobFiles, LadderJob, PicturesJob, ResizeResult
 
 #: How often a running job looks at its cancel file and its deadline.
 POLL_INTERVAL_S = 0.1
@@ -49,23 +48,6 @@ class Rules:
     timeout_setting: str = "job_timeout_s"
 
 
-class DerivedJob(Protocol):
-    """What a job that derives files from an upload (a ladder, pictures) is given."""
-
-    @property
-    def directory(self) -> str: ...
-    @property
-    def output(self) -> str: ...
-    @property
-    def max_attempts(self) -> int: ...
-    @property
-    def timeout_s(self) -> float: ...
-    @property
-    def max_memory_bytes(self) -> int: ...
-    @property
-    def min_free_bytes(self) -> int: ...
-
-
 @dataclass(frozen=True)
 class DerivedRun:
     """A derived job's run: its files, its rules, when it started, the folder it fills."""
@@ -77,7 +59,10 @@ class DerivedRun:
 
 
 def run_derived(
-    job: DerivedJob, worker: str, no_disk_error: str, make: Callable[[DerivedRun], tuple[float, ResizeResult]]
+    job: LadderJob | PicturesJob,
+    worker: str,
+    no_disk_error: str,
+    make: Callable[[DerivedRun], tuple[float, ResizeResult]],
 ) -> ResizeResult:
     """A derived job's frame: claimed (refused past `max_attempts`), its output emptied (a rerun
     starts over), `make` run under the derived time limit, and nothing left when it failed.
