@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import random
 import sys
 import tempfile
@@ -39,7 +38,7 @@ import aiohttp
 from bench.clips import ClipsUnavailable, real_clips
 from bench.hls import make_upload, post_raw
 from bench.media import run_checked
-from bench.report import Row, git_head, median, percentile, progress, publish, render_table
+from bench.report import Row, median, percentile, progress, publish_rows
 from bench.servers import CONFIG_PATH, running_service, service_env
 from videosvc.config import Settings, load_settings
 from videosvc.jobs.contract import JobFiles, LadderJob, LadderRung
@@ -112,18 +111,8 @@ async def _main(plan_: Plan, ffmpeg: str | None = None) -> int:
         rows = await thumbnails_part(plan_, env, clip, info.duration_s or plan_.clip_s, tools, tmp)
         if plan_.job_runs:
             rows += await job_part(plan_, settings, clip, info, tools, tmp)
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = "\n".join(
-        [
-            "# videosvc pictures benchmark",
-            "",
-            f"{time.strftime('%Y-%m-%d')}, commit {git_head()}, {plan_.clip_s:g} s clip, load average {load}"
-            f" at the end, {time.monotonic() - started:.0f} s in all; ffmpeg: {tools.ffmpeg}.",
-            "",
-            render_table(rows),
-        ]
-    )
-    publish(text, "pictures.md")
+    details = f"{plan_.clip_s:g} s clip, ffmpeg: {tools.ffmpeg}"
+    publish_rows("videosvc pictures benchmark", details, rows, "pictures.md", started)
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import statistics
 import subprocess
 import sys
@@ -58,6 +59,17 @@ def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
 def progress(message: str) -> None:
     """A timestamped line on stderr: what the benchmark is doing now."""
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def publish_rows(title: str, details: str, rows: Sequence[Row], name: str, started: float) -> None:
+    """A benchmark's page: its title, a line of what was measured (date, commit, load and time
+    in all added), the table; printed and kept in bench/results/NAME."""
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    line = (
+        f"{time.strftime('%Y-%m-%d')}, commit {git_head()}, {details}, load average {load} at the end,"
+        f" {time.monotonic() - started:.0f} s in all."
+    )
+    publish("\n".join([f"# {title}", "", line, "", render_table(rows)]), name)
 
 
 def publish(text: str, name: str) -> None:

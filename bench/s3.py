@@ -32,7 +32,7 @@ from pathlib import Path
 if __package__ in (None, ""):
     sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
-from bench.report import Row, git_head, median, progress, publish, render_table
+from bench.report import Row, median, progress, publish_rows
 from tests.seaweed import SeaweedServer
 from videosvc.store.objects import Part, S3Objects, S3Settings
 
@@ -86,18 +86,8 @@ async def _main(plan: Plan) -> int:
                 ratio >= MIN_OVER_BOTO3,
             )
         )
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    text = "\n".join(
-        [
-            "# videosvc S3 client benchmark",
-            "",
-            f"{time.strftime('%Y-%m-%d')}, commit {git_head()}, {mb:.0f} MB, {plan.rounds} round(s),"
-            f" load average {load} at the end, {time.monotonic() - started:.0f} s in all.",
-            "",
-            render_table(rows),
-        ]
-    )
-    publish(text, "s3.md")
+    details = f"{mb:.0f} MB, {plan.rounds} round(s)"
+    publish_rows("videosvc S3 client benchmark", details, rows, "s3.md", started)
     return 0
 
 

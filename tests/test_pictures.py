@@ -60,23 +60,18 @@ def black_then_pattern(samples: Samples) -> Path:
     )  # fmt: skip
 
 
-def clock(samples: Samples) -> Path:
+def clock(samples: Samples, b_frames: bool = False) -> Path:
+    """Frames whose luma is their own time (16 + 50t). With `b_frames`, as x264 writes by
+    default: B-frames (some no frame refers to) between the P-frames, a keyframe every 2 s."""
+    encoding = (
+        ["-preset", "fast", "-bf", "3", "-g", "50"]
+        if b_frames
+        else ["-preset", "ultrafast", "-qp", "0", "-g", "12"]
+    )
     return samples.make(
-        "clock.mp4",
+        "clock_b.mp4" if b_frames else "clock.mp4",
         ["-f", "lavfi", "-i", f"nullsrc=size=320x240:rate=25:duration={CLOCK_S},format=gray,"
-         "geq=lum='16+50*T'", "-c:v", "libx264", "-preset", "ultrafast", "-qp", "0", "-g", "12",
-         "-pix_fmt", "yuv420p"],
-    )  # fmt: skip
-
-
-def clock_with_b_frames(samples: Samples) -> Path:
-    """The clock, as x264 writes it by default: B-frames (some no frame refers to) between
-    the P-frames, a keyframe every 2 s."""
-    return samples.make(
-        "clock_b.mp4",
-        ["-f", "lavfi", "-i", f"nullsrc=size=320x240:rate=25:duration={CLOCK_S},format=gray,"
-         "geq=lum='16+50*T'", "-c:v", "libx264", "-preset", "fast", "-bf", "3", "-g", "50",
-         "-pix_fmt", "yuv420p"],
+         "geq=lum='16+50*T'", "-c:v", "libx264", *encoding, "-pix_fmt", "yuv420p"],
     )  # fmt: skip
 
 
@@ -232,7 +227,7 @@ async def test_every_time_of_a_clip_with_b_frames_shows_its_own_frame(
 ) -> None:
     # The frames before the time that nothing refers to are not decoded: the one at it is.
     client = await make_client(pictures_enabled=False, thumbnail_concurrency=4)
-    video_id = await upload(client, clock_with_b_frames(samples))
+    video_id = await upload(client, clock(samples, b_frames=True))
 
     async def shown(tenths: int) -> float:
         image = tmp_path / f"{tenths}.jpg"
