@@ -5,7 +5,12 @@ Each test runs on both: what the service will rely on must hold on each store al
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import os
+import random
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +61,9 @@ class _Prefixed:
             return method(self._prefix + key, *args, **kwargs)
 
         return prefixed
+
+    def prefixed(self, key: str) -> str:
+        return self._prefix + key
 
     async def _list(self, prefix: str) -> list[object]:
         from dataclasses import replace
@@ -280,3 +288,40 @@ def test_an_upload_s_parts_are_equal_and_fewer_than_ten_thousand() -> None:
     for largest in (80 * 1024**3, 100 * 1024**3, 5 * 1024**4):
         size = part_bytes_for(largest)
         assert size % 1024**2 == 0 and math.ceil(largest / size) < 10_000
+
+
+async def test_an_upload_in_parts_killed_at_any_moment_resumes_to_the_same_bytes(
+    store: ObjectStore, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    data = os.urandom(PART * 3 + 12345)
+    data_file = tmp_path / "data.bin"
+    data_file.write_bytes(data)
+    upload = await PartedUpload.start(store, "uploads/k", PART)
+    if isinstance(store, FileObjects):
+        where, key, env = str(tmp_path / "objects"), "uploads/k", dict(os.environ)
+    else:
+        settings = request.getfixturevalue("seaweed").settings
+        where, key = settings.endpoint_url, store.prefixed("uploads/k")  # type: ignore[attr-defined]
+        env = {**os.environ, "VIDEOSVC_TEST_S3_BUCKET": settings.bucket, "VIDEOSVC_TEST_S3_KEY":
+               settings.access_key_id, "VIDEOSVC_TEST_S3_SECRET": settings.secret_access_key}  # fmt: skip
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+    rng = random.Random(7)
+    for _ in range(4):  # four processes, each killed (SIGKILL) after a few of its requests
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tests.parted_child", where, key, upload.upload_id, str(PART),
+            str(data_file), env=env, stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert child.stdout is not None
+        for _ in range(rng.randint(1, 6)):
+            if not await child.stdout.readline():
+                break
+        await asyncio.sleep(rng.uniform(0, 0.05))  # somewhere inside its next request
+        with contextlib.suppress(ProcessLookupError):
+            child.kill()
+        await child.wait()
+    resumed = PartedUpload(store, "uploads/k", upload.upload_id, PART)
+    offset = await resumed.offset()
+    assert 0 < offset <= len(data)
+    await resumed.append(data[offset:])
+    await resumed.finish()
+    assert await read_all(store, "uploads/k") == data  # nothing lost, nothing twice
