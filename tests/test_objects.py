@@ -23,7 +23,7 @@ from videosvc.config import Settings
 from videosvc.events.bus import EventBus
 from videosvc.store.objects import FileObjects, ObjectMissing, ObjectStore, S3Objects
 from videosvc.uploads.parted import MIN_PART_BYTES, PartedUpload, part_bytes_for
-from videosvc.web.content import Presentation, send_object
+from videosvc.web.content import Presentation, content_disposition, redirect_to_object, send_object
 from videosvc.web.keys import BUS, SETTINGS
 
 from .seaweed import SeaweedServer
@@ -167,10 +167,17 @@ def object_app(store: ObjectStore) -> web.Application:
         missing = web.HTTPNotFound(text="no such object")
         return await send_object(request, store, request.match_info["key"], Presentation(), False, missing)
 
+    async def redirect(request: web.Request) -> web.StreamResponse:
+        missing = web.HTTPNotFound(text="no such object")
+        download = "download" in request.query
+        shown = Presentation(disposition=content_disposition("holiday video.mp4", download=download))
+        return await redirect_to_object(request, store, request.match_info["key"], shown, False, missing)
+
     app = web.Application()
     app[SETTINGS] = Settings()
     app[BUS] = EventBus()
     app.router.add_get("/o/{key:.+}", get)
+    app.router.add_get("/r/{key:.+}", redirect)
     return app
 
 
@@ -325,3 +332,36 @@ async def test_an_upload_in_parts_killed_at_any_moment_resumes_to_the_same_bytes
     await resumed.append(data[offset:])
     await resumed.finish()
     assert await read_all(store, "uploads/k") == data  # nothing lost, nothing twice
+
+
+async def test_redirect_delivery_sends_the_client_to_the_store_which_answers_its_ranges(
+    store: ObjectStore, tmp_path: Path, aiohttp_client: Any
+) -> None:
+    data = bytes(range(256)) * 4096
+    source = tmp_path / "video.mp4"
+    source.write_bytes(data)
+    await store.put_file("originals/r.mp4", source)
+    client = await aiohttp_client(object_app(store))
+    answer = await client.get("/r/originals/r.mp4", allow_redirects=False)
+    assert (await client.get("/r/originals/none.mp4", allow_redirects=False)).status == 404
+    if isinstance(store, FileObjects):  # a folder has no URLs: served by the service itself
+        assert answer.status == 200 and await answer.read() == data
+        return
+    assert answer.status == 307 and answer.headers["Cache-Control"] == "private, no-store"
+    location = answer.headers["Location"]
+    async with (
+        aiohttp.ClientSession() as direct,
+        direct.get(location, headers={"Range": "bytes=100-199"}) as at,
+    ):
+        # The store, asked with no credentials of ours: the range, and the type stored with it.
+        assert at.status == 206 and await at.read() == data[100:200]
+        assert at.headers["Content-Type"] == "video/mp4"
+    segment_file = tmp_path / "0.m4s"
+    segment_file.write_bytes(data[:1000])
+    await store.put_file("packages/r/0.m4s", segment_file)  # a type the store would not guess
+    segment = await client.get("/r/packages/r/0.m4s", allow_redirects=False)
+    async with aiohttp.ClientSession() as direct, direct.get(segment.headers["Location"]) as at:
+        assert await at.read() == data[:1000] and at.headers["Content-Type"] == "video/iso.segment"
+    saved = await client.get("/r/originals/r.mp4?download=1", allow_redirects=False)
+    assert saved.status == 200 and await saved.read() == data  # a download, named: by proxy
+    assert saved.headers["Content-Disposition"].startswith('attachment; filename="holiday video.mp4"')

@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import mimetypes
 import os
 import shutil
 import uuid
@@ -82,7 +83,9 @@ class ObjectStore(Protocol):
         """Every object whose key starts with `prefix`, by key."""
 
     async def presign(self, key: str, expires_s: int) -> str | None:
-        """A URL anyone may GET the object through until it expires; None from a store without one."""
+        """A URL anyone may GET the object through until it expires; None from a store without one.
+        (No response-header overrides: SeaweedFS 4.48 refuses their signatures when a value holds
+        a `/` or a space, so an object carries its Content-Type from its PUT instead.)"""
 
     async def start_parts(self, key: str) -> str:
         """Begin a multipart upload to `key`; its id."""
@@ -305,10 +308,14 @@ class S3Objects:
     async def put_file(self, key: str, path: Path) -> None:
         # One PUT: S3 makes the object visible only once all of it has arrived.
         with path.open("rb") as body:
-            await self._client.put_object(Bucket=self._bucket, Key=checked_key(key), Body=body)
+            await self._client.put_object(
+                Bucket=self._bucket, Key=checked_key(key), Body=body, ContentType=_content_type(key)
+            )
 
     async def put_bytes(self, key: str, data: bytes) -> None:
-        await self._client.put_object(Bucket=self._bucket, Key=checked_key(key), Body=data)
+        await self._client.put_object(
+            Bucket=self._bucket, Key=checked_key(key), Body=data, ContentType=_content_type(key)
+        )
 
     async def read(
         self, key: str, start: int = 0, end: int | None = None, etag: str | None = None
@@ -364,7 +371,9 @@ class S3Objects:
         return url
 
     async def start_parts(self, key: str) -> str:
-        answer = await self._client.create_multipart_upload(Bucket=self._bucket, Key=checked_key(key))
+        answer = await self._client.create_multipart_upload(
+            Bucket=self._bucket, Key=checked_key(key), ContentType=_content_type(key)
+        )
         upload_id: str = answer["UploadId"]
         return upload_id
 
@@ -406,6 +415,11 @@ class S3Objects:
             await self._client.abort_multipart_upload(
                 Bucket=self._bucket, Key=checked_key(key), UploadId=upload_id
             )
+
+
+def _content_type(key: str) -> str:
+    """What a presigned GET answers as Content-Type: by the key's extension."""
+    return mimetypes.guess_type(key)[0] or "application/octet-stream"
 
 
 def _code(error: Any) -> str:

@@ -150,6 +150,30 @@ async def send_object(
     return await _respond(request, version, shown, private, send)
 
 
+#: How long a redirect's presigned URL holds: long enough to start a download, short enough
+#: that a URL passed on does not open the object for long (a player asks the service again).
+REDIRECT_EXPIRES_S = 300
+
+
+async def redirect_to_object(
+    request: web.Request, store: ObjectStore, key: str, shown: Presentation, private: bool, missing: Exception
+) -> web.StreamResponse:
+    """Redirect delivery (SPEC §15): a 307 to a presigned URL of the object, so that its bytes,
+    and Range, are served by the store, with the Content-Type the object was stored with.
+
+    By proxy instead: a download (`attachment`: its file name is the service's to give, and
+    a presigned URL cannot carry one on every store), and a store without URLs (a folder)."""
+    if shown.disposition is not None and shown.disposition.startswith("attachment"):
+        return await send_object(request, store, key, shown, private, missing)
+    if await store.head(key) is None:
+        raise missing
+    url = await store.presign(key, REDIRECT_EXPIRES_S)
+    if url is None:
+        return await send_object(request, store, key, shown, private, missing)
+    # Not kept by shared caches: the URL expires, and a signed link's answer is its holder's.
+    return web.Response(status=307, headers={hdrs.LOCATION: url, hdrs.CACHE_CONTROL: "private, no-store"})
+
+
 async def _respond(
     request: web.Request, video: Version, shown: Presentation, private: bool, send: BodySender
 ) -> web.StreamResponse:
